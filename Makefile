@@ -1,0 +1,55 @@
+# Two commands for a new user: `make run` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(PYTHON) -m uv
+
+.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench clean
+
+$(BIN)/python:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) venv --quiet --python $(PYTHON) $(VENV)
+
+# dev.lock is a superset of run.lock, so a venv synced for tests also serves `make run`.
+install-run: $(BIN)/python
+	@if { [ ! -f $(VENV)/.synced-dev ] || [ requirements/dev.lock -nt $(VENV)/.synced-dev ]; } && \
+	    { [ ! -f $(VENV)/.synced-run ] || [ requirements/run.lock -nt $(VENV)/.synced-run ]; }; then \
+	  $(UV) pip sync --quiet --python $(BIN)/python requirements/run.lock && \
+	  $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && \
+	  rm -f $(VENV)/.synced-dev && touch $(VENV)/.synced-run; fi
+
+install-dev: $(BIN)/python
+	@if [ ! -f $(VENV)/.synced-dev ] || [ requirements/dev.lock -nt $(VENV)/.synced-dev ] || \
+	    [ pyproject.toml -nt $(VENV)/.synced-dev ]; then \
+	  $(UV) pip sync --quiet --python $(BIN)/python requirements/dev.lock && \
+	  $(UV) pip install --quiet --python $(BIN)/python --no-deps -e . && \
+	  rm -f $(VENV)/.synced-run && touch $(VENV)/.synced-dev; fi
+
+install-bench: install-dev
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements/bench.lock
+	@rm -f $(VENV)/.synced-dev  # the next `make test` re-syncs to exactly dev.lock
+
+run: install-run
+	$(BIN)/townhall serve
+
+services:
+	@scripts/services.sh
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev services
+	$(BIN)/pytest
+
+test: install-dev services lint typecheck pytest
+
+bench: install-bench services
+	$(BIN)/python bench/edge.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

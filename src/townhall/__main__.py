@@ -1,0 +1,5 @@
+"""`python -m townhall` runs the CLI."""
+
+from townhall.cli import main
+
+main()

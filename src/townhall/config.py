@@ -1,0 +1,125 @@
+"""Settings: every `TOWNHALL_*` environment variable, read once by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or points at something unreachable.
+
+    `variable` names the environment variable so the CLI can say which one to fix.
+    """
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Field `x` is read from `TOWNHALL_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWNHALL_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP edge listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP edge listens on.")
+    data_dir: Path = Field(Path("./var"), description="Where embedded defaults keep their data.")
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/townhall.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    bus_url: str = Field(
+        "memory://", description="Message bus: memory://, redis://, amqp://, nats://"
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for rate limits and caches; unset keeps them in-process."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="JWT signing secret; unset generates one once under the data directory.",
+    )
+    access_token_ttl: int = Field(900, gt=0, description="Access token lifetime, seconds.")
+    refresh_token_ttl: int = Field(
+        30 * 24 * 3600, gt=0, description="Refresh token lifetime, seconds."
+    )
+    admins: str = Field("", description="Comma-separated usernames that are administrators.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS.")
+    max_body_bytes: int = Field(
+        1_048_576, gt=0, description="Largest request body accepted (else 413)."
+    )
+    rate_limits: str = Field(
+        "",
+        description=(
+            "Per route group limits overriding the defaults, e.g. "
+            "'auth=10/minute;default=300/minute'."
+        ),
+    )
+    rate_limit_ip: str = Field("1200/minute", description="Limit per client IP, all routes.")
+    migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    log_format: Literal["json", "console"] = Field("json", description="Log line format.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unknown URL scheme {scheme!r}; use one of {', '.join(DATABASE_SCHEMES)}"
+            )
+        return value
+
+    @cached_property
+    def admin_usernames(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.admins.split(",") if name.strip())
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    def masked(self) -> dict[str, object]:
+        """The settings by environment variable name, secrets and URL passwords masked."""
+        shown: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[f"TOWNHALL_{name.upper()}"] = value
+        return shown
+
+
+def mask_url(url: str) -> str:
+    """`scheme://user:secret@host` -> `scheme://user:********@host`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    if ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        userinfo = f"{user}:********"
+    return f"{scheme}://{userinfo}@{host}"
+
+
+def load_settings() -> Settings:
+    """Read the environment once; a bad value becomes a `ConfigError` naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"TOWNHALL_{field.upper()}", message) from None

@@ -1,0 +1,1 @@
+"""The shared kernel: ports every module may use, and their adapters."""

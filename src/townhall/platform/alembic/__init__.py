@@ -1,0 +1,1 @@
+"""Alembic's environment for every component's migrations (one branch per component)."""

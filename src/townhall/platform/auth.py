@@ -1,0 +1,90 @@
+"""Authentication at the edge: signed JWT access tokens, checked locally (no database hit).
+
+The identity module issues tokens through `TokenCodec`; every other route only verifies them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from townhall.platform.clock import Clock
+
+ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired or not signed by us."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: read from a verified access token."""
+
+    user_id: str
+    username: str
+    is_admin: bool = False
+
+
+class TokenCodec:
+    def __init__(self, secret: str, clock: Clock, *, access_ttl: int = 900) -> None:
+        if len(secret) < 32:
+            raise ValueError("the signing secret must be at least 32 characters")
+        self._secret = secret
+        self._clock = clock
+        self.access_ttl = access_ttl
+
+    def issue(self, principal: Principal) -> str:
+        now = self._clock.now()
+        claims: dict[str, Any] = {
+            "sub": principal.user_id,
+            "name": principal.username,
+            "adm": principal.is_admin,
+            "iat": int(now.timestamp()),
+            "exp": int((now + timedelta(seconds=self.access_ttl)).timestamp()),
+            "typ": "access",
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "exp", "iat"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        # Expiry is checked against our Clock, not the wall clock, so tests can move time.
+        if claims.get("typ") != "access":
+            raise InvalidToken("not an access token")
+        if datetime.fromtimestamp(claims["exp"], self._clock.now().tzinfo) <= self._clock.now():
+            raise InvalidToken("token expired")
+        return Principal(
+            user_id=str(claims["sub"]),
+            username=str(claims.get("name", "")),
+            is_admin=bool(claims.get("adm", False)),
+        )
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The signing secret kept under the data directory, generated on first use."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # Create exclusively so two processes starting at once agree on one secret.
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(secret)
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return secret

@@ -1,0 +1,55 @@
+"""How a module plugs in: one `ModuleSpec` in its `__init__.py`, read by the composition root.
+
+A module names itself, says where its migrations are, and gives a factory that receives the
+`Platform` (the adapters `bootstrap` built once) and returns what the process runs: HTTP
+routers, consumer groups, and start/stop hooks for anything long-lived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from townhall.platform.clock import Clock
+from townhall.platform.db import Database
+
+if TYPE_CHECKING:
+    from townhall.config import Settings
+    from townhall.platform.auth import TokenCodec
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Platform:
+    """The shared adapters, built once per process by `bootstrap` and handed to every module."""
+
+    settings: Settings
+    database: Database
+    clock: Clock
+    tokens: TokenCodec
+    # Facades modules offer each other, by module name (filled in as modules are installed).
+    facades: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Installed:
+    """What an installed module contributes to the process."""
+
+    routers: Sequence[Any] = ()  # fastapi.APIRouter, mounted under /api/v1
+    facade: Any = None  # the object other modules may call (see the module's __init__)
+    on_start: Sequence[Hook] = ()
+    on_stop: Sequence[Hook] = ()
+    # Probes for /readyz beyond the platform's own: name -> coroutine that raises when down.
+    readiness: dict[str, Hook] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    name: str
+    install: Callable[[Platform], Installed]
+    migrations: Path | None = None
+    # Modules whose facades this one needs installed first.
+    requires: tuple[str, ...] = ()
