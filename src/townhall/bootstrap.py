@@ -1,0 +1,161 @@
+"""The composition root: the only place that picks adapters from settings and wires modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from limits import parse
+
+from townhall import __version__, identity
+from townhall.config import ConfigError, Settings, mask_url
+from townhall.platform.auth import TokenCodec, load_or_create_secret
+from townhall.platform.clock import SystemClock
+from townhall.platform.db import Database
+from townhall.platform.http import ReadinessProbe, create_edge
+from townhall.platform.migrations import migrate
+from townhall.platform.modules import Hook, Installed, ModuleSpec, Platform
+from townhall.platform.observability import get_logger
+from townhall.platform.ratelimit import RateLimiter, parse_group_limits
+
+# Every module, in dependency order. Adding a module is one line here.
+MODULES: list[ModuleSpec] = [
+    identity.module,
+]
+
+log = get_logger("townhall.bootstrap")
+
+
+def select_modules(names: Sequence[str] | None) -> list[ModuleSpec]:
+    """The specs for `--modules a,b` (all when None), plus the modules they require."""
+    known = {spec.name: spec for spec in MODULES}
+    if not names:
+        return list(MODULES)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError("--modules", f"unknown module {unknown[0]!r}; known: {', '.join(known)}")
+    wanted = set(names)
+    for spec in reversed(MODULES):  # requirements come earlier in MODULES
+        if spec.name in wanted:
+            wanted.update(spec.requires)
+    return [spec for spec in MODULES if spec.name in wanted]
+
+
+@dataclass
+class Runtime:
+    """One process's composition: the platform, the installed modules and the edge."""
+
+    platform: Platform
+    modules: dict[str, Installed]
+    readiness: dict[str, ReadinessProbe] = field(default_factory=dict)
+    rate_limiter: RateLimiter | None = None
+
+    @property
+    def hooks_on_start(self) -> list[Hook]:
+        return [hook for installed in self.modules.values() for hook in installed.on_start]
+
+    async def start(self) -> None:
+        for hook in self.hooks_on_start:
+            await hook()
+
+    async def stop(self) -> None:
+        for installed in reversed(list(self.modules.values())):
+            for hook in installed.on_stop:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("stop hook failed")
+        await self.platform.database.dispose()
+
+    def create_app(self, *, on_ready: Hook | None = None) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            if on_ready is not None:
+                await on_ready()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        settings = self.platform.settings
+        return create_edge(
+            tokens=self.platform.tokens,
+            rate_limiter=self.rate_limiter,
+            routers=[router for m in self.modules.values() for router in m.routers],
+            readiness=self.readiness,
+            max_body_bytes=settings.max_body_bytes,
+            cors_origins=settings.cors_origin_list,
+            lifespan=lifespan,
+            version=__version__,
+        )
+
+
+async def build_platform(settings: Settings) -> Platform:
+    database = Database(settings.database_url)
+    await _reachable("TOWNHALL_DATABASE_URL", mask_url(settings.database_url), database.ping)
+    secret = (
+        settings.secret_key.get_secret_value()
+        if settings.secret_key
+        else load_or_create_secret(settings.data_dir)
+    )
+    clock = SystemClock()
+    try:
+        tokens = TokenCodec(secret, clock, access_ttl=settings.access_token_ttl)
+    except ValueError as exc:
+        raise ConfigError("TOWNHALL_SECRET_KEY", str(exc)) from None
+    return Platform(settings=settings, database=database, clock=clock, tokens=tokens)
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    try:
+        groups = parse_group_limits(settings.rate_limits)
+    except ValueError as exc:
+        raise ConfigError("TOWNHALL_RATE_LIMITS", str(exc)) from None
+    try:
+        ip_limit = parse(settings.rate_limit_ip)
+    except ValueError as exc:
+        raise ConfigError("TOWNHALL_RATE_LIMIT_IP", str(exc)) from None
+    return RateLimiter(groups, ip_limit, settings.redis_url)
+
+
+async def migrate_modules(platform: Platform, specs: Sequence[ModuleSpec]) -> None:
+    locations = [spec.migrations for spec in specs if spec.migrations is not None]
+    await migrate(platform.database, locations)
+
+
+async def assemble(
+    settings: Settings, module_names: Sequence[str] | None = None, *, run_migrations: bool = True
+) -> Runtime:
+    """Build the adapters once, migrate, and install the selected modules."""
+    specs = select_modules(module_names)
+    platform = await build_platform(settings)
+    try:
+        if run_migrations:
+            await migrate_modules(platform, specs)
+        limiter = build_rate_limiter(settings)
+        readiness: dict[str, ReadinessProbe] = {"database": platform.database.ping}
+        if settings.redis_url:
+            await _reachable("TOWNHALL_REDIS_URL", mask_url(settings.redis_url), limiter.ping)
+            readiness["redis"] = limiter.ping
+        modules: dict[str, Installed] = {}
+        for spec in specs:
+            installed = spec.install(platform)
+            modules[spec.name] = installed
+            if installed.facade is not None:
+                platform.facades[spec.name] = installed.facade
+            readiness.update(installed.readiness)
+    except BaseException:
+        await platform.database.dispose()
+        raise
+    return Runtime(platform, modules, readiness, limiter)
+
+
+async def _reachable(variable: str, shown: str, probe: Hook) -> None:
+    try:
+        await probe()
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(variable, f"cannot reach {shown}: {reason}") from None

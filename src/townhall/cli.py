@@ -1,0 +1,188 @@
+"""The `townhall` command: serve, migrate, config, users.
+
+Every failure a user can cause (a bad setting, an unreachable service, an unknown module) is
+one line on stderr naming what to fix, and a non-zero exit; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import secrets
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from townhall.config import ConfigError, Settings, load_settings
+from townhall.platform.errors import DomainError
+from townhall.platform.observability import configure_logging
+
+app = typer.Typer(
+    name="townhall",
+    help="Townhall: the community platform backend.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings()
+    if overrides:
+        values = {k: v for k, v in overrides.items() if v is not None}
+        settings = settings.model_copy(update=values)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        fail(str(exc))
+    except DomainError as exc:
+        fail(exc.detail)
+    raise AssertionError("unreachable")
+
+
+def _module_names(modules: str | None) -> list[str] | None:
+    if not modules:
+        return None
+    return [name.strip() for name in modules.split(",") if name.strip()]
+
+
+@app.command()
+def serve(
+    modules: Annotated[
+        str | None, typer.Option(help="Comma-separated modules to run (default: all).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Overrides TOWNHALL_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides TOWNHALL_PORT.")] = None,
+    migrate: Annotated[
+        bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations on start.")
+    ] = None,
+) -> None:
+    """Run the HTTP edge and the selected modules in this process."""
+    import uvicorn
+
+    from townhall.bootstrap import assemble
+
+    settings = _settings(host=host, port=port)
+    run_migrations = settings.migrate_on_start if migrate is None else migrate
+
+    async def main() -> None:
+        runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
+        config = uvicorn.Config(
+            runtime.create_app(on_ready=lambda: _announce(settings)),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        try:
+            await server.serve()
+        finally:
+            if not server.started:
+                await runtime.stop()
+        if not server.started:
+            raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{settings.port}")
+
+    _run(main())
+
+
+async def _announce(settings: Settings) -> None:
+    base = f"http://{_url_host(settings.host)}:{settings.port}"
+    typer.echo(f"Townhall is up at {base}", err=True)
+    typer.echo(f"  API docs: {base}/docs", err=True)
+    typer.echo(f"  health:   {base}/healthz  (ready: {base}/readyz)", err=True)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every pending schema migration."""
+    from townhall.bootstrap import build_platform, migrate_modules, select_modules
+
+    settings = _settings()
+
+    async def main() -> None:
+        platform = await build_platform(settings)
+        try:
+            await migrate_modules(platform, select_modules(None))
+        finally:
+            await platform.database.dispose()
+
+    _run(main())
+    typer.echo("migrations applied")
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    typer.echo(json.dumps(_settings().masked(), indent=2, default=str))
+
+
+@users_app.command("create-admin")
+def create_admin(
+    name: Annotated[str, typer.Argument(help="Username; created if it does not exist.")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password for a new user (prompted, or generated without a TTY)."),
+    ] = None,
+) -> None:
+    """Make NAME an administrator, creating the user if needed."""
+    from townhall.bootstrap import assemble
+
+    settings = _settings()
+    generated = False
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password (new user only): ")
+        else:
+            password, generated = secrets.token_urlsafe(18), True
+
+    async def main() -> str:
+        runtime = await assemble(settings, ["identity"])
+        try:
+            facade = runtime.platform.facades["identity"]
+            existed = await facade.by_username(name) is not None
+            user = await facade.create_admin(name, password)
+            return f"{user.username} ({user.id}) is an administrator" + (
+                "" if existed or not generated else f"; generated password: {password}"
+            )
+        finally:
+            await runtime.stop()
+
+    typer.echo(_run(main()))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:  # raised while parsing options, before a command runs
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Identity: users, passwords, tokens. Its facade is how other modules look users up."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from townhall.identity.adapters.argon2 import Argon2PasswordHasher
+from townhall.identity.adapters.sql import SqlRefreshTokenRepository, SqlUserRepository
+from townhall.identity.domain import User
+from townhall.identity.events import UserRegistered
+from townhall.identity.http import routers
+from townhall.identity.service import IdentityService, Registration
+from townhall.platform.modules import Installed, ModuleSpec, Platform
+
+__all__ = ["IdentityFacade", "UserContact", "UserRegistered", "module"]
+
+RegisteredListener = Callable[[AsyncConnection, UserRegistered], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class UserContact:
+    """What other modules may know of a user: who, and how to reach them."""
+
+    id: str
+    username: str
+    email: str | None
+    phone: str | None
+    display_name: str | None
+    time_zone: str
+    locale: str
+    is_admin: bool
+
+
+class IdentityFacade:
+    """The synchronous calls other modules may make into identity (read-only)."""
+
+    def __init__(self, service: IdentityService, listeners: list[RegisteredListener]) -> None:
+        self._service = service
+        self._listeners = listeners
+
+    def on_user_registered(self, listener: RegisteredListener) -> None:
+        """Run `listener` inside every registration's transaction."""
+        self._listeners.append(listener)
+
+    async def contact(self, user_id: str) -> UserContact:
+        """Raises `townhall.platform.errors.Invalid` (field `user_id`) for an unknown user."""
+        return self._contact(await self._service.get_user(user_id))
+
+    async def by_username(self, username: str) -> UserContact | None:
+        user = await self._service.find_by_username(username)
+        return self._contact(user) if user else None
+
+    async def create_admin(self, username: str, password: str) -> UserContact:
+        return self._contact(await self._service.create_admin(username, password))
+
+    async def register(self, username: str, password: str, email: str | None = None) -> str:
+        user = await self._service.register(Registration(username, password, email=email))
+        return user.id
+
+    def _contact(self, user: User) -> UserContact:
+        return UserContact(
+            id=user.id,
+            username=user.username,
+            email=user.email,
+            phone=user.phone,
+            display_name=user.display_name,
+            time_zone=user.time_zone,
+            locale=user.locale,
+            is_admin=self._service.is_admin(user),
+        )
+
+
+class InProcessIdentityEvents:
+    """Hands `UserRegistered` to in-process listeners inside the registering transaction.
+
+    Listeners write on the same connection, so what they cause commits with the user (a later
+    issue puts the event on the bus through the outbox from here).
+    """
+
+    def __init__(self, listeners: list[RegisteredListener]) -> None:
+        self._listeners = listeners
+
+    async def user_registered(self, conn: AsyncConnection, event: UserRegistered) -> None:
+        for listener in self._listeners:
+            await listener(conn, event)
+
+
+def _install(platform: Platform) -> Installed:
+    settings = platform.settings
+    listeners: list[RegisteredListener] = []
+    service = IdentityService(
+        platform.database,
+        SqlUserRepository(),
+        SqlRefreshTokenRepository(),
+        Argon2PasswordHasher(),
+        platform.tokens,
+        platform.clock,
+        InProcessIdentityEvents(listeners),
+        admins=settings.admin_usernames,
+        refresh_ttl=settings.refresh_token_ttl,
+    )
+    return Installed(routers=routers(service), facade=IdentityFacade(service, listeners))
+
+
+module = ModuleSpec(
+    name="identity", install=_install, migrations=Path(__file__).parent / "migrations"
+)

@@ -1,0 +1,1 @@
+"""Identity's adapters: SQL storage and argon2 hashing."""

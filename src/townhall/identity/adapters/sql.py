@@ -1,0 +1,119 @@
+"""Identity's repositories on SQLAlchemy Core (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from townhall.identity.adapters.tables import refresh_tokens, users
+from townhall.identity.domain import RefreshToken, User, UsernameTaken
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back naive; they were stored as UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        password_hash=row.password_hash,
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        email=row.email,
+        phone=row.phone,
+        display_name=row.display_name,
+        time_zone=row.time_zone,
+        locale=row.locale,
+        is_admin=row.is_admin,
+    )
+
+
+class SqlUserRepository:
+    async def add(self, conn: AsyncConnection, user: User) -> None:
+        try:
+            # A savepoint keeps the caller's transaction usable after a duplicate.
+            async with conn.begin_nested():
+                await conn.execute(users.insert().values(**_user_values(user)))
+        except IntegrityError:
+            raise UsernameTaken(
+                f"the username {user.username!r} is taken", field="username"
+            ) from None
+
+    async def get(self, conn: AsyncConnection, user_id: str) -> User | None:
+        row = (await conn.execute(users.select().where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def by_username(self, conn: AsyncConnection, username: str) -> User | None:
+        query = users.select().where(users.c.username == username)
+        row = (await conn.execute(query)).first()
+        return _user(row) if row else None
+
+    async def update(self, conn: AsyncConnection, user: User) -> None:
+        values = _user_values(user)
+        del values["id"]
+        await conn.execute(users.update().where(users.c.id == user.id).values(**values))
+
+
+def _user_values(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "password_hash": user.password_hash,
+        "email": user.email,
+        "phone": user.phone,
+        "display_name": user.display_name,
+        "time_zone": user.time_zone,
+        "locale": user.locale,
+        "is_admin": user.is_admin,
+        "created_at": user.created_at,
+    }
+
+
+class SqlRefreshTokenRepository:
+    async def add(self, conn: AsyncConnection, token: RefreshToken) -> None:
+        await conn.execute(
+            refresh_tokens.insert().values(
+                token_hash=token.token_hash,
+                family_id=token.family_id,
+                user_id=token.user_id,
+                issued_at=token.issued_at,
+                expires_at=token.expires_at,
+            )
+        )
+
+    async def get_for_update(self, conn: AsyncConnection, token_hash: str) -> RefreshToken | None:
+        query = refresh_tokens.select().where(refresh_tokens.c.token_hash == token_hash)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return RefreshToken(
+            token_hash=row.token_hash,
+            family_id=row.family_id,
+            user_id=row.user_id,
+            issued_at=_aware(row.issued_at),  # type: ignore[arg-type]
+            expires_at=_aware(row.expires_at),  # type: ignore[arg-type]
+            used_at=_aware(row.used_at),
+            revoked_at=_aware(row.revoked_at),
+        )
+
+    async def mark_used(self, conn: AsyncConnection, token: RefreshToken) -> None:
+        await conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.token_hash == token.token_hash)
+            .values(used_at=token.used_at)
+        )
+
+    async def revoke_family(self, conn: AsyncConnection, family_id: str, at: datetime) -> None:
+        await conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )

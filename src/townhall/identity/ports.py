@@ -1,0 +1,45 @@
+"""What the identity service needs from the outside world."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from townhall.identity.domain import RefreshToken, User
+from townhall.identity.events import UserRegistered
+
+
+class UserRepository(Protocol):
+    async def add(self, conn: AsyncConnection, user: User) -> None:
+        """Insert; raises `UsernameTaken` when the name is in use."""
+
+    async def get(self, conn: AsyncConnection, user_id: str) -> User | None: ...
+
+    async def by_username(self, conn: AsyncConnection, username: str) -> User | None: ...
+
+    async def update(self, conn: AsyncConnection, user: User) -> None: ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(self, conn: AsyncConnection, token: RefreshToken) -> None: ...
+
+    async def get_for_update(self, conn: AsyncConnection, token_hash: str) -> RefreshToken | None:
+        """The token row, locked until the transaction ends (so a token is exchanged once)."""
+
+    async def mark_used(self, conn: AsyncConnection, token: RefreshToken) -> None: ...
+
+    async def revoke_family(self, conn: AsyncConnection, family_id: str, at: datetime) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class IdentityEvents(Protocol):
+    """Where identity's integration events go; written in the state change's transaction."""
+
+    async def user_registered(self, conn: AsyncConnection, event: UserRegistered) -> None: ...

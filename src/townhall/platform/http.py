@@ -1,0 +1,516 @@
+"""The HTTP edge: problem+json errors, request ids, logs, metrics, body limits, auth, rate limits.
+
+`create_edge` builds the one ASGI app every module's routers mount on. Errors are
+`application/problem+json` (RFC 9457) everywhere, mapped in one place here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from townhall.platform import errors
+from townhall.platform.auth import InvalidToken, Principal, TokenCodec
+from townhall.platform.ids import new_id_str
+from townhall.platform.observability import HttpMetrics, get_logger
+from townhall.platform.ratelimit import RateLimited, RateLimiter
+
+PROBLEM_TYPE = "urn:townhall:problem:"
+PROBLEM_JSON = "application/problem+json"
+MAX_REQUEST_ID = 128
+
+log = get_logger("townhall.http")
+
+ReadinessProbe = Callable[[], Awaitable[None]]
+
+
+class Problem(Exception):
+    """Raise anywhere in a handler to answer with a problem+json body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_body(
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None,
+    request_id: str | None,
+    errors: list[dict[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": PROBLEM_TYPE + code, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if request_id:
+        body["request_id"] = request_id
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body = problem_body(
+        problem.status,
+        problem.code,
+        problem.title,
+        problem.detail,
+        request_id_of(request.scope),
+        problem.errors,
+        problem.extra,
+    )
+    return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state") or {}
+    value = state.get("request_id")
+    return str(value) if value else None
+
+
+# Domain error kinds -> HTTP status, in one place.
+DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.Invalid: 422,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+}
+
+HTTP_TITLES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Invalid request"),
+    429: ("rate-limited", "Too many requests"),
+    500: ("internal-error", "Internal server error"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def _status_of(exc: errors.DomainError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    return 400
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(request, exc)
+
+    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.DomainError)
+        status = _status_of(exc)
+        field_errors = (
+            [{"field": exc.field, "message": exc.detail}] if exc.field is not None else None
+        )
+        problem = Problem(status, exc.code, exc.title, exc.detail, errors=field_errors)
+        return problem_response(request, problem)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code, title = HTTP_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            request, Problem(exc.status_code, code, title, detail, headers=exc.headers)
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        field_errors = []
+        malformed = False
+        for error in exc.errors():
+            location = [str(part) for part in error.get("loc", ())]
+            if error.get("type") == "json_invalid":
+                malformed = True
+            if location and location[0] in ("body", "query", "path", "header"):
+                where, location = location[0], location[1:]
+            else:
+                where = "body"
+            field_errors.append(
+                {"field": ".".join(location) or where, "in": where, "message": error.get("msg")}
+            )
+        detail = "The body is not valid JSON" if malformed else "Some fields are invalid"
+        problem = Problem(422, "validation-error", "Invalid request", detail, errors=field_errors)
+        return problem_response(request, problem)
+
+    async def on_rate_limited(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RateLimited)
+        problem = Problem(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"Rate limit exceeded for {exc.scope}; retry in {exc.retry_after}s",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+        return problem_response(request, problem)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(errors.DomainError, on_domain)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(RateLimited, on_rate_limited)
+
+
+class EdgeMiddleware:
+    """Request id, body size limit, 500 as a problem, access log and metrics.
+
+    Plain ASGI (no BaseHTTPMiddleware) to keep the per-request cost of the edge small.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or new_id_str()
+        scope.setdefault("state", {})["request_id"] = request_id
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        answered_413 = False
+        header_value = request_id.encode()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if answered_413:
+                return  # the client already has its 413; drop what the app says after it
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", header_value)]
+            await send(message)
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._send_problem(send, 413, request_id, self._too_large_detail())
+            self._record(scope, 413, started, request_id)
+            return
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives; past the limit
+            # the client gets its 413 and the app sees the client go away.
+            nonlocal received, answered_413, status
+            if answered_413:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes and not response_started:
+                    answered_413, status = True, 413
+                    await self._send_problem(send, 413, request_id, self._too_large_detail())
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if not answered_413:
+                log.exception("unhandled error", method=scope["method"], path=scope["path"])
+                if not response_started:
+                    status = 500
+                    await self._send_problem(
+                        send, 500, request_id, "An unexpected error occurred; quote the request id"
+                    )
+        self._record(scope, status, started, request_id)
+
+    def _too_large_detail(self) -> str:
+        return f"The body exceeds the limit of {self.max_body_bytes} bytes"
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        duration = time.perf_counter() - started
+        template = _route_template(scope)
+        self.metrics.observe(scope["method"], template, status, duration)
+        principal = (scope.get("state") or {}).get("principal")
+        log.info(
+            "request",
+            request_id=request_id,
+            method=scope["method"],
+            path=scope["path"],
+            route=template,
+            status=status,
+            duration_ms=round(duration * 1000, 3),
+            user=principal.username if principal else None,
+        )
+
+    @staticmethod
+    async def _send_problem(send: Send, status: int, request_id: str, detail: str) -> None:
+        import json
+
+        code, title = HTTP_TITLES[status]
+        body = json.dumps(problem_body(status, code, title, detail, request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's full path template (`/api/v1/users/{id}`), for metric labels."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(context, "path", None) or getattr(scope.get("route"), "path", None)
+    return str(path) if path else "unmatched"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1").strip()
+            if 0 < len(text) <= MAX_REQUEST_ID and text.isprintable():
+                return text
+            return None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def _bearer(request: Request | WebSocket) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    if request.scope["type"] == "websocket":
+        return request.query_params.get("token") or None
+    return None
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "unauthorized",
+        "Authentication required",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer realm="townhall"'},
+    )
+
+
+def optional_principal(request: Request) -> Principal | None:
+    """The caller when a valid token is present, else None (never raises)."""
+    state = request.scope.setdefault("state", {})
+    if "principal" in state:
+        return state["principal"]  # type: ignore[no-any-return]
+    token = _bearer(request)
+    principal = None
+    if token:
+        try:
+            principal = _codec(request).verify(token)
+        except InvalidToken:
+            principal = None
+    state["principal"] = principal
+    return principal
+
+
+def current_user(request: Request) -> Principal:
+    """The authenticated caller; 401 problem without a valid bearer token."""
+    principal = optional_principal(request)
+    if principal is not None:
+        return principal
+    token = _bearer(request)
+    if token is None:
+        raise _unauthorized("A bearer token is required")
+    raise _unauthorized("The token is invalid or expired")
+
+
+def current_admin(principal: Principal = Depends(current_user)) -> Principal:
+    if not principal.is_admin:
+        raise Problem(403, "forbidden", "Forbidden", "Administrators only")
+    return principal
+
+
+def websocket_user(websocket: WebSocket) -> Principal:
+    """For WebSocket routes: the token from `Authorization` or `?token=`."""
+    token = _bearer(websocket)
+    if token is None:
+        raise _unauthorized("A token is required (?token=)")
+    try:
+        return _codec(websocket).verify(token)
+    except InvalidToken:
+        raise _unauthorized("The token is invalid or expired") from None
+
+
+def _codec(request: Request | WebSocket) -> TokenCodec:
+    codec: TokenCodec = request.app.state.tokens
+    return codec
+
+
+async def _require_json(request: Request) -> None:
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if not has_body:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"Send application/json, not {media_type or 'no content type'}",
+        )
+
+
+require_json = Depends(_require_json)
+"""A router dependency: a request with a body must send JSON (else 415)."""
+
+
+def rate_limit(group: str) -> Any:
+    """A dependency counting the request against `group`'s limit (per user, else per IP)."""
+
+    async def check(request: Request) -> None:
+        limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+        if limiter is None:
+            return
+        principal = optional_principal(request)
+        client_ip = request.client.host if request.client else "unknown"
+        await limiter.check(group, client_ip, principal.user_id if principal else None)
+
+    return Depends(check)
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def create_edge(
+    *,
+    tokens: TokenCodec,
+    rate_limiter: RateLimiter | None,
+    routers: Sequence[APIRouter],
+    readiness: Mapping[str, ReadinessProbe],
+    max_body_bytes: int,
+    cors_origins: Sequence[str] = (),
+    registry: CollectorRegistry | None = None,
+    lifespan: Any = None,
+    title: str = "Townhall",
+    version: str = "0",
+) -> FastAPI:
+    """The gateway: every module's router under /api/v1, plus health, readiness and metrics."""
+    registry = registry or CollectorRegistry()
+    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    app.state.tokens = tokens
+    app.state.rate_limiter = rate_limiter
+    app.state.registry = registry
+    install_problem_handlers(app)
+    for router in routers:
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(_operations_router(readiness, registry))
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(EdgeMiddleware, max_body_bytes=max_body_bytes, metrics=HttpMetrics(registry))
+    return app
+
+
+def _operations_router(
+    readiness: Mapping[str, ReadinessProbe], registry: CollectorRegistry
+) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: every configured adapter answers; 503 naming those that do not."""
+        checks: dict[str, str] = {}
+        failing = []
+        for name, probe in readiness.items():
+            try:
+                await probe()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+                failing.append(name)
+        if failing:
+            problem = Problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                f"Not reachable: {', '.join(failing)}",
+                extra={"checks": checks},
+            )
+            return problem_response(request, problem)
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    @router.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text exposition."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

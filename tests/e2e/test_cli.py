@@ -1,0 +1,74 @@
+"""The CLI's answers to bad configuration: one line naming the variable, a non-zero exit."""
+
+import json
+
+import pytest
+from support.process import run_cli, townhall_env
+
+
+def one_line_error(result, *needles):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("port", "eighty"),
+        ("database_url", "mysql://localhost/townhall"),
+        ("log_level", "loud"),
+        ("access_token_ttl", "-5"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path, variable, value):
+    env = townhall_env(data_dir=str(tmp_path), **{variable: value})
+    one_line_error(run_cli("config", env=env), f"TOWNHALL_{variable.upper()}")
+
+
+def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path):
+    env = townhall_env(
+        data_dir=str(tmp_path), database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    )
+    one_line_error(run_cli("migrate", env=env), "TOWNHALL_DATABASE_URL", "cannot reach")
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_variable(tmp_path):
+    env = townhall_env(
+        data_dir=str(tmp_path),
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db",
+        redis_url="redis://127.0.0.1:1/0",
+    )
+    one_line_error(run_cli("serve", env=env), "TOWNHALL_REDIS_URL")
+
+
+def test_an_unknown_module_is_refused(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    one_line_error(run_cli("serve", "--modules", "identity,nope", env=env), "nope")
+
+
+def test_config_prints_settings_with_secrets_masked(tmp_path):
+    env = townhall_env(
+        data_dir=str(tmp_path),
+        secret_key="s" * 40,
+        database_url="postgresql+asyncpg://app:hunter2@db.internal/townhall",
+    )
+    result = run_cli("config", env=env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["TOWNHALL_SECRET_KEY"] == "********"
+    assert "hunter2" not in result.stdout
+    assert (
+        shown["TOWNHALL_DATABASE_URL"] == "postgresql+asyncpg://app:********@db.internal/townhall"
+    )
+
+
+def test_migrate_is_idempotent(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    assert run_cli("migrate", env=env).returncode == 0
+    again = run_cli("migrate", env=env)
+    assert again.returncode == 0, again.stderr

@@ -1,0 +1,57 @@
+"""Build the real app in-process (httpx over ASGI) for HTTP tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from townhall.bootstrap import Runtime, assemble
+from townhall.config import Settings
+
+PASSWORD = "correct horse battery"
+
+
+def settings_for(database_url: str, tmp_path: Any, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": tmp_path,
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, modules: list[str] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    runtime = await assemble(settings, modules)
+    app = runtime.create_app()
+    await runtime.start()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://townhall") as client:
+            yield client, runtime
+    finally:
+        await runtime.stop()
+
+
+async def register_and_sign_in(
+    client: httpx.AsyncClient, username: str, password: str = PASSWORD
+) -> dict[str, Any]:
+    created = await client.post(
+        "/api/v1/auth/register", json={"username": username, "password": password}
+    )
+    assert created.status_code == 201, created.text
+    tokens = await client.post(
+        "/api/v1/auth/token", json={"username": username, "password": password}
+    )
+    assert tokens.status_code == 200, tokens.text
+    return dict(tokens.json())
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
