@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from support.process import run_cli, townhall_env
 
 

@@ -2,6 +2,7 @@
 
 import httpx
 import pytest
+
 from support.app import PASSWORD
 from support.process import run_cli, serving, townhall_env
 

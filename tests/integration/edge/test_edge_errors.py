@@ -6,8 +6,8 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends
 from limits import parse
-from support.app import bearer, register_and_sign_in, running_app, settings_for
 
+from support.app import bearer, register_and_sign_in, running_app, settings_for
 from townhall.platform.auth import Principal, TokenCodec
 from townhall.platform.clock import FrozenClock
 from townhall.platform.http import create_edge, current_user, rate_limit

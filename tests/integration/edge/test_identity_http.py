@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from support.app import PASSWORD, bearer, register_and_sign_in, running_app, settings_for
 
 PROBLEM = "application/problem+json"

@@ -2,8 +2,8 @@
 
 import pytest
 from limits import parse
-from support.services import REDIS_URL, RUN_ID, require
 
+from support.services import REDIS_URL, RUN_ID, require
 from townhall.platform.ratelimit import RateLimited, RateLimiter
 
 
