@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-import loadgen  # noqa: E402
+import loadgen
 
 HERE = Path(__file__).parent
 PASSWORD = "benchmark password"
@@ -149,7 +149,10 @@ def main() -> None:
             drop_postgres_database(pg_name)
 
     print(f"\nGET /api/v1/me, {seconds:g} s per row, closed loop, keep-alive, 2-core machine\n")
-    header = f"{'target':<30} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50 x bare':>10}"
+    header = (
+        f"{'target':<30} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'p50 x bare':>10}"
+    )
     print(header)
     print("-" * len(header))
     bare_p50 = {}
