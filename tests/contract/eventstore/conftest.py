@@ -25,3 +25,11 @@ async def store(database_url, clock, upcasters) -> AsyncIterator[SqlEventStore]:
     store = await connect(database_url, clock=clock, upcasters=upcasters, poll_interval=0.2)
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def migrated_url(database_url) -> str:
+    """A database URL with the event store's tables already created."""
+    store = await connect(database_url)
+    await store.close()
+    return database_url
