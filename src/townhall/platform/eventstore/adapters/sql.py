@@ -13,6 +13,8 @@ What differs between the two databases lives in `_Dialect` at the bottom of this
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,9 +38,11 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeDecorator
 
@@ -63,6 +67,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "eventstore_events"
 # Set on a connection that appended; the pool's checkin wakes in-process subscribers.
 _APPENDED = "townhall.eventstore.appended"
+_STREAM_VERSION_INDEX = "eventstore_events_stream_version"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -71,17 +76,29 @@ class UtcDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        # On SQLite the text is written and parsed here (fromisoformat is much faster than
+        # the generic parser), in the layout SQLAlchemy's own DateTime uses, so it sorts.
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: pass a timezone-aware one")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -180,6 +197,11 @@ class SqlEventStore:
         self._notifier = Notifier()
         self._listener: AsyncConnection | None = None
         self._listener_lock = asyncio.Lock()
+        # SQLite has one writer: queueing this process's appends here is far cheaper than
+        # letting them spin in SQLite's busy handler. Other processes still use busy_timeout.
+        self._sqlite_writer: asyncio.Lock | contextlib.nullcontext[None] = (
+            asyncio.Lock() if database.is_sqlite else contextlib.nullcontext()
+        )
         self._pool = database.engine.sync_engine.pool
         event.listen(self._pool, "checkin", self._on_checkin)
 
@@ -197,8 +219,41 @@ class SqlEventStore:
             raise ValueError("expected_version must be >= 0, NO_STREAM or ANY")
         if conn is not None:
             return await self._append(conn, stream_id, events, expected_version)
-        async with self.database.transaction() as own:
+        if self.database.is_postgresql and events:
+            return await self._append_in_one_statement(stream_id, events, expected_version)
+        async with self._sqlite_writer, self.database.transaction() as own:
             return await self._append(own, stream_id, events, expected_version)
+
+    async def _append_in_one_statement(
+        self, stream_id: str, events: Sequence[NewEvent], expected: Expected
+    ) -> int:
+        """PostgreSQL, own transaction: check, take positions and insert in one round trip.
+
+        The position lock is then held for that statement and the commit only. The version
+        read by the statement may predate a commit it waited for; the unique (stream,
+        version) index catches that, and an ANY append simply retries.
+        """
+        params = self._dialect.one_statement_params(
+            stream_id, events, expected, self._clock.now(), self._upcasters
+        )
+        for _attempt in range(20):
+            try:
+                async with self.database.transaction() as own:
+                    result = await own.execute(self._dialect.append_statement, params)
+                    versions = result.scalars().all()
+                    if versions:
+                        own.info[_APPENDED] = True
+                        return int(max(versions))
+            except IntegrityError as error:
+                if _STREAM_VERSION_INDEX not in str(error.orig):
+                    raise
+                if expected is not ANY:
+                    break  # another append took this version while we waited for the lock
+                continue  # ANY met a concurrent append to the same stream: go again
+            else:
+                break  # the stream is not at the expected version: nothing was written
+        actual = await self.stream_version(stream_id)
+        raise VersionConflict(stream_id, expected, actual)
 
     async def _append(
         self,
@@ -448,6 +503,55 @@ class _Dialect:
 
     def __init__(self, database: Database) -> None:
         self._insert = postgresql.insert if database.is_postgresql else sqlite.insert
+
+    # PostgreSQL only: see SqlEventStore._append_in_one_statement. The UPDATE runs only when
+    # the version check passes, so a failed check takes no lock and moves no counter.
+    append_statement = text(
+        """
+        WITH current AS (
+          SELECT coalesce(max(version), 0) AS v FROM eventstore_events
+          WHERE stream_id = CAST(:stream_id AS text)
+        ), checked AS (
+          SELECT v FROM current WHERE CAST(:expected AS int) < 0 OR v = CAST(:expected AS int)
+        ), taken AS (
+          UPDATE eventstore_position SET last = last + CAST(:n AS bigint)
+          WHERE id = 1 AND EXISTS (SELECT 1 FROM checked) RETURNING last
+        )
+        INSERT INTO eventstore_events (position, stream_id, version, event_id, type,
+                                       schema_version, data, metadata, recorded_at)
+        SELECT taken.last - CAST(:n AS bigint) + e.ord, CAST(:stream_id AS text),
+               checked.v + e.ord, e.event_id, e.type, e.schema_version, CAST(e.data AS json),
+               CAST(e.metadata AS json), CAST(:recorded_at AS timestamptz)
+        FROM taken, checked,
+             unnest(CAST(:event_ids AS text[]), CAST(:types AS text[]),
+                    CAST(:schema_versions AS int[]), CAST(:datas AS text[]),
+                    CAST(:metadatas AS text[]))
+               WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, ord)
+        RETURNING version
+        """
+    )
+
+    @staticmethod
+    def one_statement_params(
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected: Expected,
+        now: datetime,
+        upcasters: Upcasters,
+    ) -> dict[str, Any]:
+        return {
+            "stream_id": stream_id,
+            "expected": -1 if expected is ANY else 0 if expected is NO_STREAM else expected,
+            "n": len(events),
+            "recorded_at": now,
+            "event_ids": [str(new.id or new_id()) for new in events],
+            "types": [new.type for new in events],
+            "schema_versions": [
+                new.schema_version or upcasters.current_version(new.type) for new in events
+            ],
+            "datas": [json.dumps(dict(new.data)) for new in events],
+            "metadatas": [json.dumps(dict(new.metadata)) for new in events],
+        }
 
     def insert_checkpoint_if_missing(self, name: str, now: datetime) -> Any:
         return (
