@@ -14,6 +14,8 @@ from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
 from townhall.platform.clock import SystemClock
 from townhall.platform.db import Database
+from townhall.platform.eventstore import Projections
+from townhall.platform.eventstore import connect as connect_eventstore
 from townhall.platform.http import ReadinessProbe, create_edge
 from townhall.platform.migrations import migrate
 from townhall.platform.modules import Hook, Installed, ModuleSpec, Platform
@@ -59,6 +61,7 @@ class Runtime:
     async def start(self) -> None:
         for hook in self.hooks_on_start:
             await hook()
+        await self.platform.projections.start()
 
     async def stop(self) -> None:
         for installed in reversed(list(self.modules.values())):
@@ -67,6 +70,8 @@ class Runtime:
                     await hook()
                 except Exception:
                     log.exception("stop hook failed")
+        await self.platform.projections.stop()
+        await self.platform.eventstore.close()
         await self.platform.database.dispose()
 
     def create_app(self, *, on_ready: Hook | None = None) -> FastAPI:
@@ -106,7 +111,15 @@ async def build_platform(settings: Settings) -> Platform:
         tokens = TokenCodec(secret, clock, access_ttl=settings.access_token_ttl)
     except ValueError as exc:
         raise ConfigError("TOWNHALL_SECRET_KEY", str(exc)) from None
-    return Platform(settings=settings, database=database, clock=clock, tokens=tokens)
+    eventstore = await connect_eventstore(database, clock=clock)
+    return Platform(
+        settings=settings,
+        database=database,
+        clock=clock,
+        tokens=tokens,
+        eventstore=eventstore,
+        projections=Projections(eventstore),
+    )
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:

@@ -11,13 +11,16 @@ import getpass
 import json
 import secrets
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from townhall.config import ConfigError, Settings, load_settings
 from townhall.platform.errors import DomainError
+from townhall.platform.eventstore import Projections
+from townhall.platform.eventstore.cli import projections_cli
 from townhall.platform.observability import configure_logging
 
 app = typer.Typer(
@@ -174,6 +177,21 @@ def create_admin(
             await runtime.stop()
 
     typer.echo(_run(main()))
+
+
+@asynccontextmanager
+async def _projection_registry() -> AsyncIterator[Projections]:
+    """Every module's projections, registered but not running (the CLI drives them)."""
+    from townhall.bootstrap import assemble
+
+    runtime = await assemble(_settings())
+    try:
+        yield runtime.platform.projections
+    finally:
+        await runtime.stop()
+
+
+app.add_typer(projections_cli(_projection_registry), name="projections")
 
 
 def main() -> None:

@@ -73,3 +73,13 @@ def test_migrate_is_idempotent(tmp_path):
     assert run_cli("migrate", env=env).returncode == 0
     again = run_cli("migrate", env=env)
     assert again.returncode == 0, again.stderr
+
+
+def test_projections_status_and_an_unknown_rebuild(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    status = run_cli("projections", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.split()[:4] == ["projection", "checkpoint", "head", "lag"]
+    unknown = run_cli("projections", "rebuild", "nope", env=env)
+    assert unknown.returncode == 2
+    assert "nope" in unknown.stderr

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from townhall.platform.clock import Clock
 from townhall.platform.db import Database
+from townhall.platform.eventstore import Projections, SqlEventStore
 
 if TYPE_CHECKING:
     from townhall.config import Settings
@@ -30,6 +31,9 @@ class Platform:
     database: Database
     clock: Clock
     tokens: TokenCodec
+    eventstore: SqlEventStore
+    # Modules register their read models here while installing; they run with the process.
+    projections: Projections
     # Facades modules offer each other, by module name (filled in as modules are installed).
     facades: dict[str, Any] = field(default_factory=dict)
 
