@@ -119,9 +119,10 @@ def main() -> None:
         "--port", str(bare_port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
+    bare_env = {**base_env, "BENCH_DATABASE_URL": database_url, "BENCH_USERNAME": "bench"}
     rows = []
     try:
-        with process(edge_cmd, edge_env, edge_port), process(bare_cmd, base_env, bare_port):
+        with process(edge_cmd, edge_env, edge_port), process(bare_cmd, bare_env, bare_port):
             base = f"http://127.0.0.1:{edge_port}/api/v1"
             httpx.post(f"{base}/auth/register", json={"username": "bench", "password": PASSWORD})
             token = httpx.post(
@@ -129,16 +130,17 @@ def main() -> None:
             ).json()["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
             for concurrency in levels:
-                for name, port, headers in (
-                    ("bare FastAPI handler", bare_port, auth),
-                    (f"Townhall edge ({args.database})", edge_port, auth),
+                for name, port, path in (
+                    ("bare FastAPI handler", bare_port, "/api/v1/me"),
+                    ("bare handler + same DB read", bare_port, "/api/v1/me-db"),
+                    ("Townhall edge", edge_port, "/api/v1/me"),
                 ):
                     result = asyncio.run(
                         loadgen.run(
                             "127.0.0.1",
                             port,
-                            "/api/v1/me",
-                            headers=headers,
+                            path,
+                            headers=auth,
                             concurrency=concurrency,
                             seconds=seconds,
                         )
@@ -148,21 +150,26 @@ def main() -> None:
         if pg_name:
             drop_postgres_database(pg_name)
 
-    print(f"\nGET /api/v1/me, {seconds:g} s per row, closed loop, keep-alive, 2-core machine\n")
+    print(
+        f"\nGET /api/v1/me on {args.database}, {seconds:g} s per row, closed loop, keep-alive, "
+        "one uvicorn process per target, 2-core machine\n"
+    )
     header = (
-        f"{'target':<30} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6} {'p50 x bare':>10}"
+        f"{'target':<28} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'p50 x bare':>10} {'p50 x bare+DB':>13}"
     )
     print(header)
     print("-" * len(header))
-    bare_p50 = {}
+    p50s: dict[tuple[str, int], float] = {}
     for name, concurrency, result in rows:
-        if name.startswith("bare"):
-            bare_p50[concurrency] = result.p50
-        ratio = result.p50 / bare_p50[concurrency]
+        p50s[(name, concurrency)] = result.p50
+        bare = p50s[("bare FastAPI handler", concurrency)]
+        bare_db = p50s.get(("bare handler + same DB read", concurrency))
+        versus_db = f"{result.p50 / bare_db:>13.2f}" if bare_db else f"{'':>13}"
         print(
-            f"{name:<30} {concurrency:>4} {result.rate:>9.0f} {result.p50:>8.2f} "
-            f"{result.percentile(99):>8.2f} {result.errors:>6} {ratio:>10.2f}"
+            f"{name:<28} {concurrency:>4} {result.rate:>8.0f} {result.p50:>7.2f} "
+            f"{result.percentile(99):>7.2f} {result.errors:>6} {result.p50 / bare:>10.2f} "
+            f"{versus_db}"
         )
 
 
