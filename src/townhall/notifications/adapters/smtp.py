@@ -1,0 +1,177 @@
+"""`SmtpEmailSender`: email over SMTP with aiosmtplib, on a small pool of kept-open connections.
+
+URLs: `smtp://user:pass@host:port` (plain), `smtp+starttls://...` (STARTTLS required),
+`smtps://...` (TLS from the first byte). SMTP 4xx, timeouts and refused or dropped connections
+are transient; 5xx is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import email.utils
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from townhall.notifications.domain import (
+    Channel,
+    Delivered,
+    EmailMessage,
+    Permanent,
+    SendOutcome,
+    Transient,
+    message_id_for,
+)
+from townhall.platform.clock import Clock, SystemClock
+
+_DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"unknown SMTP URL scheme {parts.scheme!r}; use smtp://, smtp+starttls:// or smtps://"
+        )
+    if not parts.hostname:
+        raise ValueError("the SMTP URL names no host")
+    return SmtpTarget(
+        host=parts.hostname,
+        port=parts.port or _DEFAULT_PORTS[parts.scheme],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        use_tls=parts.scheme == "smtps",
+        start_tls=parts.scheme == "smtp+starttls",
+    )
+
+
+def build_message(
+    message: EmailMessage, sender: str, message_id_domain: str, clock: Clock
+) -> email.message.EmailMessage:
+    """The MIME message: text/plain alone, or multipart/alternative with text then HTML."""
+    mime = email.message.EmailMessage()
+    mime["From"] = sender
+    mime["To"] = message.to
+    mime["Subject"] = message.subject
+    mime["Date"] = email.utils.format_datetime(clock.now())
+    mime["Message-ID"] = message_id_for(message.notification_id, Channel.EMAIL, message_id_domain)
+    mime["X-Townhall-Notification"] = str(message.notification_id)
+    mime.set_content(message.text)
+    if message.html is not None:
+        mime.add_alternative(message.html, subtype="html")
+    return mime
+
+
+def classify_smtp_error(exc: BaseException) -> SendOutcome:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        answer = f"{exc.code} {exc.message}"
+        if 400 <= exc.code < 500:
+            return Transient(answer)
+        if 500 <= exc.code < 600:
+            return Permanent(answer)
+        return Transient(answer)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return Transient(f"timeout: {exc}")
+    return Transient(f"{type(exc).__name__}: {exc}")
+
+
+class SmtpEmailSender:
+    """Sends each message on one of at most `pool_size` open SMTP connections.
+
+    A connection that fails in any way is closed and dropped, never reused; the next send opens
+    a fresh one. A failure is reported, not retried here: the bus retries with backoff.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        sender: str,
+        *,
+        timeout: float = 10.0,
+        pool_size: int = 4,
+        message_id_domain: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
+        name: str = "smtp",
+    ) -> None:
+        self.name = name
+        self._target = parse_smtp_url(url)
+        self._sender = sender
+        self._envelope_from = email.utils.parseaddr(sender)[1] or sender
+        self._domain = message_id_domain or self._envelope_from.rpartition("@")[2] or "townhall"
+        self._timeout = timeout
+        self._tls_context = tls_context
+        self._clock = clock or SystemClock()
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._closed = False
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        target = self._target
+        client = aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            use_tls=target.use_tls,
+            start_tls=target.start_tls if target.start_tls else False,
+            tls_context=self._tls_context,
+            timeout=self._timeout,
+        )
+        await client.connect()
+        return client
+
+    async def send(self, message: EmailMessage) -> SendOutcome:
+        mime = build_message(message, self._sender, self._domain, self._clock)
+        async with self._slots:
+            client: aiosmtplib.SMTP | None = None
+            try:
+                client = self._take_idle() or await self._connect()
+                _, response = await client.send_message(
+                    mime, sender=self._envelope_from, recipients=[message.to]
+                )
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if client is not None:
+                    client.close()
+                return classify_smtp_error(exc)
+            if self._closed:
+                await _quit(client)
+            else:
+                self._idle.append(client)
+        return Delivered(provider_id=str(mime["Message-ID"]), answer=response)
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        # A connection the server closed while idle (its timeout) is noticed here, not mid-send.
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+            client.close()
+        return None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_quit(client) for client in idle))
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()

@@ -1,0 +1,126 @@
+"""`SmtpSink`: the built-in SMTP server (aiosmtpd) that keeps what it receives, in memory.
+
+The embedded default when no SMTP URL is set: `serve` starts it on a local port, points the
+email sender at it, and the dev outbox shows its messages. It keeps the newest `limit` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage as MimeMessage
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from townhall.platform.clock import Clock, SystemClock
+
+
+@dataclass(frozen=True)
+class ReceivedEmail:
+    to: str
+    subject: str
+    body: str
+    message_id: str
+    received_at: datetime
+    html: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "to": self.to,
+            "subject": self.subject,
+            "body": self.body,
+            "message_id": self.message_id,
+            "received_at": self.received_at.isoformat(),
+        }
+
+
+def _part(mime: MimeMessage, subtype: str) -> str | None:
+    part = mime.get_body(preferencelist=(subtype,))
+    if part is None:
+        return None
+    content = part.get_content()
+    return content if isinstance(content, str) else None
+
+
+class SmtpSink:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limit: int = 1000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._clock = clock or SystemClock()
+        self._messages: deque[ReceivedEmail] = deque(maxlen=limit)
+        self._received = 0
+        self._arrived = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self._parser = email.parser.BytesParser(policy=email.policy.default)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the SMTP sink is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    @property
+    def messages(self) -> list[ReceivedEmail]:
+        """What was received, oldest first (at most `limit`)."""
+        return list(self._messages)
+
+    @property
+    def received(self) -> int:
+        """How many messages arrived since start, including any the bound dropped."""
+        return self._received
+
+    def clear(self) -> None:
+        self._messages.clear()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self, hostname="townhall-sink", loop=loop), self.host, self._port
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def wait_for(self, count: int) -> None:
+        """Wait until `count` messages have arrived since start (bound it with a timeout)."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self._received >= count)
+
+    # aiosmtpd handler hook
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content: Any = envelope.original_content or envelope.content
+        mime = self._parser.parsebytes(bytes(content).replace(b"\r\n", b"\n"))
+        assert isinstance(mime, MimeMessage)
+        received = ReceivedEmail(
+            to=", ".join(envelope.rcpt_tos),
+            subject=str(mime.get("Subject", "")),
+            body=(_part(mime, "plain") or "").strip("\n"),
+            message_id=str(mime.get("Message-ID", "")),
+            received_at=self._clock.now(),
+            html=_part(mime, "html"),
+        )
+        self._messages.append(received)
+        self._received += 1
+        async with self._arrived:
+            self._arrived.notify_all()
+        return "250 Message accepted for delivery"

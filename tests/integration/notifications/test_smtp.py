@@ -1,0 +1,211 @@
+"""SmtpEmailSender and SmtpSink against real aiosmtpd servers on local ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from townhall.notifications.adapters.smtp import SmtpEmailSender, parse_smtp_url
+from townhall.notifications.adapters.smtp_sink import SmtpSink
+from townhall.notifications.domain import Delivered, EmailMessage, Permanent, Transient
+from townhall.platform.clock import FrozenClock
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class ScriptedServer:
+    """An SMTP server answering DATA with the scripted replies in turn (then 250)."""
+
+    def __init__(self, *replies: str, auth: tuple[str, str] | None = None) -> None:
+        self.replies = list(replies)
+        self.received: list[bytes] = []
+        self.auth = auth
+        self.logins: list[str] = []
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = self.replies.pop(0) if self.replies else "250 2.0.0 Ok: queued"
+        if reply.startswith("250"):
+            self.received.append(envelope.content)
+        return reply
+
+    def _authenticate(self, server, session, envelope, mechanism, data) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        user, password = data.login.decode(), data.password.decode()
+        ok = self.auth == (user, password)
+        if ok:
+            self.logins.append(user)
+        return AuthResult(success=ok, handled=False)
+
+    def _protocol(self) -> SMTP:
+        self.connections += 1
+        return SMTP(
+            self,
+            authenticator=self._authenticate if self.auth else None,
+            auth_require_tls=False,
+        )
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    sink = SmtpSink(limit=3, clock=FrozenClock())
+    await sink.start()
+    yield sink
+    await sink.stop()
+
+
+def email_to(to: str = "ada@example.org", html: str | None = None) -> EmailMessage:
+    return EmailMessage(uuid.uuid4(), to, "Hello", "Plain words", html)
+
+
+async def test_smtp_urls_name_their_transport_security_and_default_ports() -> None:
+    plain = parse_smtp_url("smtp://user:p%40ss@mail.local:2525")
+    assert (plain.host, plain.port, plain.username, plain.password) == (
+        "mail.local",
+        2525,
+        "user",
+        "p@ss",
+    )
+    assert not plain.use_tls and not plain.start_tls
+    assert parse_smtp_url("smtp+starttls://mail.local").port == 587
+    assert parse_smtp_url("smtp+starttls://mail.local").start_tls
+    assert parse_smtp_url("smtps://mail.local").port == 465
+    assert parse_smtp_url("smtps://mail.local").use_tls
+    with pytest.raises(ValueError, match="scheme"):
+        parse_smtp_url("http://mail.local")
+
+
+async def test_accepted_email_reaches_the_sink_with_its_deterministic_message_id(
+    sink: SmtpSink,
+) -> None:
+    sender = SmtpEmailSender(sink.url, "Townhall <noreply@townhall.test>")
+    message = email_to()
+    try:
+        first = await sender.send(message)
+        second = await sender.send(message)  # a resend: same notification, same channel
+    finally:
+        await sender.aclose()
+    expected = f"<{message.notification_id}.email@townhall.test>"
+    assert first == Delivered(expected, first.answer) and isinstance(first, Delivered)
+    assert isinstance(second, Delivered) and second.provider_id == expected
+    received = sink.messages
+    assert [m.message_id for m in received] == [expected, expected]
+    assert received[0].to == "ada@example.org"
+    assert (received[0].subject, received[0].body) == ("Hello", "Plain words")
+    assert received[0].as_dict()["received_at"] == "2026-01-01T00:00:00+00:00"
+
+
+async def test_html_email_carries_a_plain_text_alternative(sink: SmtpSink) -> None:
+    sender = SmtpEmailSender(sink.url, "noreply@townhall.test")
+    try:
+        await sender.send(email_to(html="<p>Plain <b>words</b></p>"))
+    finally:
+        await sender.aclose()
+    (received,) = sink.messages
+    assert received.body == "Plain words"
+    assert received.html is not None and "<b>words</b>" in received.html
+
+
+async def test_sink_keeps_only_the_newest_messages_up_to_its_bound(sink: SmtpSink) -> None:
+    sender = SmtpEmailSender(sink.url, "noreply@townhall.test")
+    try:
+        for index in range(5):
+            await sender.send(email_to(f"user{index}@example.org"))
+        async with asyncio.timeout(5):
+            await sink.wait_for(5)
+    finally:
+        await sender.aclose()
+    assert [m.to for m in sink.messages] == [f"user{i}@example.org" for i in (2, 3, 4)]
+    assert sink.received == 5
+
+
+async def test_4xx_is_transient_and_5xx_is_permanent_and_the_pool_recovers() -> None:
+    server = ScriptedServer("451 4.3.0 Try again later", "550 5.1.1 No such user")
+    port = await server.start()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test", pool_size=1)
+    try:
+        busy = await sender.send(email_to())
+        unknown = await sender.send(email_to())
+        accepted = await sender.send(email_to())
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert isinstance(busy, Transient) and busy.error.startswith("451")
+    assert isinstance(unknown, Permanent) and unknown.reason.startswith("550")
+    assert isinstance(accepted, Delivered)
+    assert len(server.received) == 1
+    # a failed connection is dropped, never reused: one per failure, then one for the success
+    assert server.connections == 3
+
+
+async def test_connections_are_reused_between_sends() -> None:
+    server = ScriptedServer()
+    port = await server.start()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test", pool_size=2)
+    try:
+        outcomes = await asyncio.gather(*(sender.send(email_to()) for _ in range(10)))
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert all(isinstance(outcome, Delivered) for outcome in outcomes)
+    assert len(server.received) == 10
+    assert server.connections <= 2
+
+
+async def test_credentials_from_the_url_log_in() -> None:
+    server = ScriptedServer(auth=("townhall", "s3cret"))
+    port = await server.start()
+    good = SmtpEmailSender(f"smtp://townhall:s3cret@127.0.0.1:{port}", "noreply@townhall.test")
+    bad = SmtpEmailSender(f"smtp://townhall:wrong@127.0.0.1:{port}", "noreply@townhall.test")
+    try:
+        assert isinstance(await good.send(email_to()), Delivered)
+        refused = await bad.send(email_to())
+    finally:
+        await good.aclose()
+        await bad.aclose()
+        await server.stop()
+    assert server.logins == ["townhall"]
+    assert isinstance(refused, Permanent) and refused.reason.startswith("535")
+
+
+async def test_refused_connection_is_transient() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test")
+    outcome = await sender.send(email_to())
+    await sender.aclose()
+    assert isinstance(outcome, Transient)
+
+
+async def test_silent_server_times_out_as_transient() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never greets
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test", timeout=0.3)
+    try:
+        outcome = await sender.send(email_to())
+    finally:
+        await sender.aclose()
+        server.close()
+        await server.wait_closed()
+    assert isinstance(outcome, Transient) and "imeout" in outcome.error
