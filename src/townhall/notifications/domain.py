@@ -221,7 +221,7 @@ class QuietHours:
 
         The answer is the first instant at which the user's wall clock reads `end` or later:
         on a spring-forward day whose `end` falls in the skipped hour, that is the transition.
-        On a fall-back day that repeats `end`, it is the first time the clock reads it.
+        On a fall-back day that repeats `end`, it is the next time the clock reads it.
         """
         tz = zone(self.timezone)
         local = now.astimezone(tz)
@@ -231,14 +231,17 @@ class QuietHours:
         end_day = local.date()
         if self.start > self.end and wall >= self.start:
             end_day += timedelta(days=1)
-        return _first_instant_at_or_after(end_day, self.end, tz)
+        return _first_instant_at_or_after(end_day, self.end, tz, now)
 
 
-def _first_instant_at_or_after(day: date, wall: time, tz: ZoneInfo) -> datetime:
+def _first_instant_at_or_after(day: date, wall: time, tz: ZoneInfo, now: datetime) -> datetime:
     naive = datetime.combine(day, wall)
     before = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
     if before.astimezone(tz).replace(tzinfo=None) == naive:
-        return before  # the wall time exists (the first of two, if repeated)
+        if before > now:
+            return before  # the wall time exists (the first of two, if repeated)
+        # `now` is in the repeated hour, past the first showing: wait for the second one.
+        return naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
     # A gap: `wall` never shows. fold=1 reads the time with the new offset, which lands before
     # the transition, fold=0 after it; the transition is between them. Bisect to the second.
     low = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
