@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -21,8 +25,17 @@ pytestmark = pytest.mark.timeout(30)
 class ScriptedServer:
     """An SMTP server answering DATA with the scripted replies in turn (then 250)."""
 
-    def __init__(self, *replies: str, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *replies: str,
+        auth: tuple[str, str] | None = None,
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.replies = list(replies)
+        self.starttls = starttls
+        self.implicit_tls = implicit_tls
+        self.tls_sessions = 0
         self.received: list[bytes] = []
         self.auth = auth
         self.logins: list[str] = []
@@ -33,6 +46,8 @@ class ScriptedServer:
         reply = self.replies.pop(0) if self.replies else "250 2.0.0 Ok: queued"
         if reply.startswith("250"):
             self.received.append(envelope.content)
+            if server.transport is not None and server.transport.get_extra_info("sslcontext"):
+                self.tls_sessions += 1
         return reply
 
     def _authenticate(self, server, session, envelope, mechanism, data) -> AuthResult:
@@ -49,17 +64,48 @@ class ScriptedServer:
             self,
             authenticator=self._authenticate if self.auth else None,
             auth_require_tls=False,
+            tls_context=self.starttls,
+            require_starttls=self.starttls is not None,
         )
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, "127.0.0.1", 0)
+        self._server = await loop.create_server(
+            self._protocol, "127.0.0.1", 0, ssl=self.implicit_tls
+        )
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (made with the openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def tls_pair(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    cert, key = certificate
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
 
 
 @pytest.fixture
@@ -209,3 +255,40 @@ async def test_silent_server_times_out_as_transient() -> None:
         server.close()
         await server.wait_closed()
     assert isinstance(outcome, Transient) and "imeout" in outcome.error
+
+
+async def test_starttls_url_upgrades_before_sending_and_plain_url_is_refused_by_such_a_server(
+    certificate: tuple[Path, Path],
+) -> None:
+    server_tls, client_tls = tls_pair(certificate)
+    server = ScriptedServer(starttls=server_tls)
+    port = await server.start()
+    secure = SmtpEmailSender(
+        f"smtp+starttls://127.0.0.1:{port}", "noreply@townhall.test", tls_context=client_tls
+    )
+    plain = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test")
+    try:
+        assert isinstance(await secure.send(email_to()), Delivered)
+        refused = await plain.send(email_to())
+    finally:
+        await secure.aclose()
+        await plain.aclose()
+        await server.stop()
+    assert server.tls_sessions == 1 and len(server.received) == 1
+    assert isinstance(refused, Permanent) and refused.reason.startswith("530")
+
+
+async def test_smtps_url_speaks_tls_from_the_first_byte(certificate: tuple[Path, Path]) -> None:
+    server_tls, client_tls = tls_pair(certificate)
+    server = ScriptedServer(implicit_tls=server_tls)
+    port = await server.start()
+    sender = SmtpEmailSender(
+        f"smtps://127.0.0.1:{port}", "noreply@townhall.test", tls_context=client_tls
+    )
+    try:
+        outcome = await sender.send(email_to())
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert isinstance(outcome, Delivered)
+    assert server.tls_sessions == 1

@@ -129,7 +129,7 @@ class SmtpEmailSender:
             username=target.username,
             password=target.password,
             use_tls=target.use_tls,
-            start_tls=target.start_tls if target.start_tls else False,
+            start_tls=target.start_tls,  # smtp:// stays plain even when STARTTLS is offered
             tls_context=self._tls_context,
             timeout=self._timeout,
         )
