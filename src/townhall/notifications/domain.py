@@ -185,6 +185,33 @@ class PushMessage:
     data: Mapping[str, str] = field(default_factory=dict)
 
 
+OutgoingMessage = EmailMessage | SmsMessage | PushMessage
+
+
+def compose_messages(
+    notification_id: uuid.UUID,
+    channel: Channel,
+    contacts: ContactPoints,
+    subject: str | None,
+    body: str,
+    html: str | None = None,
+) -> tuple[OutgoingMessage, ...]:
+    """What the channel's sender is handed: one email, one SMS, or one push per device.
+
+    In-app has no sender (the inbox row is the delivery), and an unreachable channel has
+    nothing to send: both give an empty tuple.
+    """
+    if channel is Channel.EMAIL and contacts.email:
+        return (EmailMessage(notification_id, contacts.email, subject or "", body, html),)
+    if channel is Channel.SMS and contacts.phone:
+        return (SmsMessage(notification_id, contacts.phone, body),)
+    if channel is Channel.PUSH:
+        return tuple(
+            PushMessage(notification_id, device, subject or "", body) for device in contacts.devices
+        )
+    return ()
+
+
 # --- preferences, quiet hours, contact points -----------------------------------------------
 
 

@@ -18,19 +18,23 @@ from townhall.notifications.domain import (
     Delivery,
     DeliveryStatus,
     DeviceToken,
+    EmailMessage,
     Hold,
     InvalidNotification,
     InvalidTransition,
     Notification,
     Permanent,
     Preferences,
+    PushMessage,
     PushPlatform,
     QuietHours,
     Skip,
     SkipReason,
+    SmsMessage,
     Transient,
     UnknownChannel,
     UnknownTimeZone,
+    compose_messages,
     decide,
     message_id_for,
     parse_channels,
@@ -233,3 +237,20 @@ def test_message_id_is_deterministic_per_notification_and_channel() -> None:
 def test_attempt_of_a_delivered_outcome_has_no_error() -> None:
     attempt = Attempt(NOON, "smtp", Delivered("<id>"))
     assert (attempt.answer, attempt.error) == ("<id>", None)
+
+
+def test_composed_messages_go_to_the_contact_point_and_push_goes_to_every_device() -> None:
+    nid = uuid.UUID(int=9)
+    two_devices = ContactPoints(
+        devices=(DeviceToken(PushPlatform.FCM, "a"), DeviceToken(PushPlatform.APNS, "b"))
+    )
+    assert compose_messages(nid, Channel.EMAIL, EVERYWHERE, "Hi", "text", "<p>text</p>") == (
+        EmailMessage(nid, "ada@example.org", "Hi", "text", "<p>text</p>"),
+    )
+    assert compose_messages(nid, Channel.SMS, EVERYWHERE, None, "code") == (
+        SmsMessage(nid, "+15005550006", "code"),
+    )
+    pushes = compose_messages(nid, Channel.PUSH, two_devices, "Hi", "there")
+    assert [p.device.token for p in pushes if isinstance(p, PushMessage)] == ["a", "b"]
+    assert compose_messages(nid, Channel.IN_APP, EVERYWHERE, "Hi", "there") == ()
+    assert compose_messages(nid, Channel.EMAIL, ContactPoints(), "Hi", "there") == ()
