@@ -292,3 +292,14 @@ async def test_smtps_url_speaks_tls_from_the_first_byte(certificate: tuple[Path,
         await server.stop()
     assert isinstance(outcome, Delivered)
     assert server.tls_sessions == 1
+
+
+async def test_header_injection_is_refused_as_permanent_without_sending(sink: SmtpSink) -> None:
+    sender = SmtpEmailSender(sink.url, "noreply@townhall.test")
+    message = EmailMessage(uuid.uuid4(), "ada@example.org", "Hi\r\nBcc: eve@example.org", "x")
+    try:
+        outcome = await sender.send(message)
+    finally:
+        await sender.aclose()
+    assert isinstance(outcome, Permanent) and outcome.reason.startswith("malformed message")
+    assert sink.received == 0

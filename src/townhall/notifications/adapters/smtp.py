@@ -137,7 +137,10 @@ class SmtpEmailSender:
         return client
 
     async def send(self, message: EmailMessage) -> SendOutcome:
-        mime = build_message(message, self._sender, self._domain, self._clock)
+        try:
+            mime = build_message(message, self._sender, self._domain, self._clock)
+        except ValueError as exc:  # e.g. a line break smuggled into an address or subject
+            return Permanent(f"malformed message: {exc}")
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
             try:
@@ -149,6 +152,10 @@ class SmtpEmailSender:
                 if client is not None:
                     client.close()
                 return classify_smtp_error(exc)
+            except asyncio.CancelledError:
+                if client is not None:  # mid-conversation: the connection is unusable
+                    client.close()
+                raise
             if self._closed:
                 await _quit(client)
             else:
