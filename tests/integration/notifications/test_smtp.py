@@ -303,3 +303,18 @@ async def test_header_injection_is_refused_as_permanent_without_sending(sink: Sm
         await sender.aclose()
     assert isinstance(outcome, Permanent) and outcome.reason.startswith("malformed message")
     assert sink.received == 0
+
+
+async def test_non_ascii_subject_body_and_sender_name_arrive_intact(sink: SmtpSink) -> None:
+    sender = SmtpEmailSender(sink.url, "Hôtel de Ville <noreply@townhall.test>")
+    message = EmailMessage(
+        uuid.uuid4(), "zoé@example.org", "Bienvenue, Zoé ! " * 6, "Voilà, ça marche. ✓", "<p>ça</p>"
+    )
+    try:
+        assert isinstance(await sender.send(message), Delivered)
+    finally:
+        await sender.aclose()
+    (received,) = sink.messages
+    assert received.subject == message.subject
+    assert received.body == "Voilà, ça marche. ✓"
+    assert received.html is not None and "ça" in received.html

@@ -8,10 +8,14 @@ are transient; 5xx is permanent.
 from __future__ import annotations
 
 import asyncio
-import email.message
+import email.charset
 import email.utils
 import ssl
 from dataclasses import dataclass
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -60,19 +64,42 @@ def parse_smtp_url(url: str) -> SmtpTarget:
 
 def build_message(
     message: EmailMessage, sender: str, message_id_domain: str, clock: Clock
-) -> email.message.EmailMessage:
-    """The MIME message: text/plain alone, or multipart/alternative with text then HTML."""
-    mime = email.message.EmailMessage()
-    mime["From"] = sender
+) -> Message:
+    """The MIME message: text/plain alone, or multipart/alternative with text then HTML.
+
+    Built with the compat32 classes, about five times cheaper than `email.message.EmailMessage`
+    on a worker's hot path; header values are checked for line breaks here because compat32
+    does not refuse them.
+    """
+    for value in (sender, message.to, message.subject):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header value {value!r} contains a line break")
+    text = _text_part(message.text, "plain")
+    mime: Message = text
+    if message.html is not None:
+        mime = MIMEMultipart("alternative", _subparts=[text, _text_part(message.html, "html")])
+    name, address = email.utils.parseaddr(sender)
+    mime["From"] = email.utils.formataddr((name, address), charset="utf-8") if name else address
     mime["To"] = message.to
-    mime["Subject"] = message.subject
+    mime["Subject"] = (
+        message.subject
+        if message.subject.isascii()
+        else Header(message.subject, "utf-8", header_name="Subject").encode()
+    )
     mime["Date"] = email.utils.format_datetime(clock.now())
     mime["Message-ID"] = message_id_for(message.notification_id, Channel.EMAIL, message_id_domain)
     mime["X-Townhall-Notification"] = str(message.notification_id)
-    mime.set_content(message.text)
-    if message.html is not None:
-        mime.add_alternative(message.html, subtype="html")
     return mime
+
+
+_UTF8_QP = email.charset.Charset("utf-8")
+_UTF8_QP.body_encoding = email.charset.QP  # readable in raw form, unlike base64
+
+
+def _text_part(content: str, subtype: str) -> MIMEText:
+    if content.isascii():
+        return MIMEText(content, subtype, "us-ascii")
+    return MIMEText(content, subtype, _UTF8_QP)  # type: ignore[arg-type]  # a Charset works too
 
 
 def classify_smtp_error(exc: BaseException) -> SendOutcome:
@@ -85,6 +112,8 @@ def classify_smtp_error(exc: BaseException) -> SendOutcome:
         if 500 <= exc.code < 600:
             return Permanent(answer)
         return Transient(answer)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return Permanent(f"not supported by the server: {exc}")
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return Transient(f"timeout: {exc}")
     return Transient(f"{type(exc).__name__}: {exc}")
@@ -141,12 +170,14 @@ class SmtpEmailSender:
             mime = build_message(message, self._sender, self._domain, self._clock)
         except ValueError as exc:  # e.g. a line break smuggled into an address or subject
             return Permanent(f"malformed message: {exc}")
+        # An internationalised address needs the server's SMTPUTF8 extension (RFC 6531).
+        options = [] if (self._envelope_from + message.to).isascii() else ["SMTPUTF8"]
         async with self._slots:
             client: aiosmtplib.SMTP | None = None
             try:
                 client = self._take_idle() or await self._connect()
-                _, response = await client.send_message(
-                    mime, sender=self._envelope_from, recipients=[message.to]
+                _, response = await client.sendmail(
+                    self._envelope_from, [message.to], mime.as_bytes(), mail_options=options
                 )
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if client is not None:

@@ -7,12 +7,12 @@ email sender at it, and the dev outbox shows its messages. It keeps the newest `
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.policy
+import email
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage as MimeMessage
+from email.header import decode_header, make_header
+from email.message import Message
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -39,12 +39,22 @@ class ReceivedEmail:
         }
 
 
-def _part(mime: MimeMessage, subtype: str) -> str | None:
-    part = mime.get_body(preferencelist=(subtype,))
-    if part is None:
-        return None
-    content = part.get_content()
-    return content if isinstance(content, str) else None
+# Parsed with the compat32 classes: several times cheaper than the modern policy, which
+# matters when the sink stands in for a mail server under load.
+def _part(mime: Message, subtype: str) -> str | None:
+    for part in mime.walk():
+        if part.get_content_type() == f"text/{subtype}" and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    return None
+
+
+def _header(mime: Message, name: str) -> str:
+    raw = mime.get(name)
+    if raw is None:
+        return ""
+    return str(make_header(decode_header(str(raw))))
 
 
 class SmtpSink:
@@ -63,7 +73,6 @@ class SmtpSink:
         self._received = 0
         self._arrived = asyncio.Condition()
         self._server: asyncio.Server | None = None
-        self._parser = email.parser.BytesParser(policy=email.policy.default)
 
     @property
     def port(self) -> int:
@@ -92,7 +101,9 @@ class SmtpSink:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="townhall-sink", loop=loop), self.host, self._port
+            lambda: SMTP(self, hostname="townhall-sink", enable_SMTPUTF8=True, loop=loop),
+            self.host,
+            self._port,
         )
 
     async def stop(self) -> None:
@@ -109,13 +120,12 @@ class SmtpSink:
     # aiosmtpd handler hook
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content: Any = envelope.original_content or envelope.content
-        mime = self._parser.parsebytes(bytes(content).replace(b"\r\n", b"\n"))
-        assert isinstance(mime, MimeMessage)
+        mime = email.message_from_bytes(bytes(content).replace(b"\r\n", b"\n"))
         received = ReceivedEmail(
             to=", ".join(envelope.rcpt_tos),
-            subject=str(mime.get("Subject", "")),
+            subject=_header(mime, "Subject"),
             body=(_part(mime, "plain") or "").strip("\n"),
-            message_id=str(mime.get("Message-ID", "")),
+            message_id=_header(mime, "Message-ID"),
             received_at=self._clock.now(),
             html=_part(mime, "html"),
         )
