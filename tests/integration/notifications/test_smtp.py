@@ -31,7 +31,9 @@ class ScriptedServer:
         auth: tuple[str, str] | None = None,
         starttls: ssl.SSLContext | None = None,
         implicit_tls: ssl.SSLContext | None = None,
+        idle_timeout: float = 300,
     ) -> None:
+        self.idle_timeout = idle_timeout
         self.replies = list(replies)
         self.starttls = starttls
         self.implicit_tls = implicit_tls
@@ -66,6 +68,7 @@ class ScriptedServer:
             auth_require_tls=False,
             tls_context=self.starttls,
             require_starttls=self.starttls is not None,
+            timeout=self.idle_timeout,
         )
 
     async def start(self) -> int:
@@ -318,3 +321,17 @@ async def test_non_ascii_subject_body_and_sender_name_arrive_intact(sink: SmtpSi
     assert received.subject == message.subject
     assert received.body == "Voilà, ça marche. ✓"
     assert received.html is not None and "ça" in received.html
+
+
+async def test_a_pooled_connection_the_server_closed_while_idle_is_replaced_not_failed() -> None:
+    server = ScriptedServer(idle_timeout=0.2)
+    port = await server.start()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test", pool_size=1)
+    try:
+        assert isinstance(await sender.send(email_to()), Delivered)
+        await asyncio.sleep(0.5)  # the server hangs up on the idle connection
+        assert isinstance(await sender.send(email_to()), Delivered)
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert server.connections == 2 and len(server.received) == 2
