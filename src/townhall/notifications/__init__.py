@@ -1,0 +1,1 @@
+"""Notifications: email, SMS, push and in-app, delivered asynchronously through real providers."""
