@@ -17,7 +17,7 @@ ADAPTERS = {
     "nats": (NATS_URL, ("NATS", "127.0.0.1", 4222)),
 }
 # Short leases and backoffs keep the suite fast; production defaults are seconds.
-TUNING = "partitions=4&lease_ttl=1.2&backoff_base=0.05&backoff_cap=0.5"
+TUNING = "partitions=4&lease_ttl=1.2&backoff_base=0.05&backoff_cap=0.5&ack_wait=2&queue_expires=60"
 _counter = itertools.count()
 
 

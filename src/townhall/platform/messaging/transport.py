@@ -112,5 +112,5 @@ def strip_query(url: str) -> str:
 
 
 def token(name: str) -> str:
-    """A topic or group name as one broker-safe token without '.' (injective)."""
-    return name.replace("_", "__").replace(".", "_d")
+    """A topic or group name as one broker-safe token of [a-z0-9_] (injective)."""
+    return name.replace("_", "__").replace(".", "_d").replace("-", "_h")
