@@ -20,7 +20,9 @@ from townhall.platform.db import Database
 ENV_DIR = Path(__file__).parent / "alembic"
 
 # Migrations of the shared kernel, applied whatever modules a process runs.
-PLATFORM_MIGRATIONS: list[Path] = []
+PLATFORM_MIGRATIONS: list[Path] = [
+    Path(__file__).parent / "messaging" / "migrations",  # outbox_messages, outbox_inbox
+]
 
 
 def _config(locations: Iterable[Path]) -> Config:
