@@ -22,6 +22,7 @@ ENV_DIR = Path(__file__).parent / "alembic"
 # Migrations of the shared kernel, applied whatever modules a process runs.
 PLATFORM_MIGRATIONS: list[Path] = [
     Path(__file__).parent / "eventstore" / "migrations",
+    Path(__file__).parent / "messaging" / "migrations",  # outbox_messages, outbox_inbox
 ]
 
 

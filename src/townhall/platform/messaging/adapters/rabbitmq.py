@@ -1,0 +1,215 @@
+"""RabbitMQ: a direct exchange per topic, a quorum queue per group and partition with a single
+active consumer (so one member at a time handles a partition, in order), prefetch as QoS,
+publisher confirms, and a dead-letter exchange feeding one dead-letter queue per group.
+Membership is a heartbeat on a fanout exchange per group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query, token
+
+
+class RabbitReader:
+    def __init__(self, channel: Any, queue: Any) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.tag: str | None = None
+
+    async def start(self) -> None:
+        self.tag = await self.queue.consume(self.inbox.put)
+
+    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+        try:
+            first = await asyncio.wait_for(self.inbox.get(), wait)
+        except TimeoutError:
+            return []
+        got = [first]
+        while len(got) < count and not self.inbox.empty():
+            got.append(self.inbox.get_nowait())
+        return [self._delivery(message) for message in got]
+
+    @staticmethod
+    def _delivery(message: AbstractIncomingMessage) -> Delivery:
+        count = message.headers.get("x-delivery-count")
+        previous = count if isinstance(count, int) else 0
+        return Delivery(message.body, message, str(message.delivery_tag), previous)
+
+    async def ack(self, delivery: Delivery) -> None:
+        await delivery.ref.ack()
+
+    async def renew(self) -> bool:
+        return not self.channel.is_closed
+
+    async def release(self, unfinished: Sequence[Delivery]) -> None:
+        # Closing the channel returns every unacked message (in order) and hands the single
+        # active consumer role to the next member.
+        if not self.channel.is_closed:
+            await self.channel.close()
+
+
+class RabbitTransport:
+    def __init__(self, connection: Any, options: BusOptions) -> None:
+        self.connection = connection
+        self.options = options
+        self.prefix = options.prefix
+        self.channel: Any = None
+        self.dlx: Any = None
+        # Queues unused this long (seconds) delete themselves; tests set it, production not.
+        expires = options.extra.get("queue_expires")
+        self.expires = {"x-expires": int(float(expires) * 1000)} if expires else {}
+        self.exchanges: dict[str, Any] = {}
+        self.declared: set[str] = set()
+        self.seen: dict[tuple[str, str], dict[str, float]] = {}
+        self.heartbeats: dict[tuple[str, str, str], Any] = {}
+
+    @classmethod
+    async def open(cls, url: str, options: BusOptions) -> RabbitTransport:
+        connection = await aio_pika.connect_robust(strip_query(url))
+        transport = cls(connection, options)
+        transport.channel = await connection.channel(publisher_confirms=True)
+        transport.dlx = await transport.channel.declare_exchange(
+            f"{options.prefix}.dlx", aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        return transport
+
+    def queue_name(self, topic: str, group: str, partition: int | str) -> str:
+        return f"{self.prefix}.{token(topic)}.{token(group)}.{partition}"
+
+    async def _exchange(self, topic: str) -> Any:
+        exchange = self.exchanges.get(topic)
+        if exchange is None:
+            exchange = await self.channel.declare_exchange(
+                f"{self.prefix}.bus.{token(topic)}", aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            self.exchanges[topic] = exchange
+        return exchange
+
+    async def publish(self, topic: str, partition: int, body: bytes) -> None:
+        exchange = await self._exchange(topic)
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await exchange.publish(message, routing_key=str(partition))
+
+    async def ensure_group(self, topic: str, group: str) -> None:
+        exchange = await self._exchange(topic)
+        dead_key = f"{token(topic)}.{token(group)}"
+        dlq = await self.channel.declare_queue(
+            self.queue_name(topic, group, "dlq"),
+            durable=True,
+            arguments={"x-queue-type": "quorum", **self.expires},
+        )
+        await dlq.bind(self.dlx, routing_key=dead_key)
+        self.declared.add(dlq.name)
+        for partition in range(self.options.partitions):
+            queue = await self.channel.declare_queue(
+                self.queue_name(topic, group, partition),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-single-active-consumer": True,
+                    "x-dead-letter-exchange": f"{self.prefix}.dlx",
+                    "x-dead-letter-routing-key": dead_key,
+                    **self.expires,
+                },
+            )
+            await queue.bind(exchange, routing_key=str(partition))
+            self.declared.add(queue.name)
+
+    async def acquire(
+        self, topic: str, group: str, partition: int, member: str, prefetch: int
+    ) -> RabbitReader | None:
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(self.queue_name(topic, group, partition), ensure=False)
+        reader = RabbitReader(channel, queue)
+        await reader.start()
+        return reader
+
+    async def heartbeat(self, topic: str, group: str, member: str) -> list[str]:
+        seen = self.seen.setdefault((topic, group), {})
+        name = f"{self.prefix}.members.{token(topic)}.{token(group)}"
+        if (topic, group, member) not in self.heartbeats:
+            channel = await self.connection.channel()
+            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(exchange)
+
+            async def on_beat(message: AbstractIncomingMessage) -> None:
+                seen[message.body.decode()] = time.monotonic()
+
+            await queue.consume(on_beat, no_ack=True)
+            self.heartbeats[(topic, group, member)] = (channel, exchange)
+        _, exchange = self.heartbeats[(topic, group, member)]
+        await exchange.publish(aio_pika.Message(member.encode()), routing_key="")
+        now = time.monotonic()
+        seen[member] = now
+        return sorted(m for m, at in seen.items() if at > now - self.options.lease_ttl)
+
+    async def leave(self, topic: str, group: str, member: str) -> None:
+        beat = self.heartbeats.pop((topic, group, member), None)
+        if beat is not None:
+            await beat[0].close()
+        self.seen.get((topic, group), {}).pop(member, None)
+
+    async def add_dead(self, topic: str, group: str, record: bytes) -> None:
+        message = aio_pika.Message(
+            record,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=json.loads(record)["id"],
+        )
+        await self.dlx.publish(message, routing_key=f"{token(topic)}.{token(group)}")
+
+    async def _drain_dead(self, topic: str, group: str, ids: set[str] | None) -> list[bytes]:
+        """Read the whole dead-letter queue; ack (remove) those in `ids`; the rest go back
+        when the channel closes."""
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.get_queue(self.queue_name(topic, group, "dlq"), ensure=False)
+            records = []
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                if ids is None:
+                    records.append(message.body)
+                elif message.message_id in ids:
+                    await message.ack()
+                    records.append(message.body)
+            return records
+        finally:
+            await channel.close()
+
+    async def list_dead(self, topic: str, group: str) -> list[bytes]:
+        return await self._drain_dead(topic, group, None)
+
+    async def take_dead(self, topic: str, group: str, ids: set[str]) -> list[bytes]:
+        return await self._drain_dead(topic, group, ids)
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        total = 0
+        for partition in range(self.options.partitions):
+            queue = await self.channel.declare_queue(
+                self.queue_name(topic, group, partition), passive=True
+            )
+            total += queue.declaration_result.message_count or 0
+        return total
+
+    async def ping(self) -> None:
+        if self.connection.is_closed:
+            raise ConnectionError("RabbitMQ connection is closed")
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def delete_everything(self) -> None:
+        """Delete the queues and exchanges this bus declared (tests and benchmarks)."""
+        for name in self.declared:
+            await self.channel.queue_delete(name)
+        for exchange in self.exchanges.values():
+            await exchange.delete()
+        await self.dlx.delete()

@@ -1,0 +1,182 @@
+"""Redis Streams: one stream per topic partition, one Redis consumer group per bus group.
+
+A partition's lease is a key set with NX and a TTL; the member that takes a lease over first
+claims the partition's pending entries (XAUTOCLAIM), so a killed member loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
+
+RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisReader:
+    def __init__(
+        self, transport: RedisTransport, stream: str, group: str, lease: str, member: str
+    ) -> None:
+        self.t = transport
+        self.stream = stream
+        self.group = group
+        self.lease = lease
+        self.member = member
+        self.claim_cursor: str | None = "0-0"  # claim what earlier owners left, then read new
+
+    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+        client = self.t.client
+        if self.claim_cursor is not None:
+            cursor, entries, *_ = await client.xautoclaim(
+                self.stream, self.group, self.member, 0, self.claim_cursor, count=count
+            )
+            cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
+            self.claim_cursor = None if cursor == "0-0" else cursor
+            got = [self._delivery(i, f, 1) for i, f in entries if f]
+            if got or self.claim_cursor is not None:
+                return got
+        reply = await self.t.reader_client.xreadgroup(
+            self.group, self.member, {self.stream: ">"}, count=count, block=int(wait * 1000)
+        )
+        return [self._delivery(i, f, 0) for _, entries in reply or [] for i, f in entries]
+
+    @staticmethod
+    def _delivery(entry_id: Any, fields: dict[bytes, bytes], previous: int) -> Delivery:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return Delivery(fields[b"b"], entry, entry, previous)
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self.t.client.xack(self.stream, self.group, delivery.ref)
+
+    async def renew(self) -> bool:
+        ttl = int(self.t.options.lease_ttl * 1000)
+        return bool(await self.t.renew(keys=[self.lease], args=[self.member, ttl]))
+
+    async def release(self, unfinished: Sequence[Delivery]) -> None:
+        # Unfinished entries stay pending in the group; the next owner claims them first.
+        await self.t.release(keys=[self.lease], args=[self.member])
+
+
+class RedisTransport:
+    def __init__(self, url: str, options: BusOptions) -> None:
+        self.options = options
+        # Typed loosely: redis-py's reply types are unions of every decoding mode.
+        self.client: Any = aioredis.Redis.from_url(strip_query(url))
+        # Blocking reads get their own pool so they never starve acks and publishes.
+        self.reader_client: Any = aioredis.Redis.from_url(strip_query(url))
+        self.renew = self.client.register_script(RENEW)
+        self.release = self.client.register_script(RELEASE)
+        self.maxlen = int(options.extra["maxlen"]) if "maxlen" in options.extra else None
+
+    @classmethod
+    async def open(cls, url: str, options: BusOptions) -> RedisTransport:
+        transport = cls(url, options)
+        await transport.ping()
+        return transport
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self.options.prefix, "bus", *map(str, parts)])
+
+    def stream(self, topic: str, partition: int) -> str:
+        return self._key(topic, partition)
+
+    async def publish(self, topic: str, partition: int, body: bytes) -> None:
+        await self.client.xadd(
+            self.stream(topic, partition), {"b": body}, maxlen=self.maxlen, approximate=True
+        )
+
+    async def ensure_group(self, topic: str, group: str) -> None:
+        for partition in range(self.options.partitions):
+            try:
+                await self.client.xgroup_create(
+                    self.stream(topic, partition), group, id="$", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def acquire(
+        self, topic: str, group: str, partition: int, member: str, prefetch: int
+    ) -> RedisReader | None:
+        lease = self._key("lease", topic, group, partition)
+        ttl = int(self.options.lease_ttl * 1000)
+        holder = await self.client.set(lease, member, nx=True, px=ttl)
+        if not holder and (await self.client.get(lease)) != member.encode():
+            return None
+        return RedisReader(self, self.stream(topic, partition), group, lease, member)
+
+    async def heartbeat(self, topic: str, group: str, member: str) -> list[str]:
+        key = self._key("members", topic, group)
+        now = time.time()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {member: now})
+            pipe.zremrangebyscore(key, "-inf", now - self.options.lease_ttl)
+            pipe.zrange(key, 0, -1)
+            pipe.expire(key, int(self.options.lease_ttl * 10) + 1)
+            *_, members, _ = await pipe.execute()
+        return sorted(m.decode() for m in members)
+
+    async def leave(self, topic: str, group: str, member: str) -> None:
+        await self.client.zrem(self._key("members", topic, group), member)
+
+    def _dead(self, topic: str, group: str) -> str:
+        return self._key("dlq", topic, group)
+
+    async def add_dead(self, topic: str, group: str, record: bytes) -> None:
+        import json
+
+        record_id = json.loads(record)["id"]
+        await self.client.xadd(self._dead(topic, group), {"id": record_id, "r": record})
+
+    async def list_dead(self, topic: str, group: str) -> list[bytes]:
+        entries = await self.client.xrange(self._dead(topic, group))
+        return [fields[b"r"] for _, fields in entries]
+
+    async def take_dead(self, topic: str, group: str, ids: set[str]) -> list[bytes]:
+        key = self._dead(topic, group)
+        taken = []
+        for entry_id, fields in await self.client.xrange(key):
+            if fields[b"id"].decode() in ids and await self.client.xdel(key, entry_id):
+                taken.append(fields[b"r"])
+        return taken
+
+    async def lag(self, topic: str, group: str) -> int | None:
+        total = 0
+        for partition in range(self.options.partitions):
+            try:
+                groups = await self.client.xinfo_groups(self.stream(topic, partition))
+            except ResponseError:
+                return None
+            for info in groups:
+                name = info["name"]
+                if (name.decode() if isinstance(name, bytes) else name) == group:
+                    total += int(info.get("lag") or 0)
+        return total
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.reader_client.aclose()
+
+    async def delete_everything(self) -> None:
+        """Remove every key under this bus's prefix (tests and benchmarks clean up)."""
+        async for key in self.client.scan_iter(match=f"{self.options.prefix}:bus:*", count=1000):
+            await self.client.delete(key)

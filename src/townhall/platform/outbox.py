@@ -1,0 +1,266 @@
+"""The transactional outbox: a use case enqueues envelopes on its own transaction's connection,
+and a relay publishes them once committed, per key in commit order, then marks them sent.
+
+Wake-ups: NOTIFY on PostgreSQL (any process), a commit hook in this process on SQLite; a slow
+poll is only the fallback. Several relays may run: each takes shards of keys under an advisory
+lock (PostgreSQL) or the write lock (SQLite), so an envelope is published once in the normal
+case; a relay killed mid-batch rolls back, and the batch is published again (consumers dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from townhall.platform.db import Database
+from townhall.platform.messaging.envelope import Envelope, check_name
+from townhall.platform.messaging.ports import Handler, MessageBus
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "townhall_outbox"
+SHARDS = 16
+LOCK_BASE = 7275727300  # advisory lock ids of the relay's shards: LOCK_BASE + shard
+
+metadata = sa.MetaData()
+outbox_messages = sa.Table(
+    "outbox_messages",
+    metadata,
+    sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("id", sa.String(36), nullable=False),
+    sa.Column("topic", sa.String(200), nullable=False),
+    sa.Column("key", sa.String(500), nullable=False),
+    sa.Column("shard", sa.Integer(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+)
+outbox_inbox = sa.Table(
+    "outbox_inbox",
+    metadata,
+    sa.Column("group_name", sa.String(200), primary_key=True),
+    sa.Column("envelope_id", sa.String(36), primary_key=True),
+    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# SQLite wake-ups: one event per database URL, set when a transaction that enqueued commits.
+_signals: dict[str, asyncio.Event] = {}
+
+
+def _signal(url: str) -> asyncio.Event:
+    return _signals.setdefault(url, asyncio.Event())
+
+
+def _on_commit(url: str) -> Callable[[Any], None]:
+    def commit(conn: Any) -> None:
+        if conn.info.pop("outbox_dirty", False) and url in _signals:
+            _signals[url].set()
+
+    return commit
+
+
+def _shard(key: str) -> int:
+    return zlib.crc32(key.encode()) % SHARDS
+
+
+async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> None:
+    """Write `envelopes` to the outbox in the caller's transaction; they go out on commit."""
+    check_name("topic", topic)
+    if not envelopes:
+        return
+    now = datetime.now(UTC)
+    if conn.dialect.name == "postgresql":
+        # Two transactions enqueueing one key commit one after the other, so positions of a
+        # key follow commit order and the relay never overtakes an uncommitted earlier row.
+        for key in sorted({e.key for e in envelopes}):
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+    await conn.execute(
+        outbox_messages.insert(),
+        [
+            {
+                "id": str(e.id),
+                "topic": topic,
+                "key": e.key,
+                "shard": _shard(e.key),
+                "body": e.to_bytes().decode(),
+                "created_at": now,
+            }
+            for e in envelopes
+        ],
+    )
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": CHANNEL})
+    else:
+        conn.sync_connection.info["outbox_dirty"] = True  # type: ignore[union-attr]
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows. `start()`/`stop()` for `townhall serve`; `run()` for
+    `townhall relay`."""
+
+    def __init__(
+        self,
+        database: Database,
+        bus: MessageBus,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 5.0,
+        retention: timedelta = timedelta(days=7),
+        prune_interval: float = 300.0,
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.prune_interval = prune_interval
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+        if database.is_sqlite:
+            self._wake = _signal(database.url)
+            hook = _on_commit(database.url)
+            if not event.contains(database.engine.sync_engine, "commit", hook):
+                event.listen(database.engine.sync_engine, "commit", hook)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of committed, unsent rows; the number published."""
+        async with self.database.transaction() as conn:
+            shards = await self._lock_shards(conn)
+            if not shards:
+                return 0
+            query = (
+                sa.select(
+                    outbox_messages.c.position, outbox_messages.c.topic, outbox_messages.c.body
+                )
+                .where(outbox_messages.c.sent_at.is_(None), outbox_messages.c.shard.in_(shards))
+                .order_by(outbox_messages.c.position)
+                .limit(self.batch_size)
+            )
+            if self.database.is_postgresql:
+                query = query.with_for_update(skip_locked=True)
+            rows = (await conn.execute(query)).all()
+            for row in rows:
+                await self.bus.publish(row.topic, Envelope.from_bytes(row.body.encode()))
+            if rows:
+                await conn.execute(
+                    outbox_messages.update()
+                    .where(outbox_messages.c.position.in_([row.position for row in rows]))
+                    .values(sent_at=datetime.now(UTC))
+                )
+            return len(rows)
+
+    async def _lock_shards(self, conn: AsyncConnection) -> list[int]:
+        if not self.database.is_postgresql:
+            return list(range(SHARDS))  # SQLite: the write lock makes this relay the only one
+        got = []
+        for shard in range(SHARDS):
+            locked = await conn.scalar(
+                sa.text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": LOCK_BASE + shard}
+            )
+            if locked:
+                got.append(shard)
+        return got
+
+    async def prune(self) -> int:
+        """Delete rows sent longer ago than `retention`."""
+        cutoff = datetime.now(UTC) - self.retention
+        async with self.database.transaction() as conn:
+            result = await conn.execute(
+                outbox_messages.delete().where(outbox_messages.c.sent_at < cutoff)
+            )
+            return int(result.rowcount)
+
+    async def _listen(self) -> None:
+        if not self.database.is_postgresql:
+            return
+        import asyncpg
+
+        dsn = self.database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        try:
+            self._listener = await asyncpg.connect(dsn)
+            await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+        except Exception:
+            log.exception("LISTEN failed; the relay falls back to polling")
+
+    async def run(self) -> None:
+        """Relay until `stop()`: publish while there is work, else sleep until woken."""
+        await self._listen()
+        last_prune = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    while await self.publish_batch() >= self.batch_size:
+                        pass
+                    if loop.time() - last_prune > self.prune_interval:
+                        last_prune = loop.time()
+                        await self.prune()
+                except Exception:
+                    log.exception("outbox relay batch failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait(), self.poll_interval)
+        finally:
+            if self._listener is not None:
+                await self._listener.close()
+
+    async def _wait(self) -> None:
+        stop = asyncio.ensure_future(self._stopping.wait())
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait([stop, wake], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            wake.cancel()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+
+def idempotent(
+    database: Database,
+    group: str,
+    handler: Callable[[AsyncConnection, Envelope], Awaitable[None]],
+) -> Handler:
+    """A bus handler that runs `handler` at most once per envelope id for `group`: the inbox
+    row and the handler's own writes commit (or roll back) in one transaction."""
+
+    async def handle(envelope: Envelope) -> None:
+        async with database.transaction() as conn:
+            if not await mark_handled(conn, group, envelope):
+                return
+            await handler(conn, envelope)
+
+    return handle
+
+
+async def mark_handled(conn: AsyncConnection, group: str, envelope: Envelope) -> bool:
+    """Record `envelope` as handled by `group`; False if it already was."""
+    values = {"group_name": group, "envelope_id": str(envelope.id), "handled_at": datetime.now(UTC)}
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    result = await conn.execute(insert(outbox_inbox).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+async def prune_inbox(database: Database, older_than: timedelta) -> int:
+    cutoff = datetime.now(UTC) - older_than
+    async with database.transaction() as conn:
+        result = await conn.execute(outbox_inbox.delete().where(outbox_inbox.c.handled_at < cutoff))
+        return int(result.rowcount)

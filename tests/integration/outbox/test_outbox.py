@@ -1,0 +1,221 @@
+"""The transactional outbox and the inbox, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from support.services import REDIS_URL, RUN_ID, require
+from townhall.platform.db import Database
+from townhall.platform.messaging import Envelope, connect
+from townhall.platform.migrations import migrate
+from townhall.platform.outbox import (
+    OutboxRelay,
+    enqueue,
+    idempotent,
+    outbox_messages,
+    prune_inbox,
+)
+
+pytestmark = pytest.mark.timeout(90)
+_runs = iter(range(10_000))
+
+
+async def eventually(condition, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    await migrate(database, [])
+    yield database
+    await database.dispose()
+
+
+async def memory_bus_with_recorder(group: str = "audit"):
+    bus = await connect(f"memory://?prefix=outbox{RUN_ID}{next(_runs)}")
+    received: list[Envelope] = []
+
+    async def record(env: Envelope) -> None:
+        received.append(env)
+
+    await bus.subscribe("orders", group, record, prefetch=1000)
+    return bus, received
+
+
+def placed(n: int, key: str = "order-1") -> Envelope:
+    return Envelope(type="orders.OrderPlaced", key=key, payload={"n": n})
+
+
+async def test_a_rolled_back_transaction_publishes_nothing(db):
+    bus, received = await memory_bus_with_recorder()
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await enqueue(conn, "orders", placed(1))
+            raise RuntimeError("use case failed")
+    relay = OutboxRelay(db, bus)
+    assert await relay.publish_batch() == 0
+    await asyncio.sleep(0.2)
+    assert received == []
+    await bus.close()
+
+
+async def test_committed_envelopes_are_published_per_key_in_commit_order_and_marked_sent(db):
+    bus, received = await memory_bus_with_recorder()
+    for n in range(30):
+        async with db.transaction() as conn:
+            await enqueue(conn, "orders", placed(n, key=f"order-{n % 3}"))
+    relay = OutboxRelay(db, bus, batch_size=7)
+    while await relay.publish_batch():
+        pass
+    await eventually(lambda: len(received) == 30)
+    by_key = defaultdict(list)
+    for env in received:
+        by_key[env.key].append(env.payload["n"])
+    assert all(numbers == sorted(numbers) for numbers in by_key.values())
+    async with db.connect() as conn:
+        unsent = await conn.scalar(
+            sa.select(sa.func.count()).where(outbox_messages.c.sent_at.is_(None))
+        )
+    assert unsent == 0
+    await bus.close()
+
+
+async def test_a_new_row_wakes_the_relay_at_once_without_polling(db):
+    bus, received = await memory_bus_with_recorder()
+    relay = OutboxRelay(db, bus, poll_interval=60)
+    await relay.start()
+    await asyncio.sleep(0.3)  # the relay is asleep now
+    started = time.monotonic()
+    async with db.transaction() as conn:
+        await enqueue(conn, "orders", placed(1))
+    await eventually(lambda: len(received) == 1, within=5)
+    assert time.monotonic() - started < 2
+    await relay.stop()
+    await bus.close()
+
+
+async def test_two_relays_at_once_publish_each_envelope_once_in_key_order(db):
+    bus, received = await memory_bus_with_recorder()
+    relays = [OutboxRelay(db, bus, batch_size=5, poll_interval=0.1) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+
+    async def writer(key: str) -> None:
+        for n in range(25):
+            async with db.transaction() as conn:
+                await enqueue(conn, "orders", placed(n, key=key))
+
+    await asyncio.gather(*(writer(f"order-{k}") for k in range(4)))
+    await eventually(lambda: len(received) >= 100, within=30)
+    await asyncio.sleep(0.3)
+    for relay in relays:
+        await relay.stop()
+    counts = Counter(env.id for env in received)
+    assert len(counts) == 100 and max(counts.values()) == 1
+    by_key = defaultdict(list)
+    for env in received:
+        by_key[env.key].append(env.payload["n"])
+    assert all(numbers == list(range(25)) for numbers in by_key.values())
+    await bus.close()
+
+
+async def test_sent_rows_are_pruned_after_the_retention_time(db):
+    bus, _ = await memory_bus_with_recorder()
+    async with db.transaction() as conn:
+        await enqueue(conn, "orders", placed(1), placed(2))
+    relay = OutboxRelay(db, bus, retention=timedelta(hours=1))
+    await relay.publish_batch()
+    assert await relay.prune() == 0
+    async with db.transaction() as conn:
+        await conn.execute(
+            outbox_messages.update().values(sent_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+    assert await relay.prune() == 2
+    await bus.close()
+
+
+async def test_a_relay_killed_mid_batch_loses_nothing(db, tmp_path: Path):
+    require("Redis", "127.0.0.1", 6379)
+    bus_url = f"{REDIS_URL}?prefix=outbox{RUN_ID}k{next(_runs)}&partitions=2&lease_ttl=1"
+    bus = await connect(bus_url)
+    received: set[str] = set()
+
+    async def record(env: Envelope) -> None:
+        received.add(str(env.id))
+
+    sub = await bus.subscribe("orders", "audit", record, prefetch=500)
+    ids = set()
+    async with db.transaction() as conn:
+        batch = [placed(n, key=f"order-{n % 5}") for n in range(200)]
+        ids = {str(e.id) for e in batch}
+        await enqueue(conn, "orders", *batch)
+    marker = tmp_path / "published"
+    script = Path(__file__).with_name("relay_process.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), db.url, bus_url, str(marker), env=env
+    )
+    try:
+        await eventually(marker.exists, within=20)
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    await asyncio.sleep(0.3)
+    assert 0 < len(received) < 200, "killed mid-batch, after some publishes"
+    async with db.connect() as conn:
+        unsent = await conn.scalar(
+            sa.select(sa.func.count()).where(outbox_messages.c.sent_at.is_(None))
+        )
+    assert unsent == 200, "the killed batch rolled back: nothing marked sent"
+    relay = OutboxRelay(db, bus)
+    while await relay.publish_batch():
+        pass
+    await eventually(lambda: ids <= received, within=20)
+    await sub.stop()
+    await bus.transport.delete_everything()
+    await bus.close()
+
+
+async def test_the_inbox_runs_a_handler_once_per_group_and_forgets_a_rolled_back_run(db):
+    async with db.transaction() as conn:
+        await conn.execute(sa.text("CREATE TABLE shipments (envelope_id VARCHAR(36))"))
+    attempts = Counter()
+
+    async def ship(conn, env: Envelope) -> None:
+        attempts[env.id] += 1
+        await conn.execute(sa.text("INSERT INTO shipments VALUES (:id)"), {"id": str(env.id)})
+        if env.payload.get("fail") and attempts[env.id] == 1:
+            raise RuntimeError("carrier down")
+
+    shipping = idempotent(db, "shipping", ship)
+    billing = idempotent(db, "billing", ship)
+    first, flaky = placed(1), Envelope(type="t", key="k", payload={"fail": True})
+    await shipping(first)
+    await shipping(first)  # redelivered
+    await billing(first)  # another group handles it too
+    with pytest.raises(RuntimeError):
+        await shipping(flaky)
+    await shipping(flaky)  # the failed run left no inbox mark
+    async with db.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT envelope_id FROM shipments"))).scalars().all()
+    assert Counter(rows) == {str(first.id): 2, str(flaky.id): 1}
+    assert await prune_inbox(db, timedelta(days=1)) == 0
+    assert await prune_inbox(db, timedelta(seconds=-1)) == 3
