@@ -50,47 +50,23 @@ class NewEvent:
     schema_version: int | None = None
 
 
-class _Unset(Enum):
-    UNSET = "unset"
-
-
-_UNSET: Final = _Unset.UNSET
 _set = object.__setattr__
+_FIELDS = "position stream_id version type schema_version id data metadata recorded_at".split()
 
 
 class RecordedEvent:
     """An event as stored: `version` is 1-based and gapless per stream, `position` global.
 
-    Immutable. Events read from a store decode `id`, `data`, `metadata` and `recorded_at`
-    from their stored form on first access (and upcast `data` then), so a reader that only
-    looks at positions, types or streams pays for none of it. `schema_version` is the
-    version `data` is given in: the type's current one once upcast.
+    Immutable. An event read from a store keeps the row it was read from and decodes `id`,
+    `data`, `metadata` and `recorded_at` on first access (upcasting `data` then), so a
+    reader that only looks at positions, types or streams pays for none of it.
+    `schema_version` is the version `data` is given in: the type's current one once upcast.
     """
 
-    __slots__ = (
-        "_codec",
-        "_data",
-        "_id",
-        "_metadata",
-        "_recorded_at",
-        "_row",
-        "position",
-        "schema_version",
-        "stream_id",
-        "type",
-        "version",
-    )
-    stream_id: str
-    version: int
-    position: int
-    type: str
-    schema_version: int
-    _id: UUID | _Unset
-    _data: Mapping[str, Any] | _Unset
-    _metadata: Mapping[str, Any] | _Unset
-    _recorded_at: datetime | _Unset
-    _row: Any
-    _codec: StoredCodec | None
+    __slots__ = ("_codec", "_decoded", "_row")
+    _row: Sequence[Any]  # the fields in _FIELDS order, decoded or as stored
+    _codec: StoredCodec | None  # None: `_row` holds the decoded fields
+    _decoded: dict[str, Any] | None
 
     def __init__(
         self,
@@ -105,78 +81,73 @@ class RecordedEvent:
         recorded_at: datetime,
         schema_version: int = 1,
     ) -> None:
-        _set(self, "stream_id", stream_id)
-        _set(self, "version", version)
-        _set(self, "position", position)
-        _set(self, "type", type)
-        _set(self, "schema_version", schema_version)
-        _set(self, "_id", id)
-        _set(self, "_data", data)
-        _set(self, "_metadata", metadata)
-        _set(self, "_recorded_at", recorded_at)
-        _set(self, "_row", None)
+        row = (position, stream_id, version, type, schema_version, id, data, metadata, recorded_at)
+        _set(self, "_row", row)
         _set(self, "_codec", None)
+        _set(self, "_decoded", None)
 
     @classmethod
-    def from_stored(
-        cls,
-        stream_id: str,
-        version: int,
-        position: int,
-        type: str,
-        schema_version: int,
-        row: Any,
-        codec: StoredCodec,
-    ) -> RecordedEvent:
-        """An event whose other fields `codec` decodes from the stored `row` when first read."""
+    def from_stored(cls, row: Sequence[Any], codec: StoredCodec) -> RecordedEvent:
+        """An event on a stored row (fields in `_FIELDS` order) that `codec` decodes lazily."""
         event = cls.__new__(cls)
-        _set(event, "stream_id", stream_id)
-        _set(event, "version", version)
-        _set(event, "position", position)
-        _set(event, "type", type)
-        _set(event, "schema_version", schema_version)
-        _set(event, "_id", _UNSET)
-        _set(event, "_data", _UNSET)
-        _set(event, "_metadata", _UNSET)
-        _set(event, "_recorded_at", _UNSET)
         _set(event, "_row", row)
         _set(event, "_codec", codec)
+        _set(event, "_decoded", None)
         return event
 
     @property
+    def position(self) -> int:
+        return int(self._row[0])
+
+    @property
+    def stream_id(self) -> str:
+        return str(self._row[1])
+
+    @property
+    def version(self) -> int:
+        return int(self._row[2])
+
+    @property
+    def type(self) -> str:
+        return str(self._row[3])
+
+    @property
+    def schema_version(self) -> int:
+        if self._codec is None:
+            return int(self._row[4])
+        return self._codec.schema_version(self._row)
+
+    def _lazy(self, name: str) -> Any:
+        codec = self._codec
+        if codec is None:
+            return self._row[_FIELDS.index(name)]
+        decoded = self._decoded
+        if decoded is None:
+            decoded = {}
+            _set(self, "_decoded", decoded)
+        elif name in decoded:
+            return decoded[name]
+        value = decoded[name] = getattr(codec, name)(self._row)
+        return value
+
+    @property
     def id(self) -> UUID:
-        value = self._id
-        if value is _UNSET:
-            assert self._codec is not None
-            value = self._codec.id(self._row)
-            _set(self, "_id", value)
+        value: UUID = self._lazy("id")
         return value
 
     @property
     def data(self) -> Mapping[str, Any]:
-        value = self._data
-        if value is _UNSET:
-            assert self._codec is not None
-            value = self._codec.data(self._row, self.type)
-            _set(self, "_data", value)
+        value: Mapping[str, Any] = self._lazy("data")
         return value
 
     @property
     def metadata(self) -> Mapping[str, Any]:
-        value = self._metadata
-        if value is _UNSET:
-            assert self._codec is not None
-            value = self._codec.metadata(self._row)
-            _set(self, "_metadata", value)
+        value: Mapping[str, Any] = self._lazy("metadata")
         return value
 
     @property
     def recorded_at(self) -> datetime:
-        value = self._recorded_at
-        if value is _UNSET:
-            assert self._codec is not None
-            value = self._codec.recorded_at(self._row)
-            _set(self, "_recorded_at", value)
+        value: datetime = self._lazy("recorded_at")
         return value
 
     @property
@@ -189,18 +160,8 @@ class RecordedEvent:
         value = self.metadata.get("causation_id")
         return None if value is None else str(value)
 
-    def _fields(self) -> tuple[Any, ...]:
-        return (
-            self.id,
-            self.stream_id,
-            self.version,
-            self.position,
-            self.type,
-            self.data,
-            self.metadata,
-            self.recorded_at,
-            self.schema_version,
-        )
+    def _fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -212,10 +173,7 @@ class RecordedEvent:
         return hash((self.id, self.stream_id, self.version, self.position))
 
     def __repr__(self) -> str:
-        names = (
-            "id stream_id version position type data metadata recorded_at schema_version"
-        ).split()
-        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._fields().items())
         return f"RecordedEvent({shown})"
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -225,26 +183,29 @@ class RecordedEvent:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, self._fields())
+        return (_rebuild, (self._fields(),))
 
 
-def _rebuild(*fields: Any) -> RecordedEvent:
-    names = "id stream_id version position type data metadata recorded_at schema_version"
-    return RecordedEvent(**dict(zip(names.split(), fields, strict=True)))
+def _rebuild(fields: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent(**fields)
 
 
 class StoredCodec(Protocol):
     """How an adapter decodes the lazily read fields of a `RecordedEvent` from its row."""
 
-    def id(self, row: Any) -> UUID: ...
+    def schema_version(self, row: Sequence[Any]) -> int:
+        """The schema version `data` is read at (the type's current one if upcast)."""
+        ...
 
-    def data(self, row: Any, event_type: str) -> Mapping[str, Any]:
+    def id(self, row: Sequence[Any]) -> UUID: ...
+
+    def data(self, row: Sequence[Any]) -> Mapping[str, Any]:
         """The event's data, upcast to the type's current schema."""
         ...
 
-    def metadata(self, row: Any) -> Mapping[str, Any]: ...
+    def metadata(self, row: Sequence[Any]) -> Mapping[str, Any]: ...
 
-    def recorded_at(self, row: Any) -> datetime: ...
+    def recorded_at(self, row: Sequence[Any]) -> datetime: ...
 
 
 @dataclass(frozen=True)

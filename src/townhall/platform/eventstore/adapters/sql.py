@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -168,6 +168,17 @@ _RAW_COLUMNS = (
 _RAW_READ_ALL = (
     f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > $1 ORDER BY position LIMIT $2"
 )
+_SQLITE_READ_ALL = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > ? ORDER BY position LIMIT ?"
+)
+_SQLITE_READ_STREAM = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = ? AND version > ?"
+    " ORDER BY version"
+)
+_SQLITE_READ_STREAM_UNTIL = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = ? AND version > ?"
+    " AND recorded_at <= ? ORDER BY version"
+)
 _READ_ALL_TEXT = text(
     f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > :after"
     " ORDER BY position LIMIT :limit"
@@ -196,24 +207,24 @@ class _RowCodec:
     def __init__(self, upcasters: Upcasters) -> None:
         self._upcasters = upcasters
 
-    def recorded(self, rows: Any) -> list[RecordedEvent]:
-        make, current = RecordedEvent.from_stored, self._upcasters.current_versions.get
-        # schema_version is the stored one, or the type's current one if data gets upcast.
-        return [
-            make(row[1], row[2], row[0], row[3], max(row[4], current(row[3], 1)), row, self)
-            for row in rows
-        ]
+    def recorded(self, rows: Iterable[Sequence[Any]]) -> list[RecordedEvent]:
+        make = RecordedEvent.from_stored
+        return [make(row, self) for row in rows]
 
-    def id(self, row: Any) -> UUID:
+    def schema_version(self, row: Sequence[Any]) -> int:
+        # The stored version, or the type's current one when data gets upcast to it.
+        return max(int(row[4]), self._upcasters.current_versions.get(row[3], 1))
+
+    def id(self, row: Sequence[Any]) -> UUID:
         return UUID(row[5])
 
-    def data(self, row: Any, event_type: str) -> Any:
-        return self._upcasters.upcast(event_type, row[4], _json(row[6]))[1]
+    def data(self, row: Sequence[Any]) -> Any:
+        return self._upcasters.upcast(row[3], row[4], _json(row[6]))[1]
 
-    def metadata(self, row: Any) -> Any:
+    def metadata(self, row: Sequence[Any]) -> Any:
         return _json(row[7])
 
-    def recorded_at(self, row: Any) -> datetime:
+    def recorded_at(self, row: Sequence[Any]) -> datetime:
         value = row[8]
         if isinstance(value, str):  # SQLite: naive UTC text
             return datetime.fromisoformat(value).replace(tzinfo=UTC)
@@ -409,6 +420,15 @@ class SqlEventStore:
                 raise ValueError("naive datetime: pass a timezone-aware one")
             rows = await self._asyncpg.fetch(_RAW_READ_STREAM, stream_id, from_version, until)
             return self._codec.recorded(rows)
+        if conn is None and self._writer is not None:
+            args: tuple[Any, ...] = (stream_id, from_version)
+            if until is None:
+                sql = _SQLITE_READ_STREAM
+            else:
+                sql, args = _SQLITE_READ_STREAM_UNTIL, (*args, _sqlite_timestamp(until))
+            stored = self._writer.read(sql, args)
+            if stored is not None:
+                return self._codec.recorded(stored)
         params: dict[str, Any] = {"stream_id": stream_id, "after": from_version}
         query = _READ_STREAM_TEXT
         if until is not None:
@@ -423,6 +443,10 @@ class SqlEventStore:
             return self._codec.recorded(
                 await self._asyncpg.fetch(_RAW_READ_ALL, from_position, limit)
             )
+        if conn is None and self._writer is not None:
+            stored = self._writer.read(_SQLITE_READ_ALL, (from_position, limit))
+            if stored is not None:
+                return self._codec.recorded(stored)
         async with self._reading(conn) as reader:
             result = await reader.execute(_READ_ALL_TEXT, {"after": from_position, "limit": limit})
             return self._codec.recorded(result.all())

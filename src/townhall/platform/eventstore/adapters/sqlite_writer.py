@@ -122,10 +122,7 @@ class SqliteWriter:
         self, stream_id: str, rows: Sequence[Row], expected: int
     ) -> int | Conflict | None:
         """Append now if the write lock is free; None (nothing done) if it is not."""
-        if self._inline is None:
-            self._inline = self._open(busy_timeout=0.0)
-            self._inline.execute("PRAGMA wal_autocheckpoint=0")
-        conn = self._inline
+        conn = self._inline_connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
@@ -150,6 +147,26 @@ class SqliteWriter:
                 )
                 self._checkpointing.add_done_callback(self._checkpointed)
         return result
+
+    def read(self, query: str, args: tuple[Any, ...]) -> list[Any] | None:
+        """Rows of a read on the inline connection; None if SQLite answered busy.
+
+        In WAL mode a read never waits for a writer, so this runs on the loop's thread too;
+        it is the same per-row work the loop would do anyway to turn rows into events.
+        """
+        conn = self._inline_connection()
+        try:
+            return conn.execute(query, args).fetchall()
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise _translated(error) from error
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        if self._inline is None:
+            self._inline = self._open(busy_timeout=0.0)
+            self._inline.execute("PRAGMA wal_autocheckpoint=0")
+        return self._inline
 
     def _checkpointed(self, future: asyncio.Future[None]) -> None:
         self._checkpointing = None
