@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from support.eventstore import events
+from support.eventstore import events, reject_events_of_type_boom
 from townhall.platform.eventstore import ANY, NO_STREAM, NewEvent, VersionConflict
 
 
@@ -63,34 +63,8 @@ async def test_any_appends_whatever_the_version(store):
     assert await store.append("order-1", events("B"), expected_version=ANY) == 2
 
 
-async def _reject_events_of_type_boom(db) -> None:
-    """A trigger that makes the database itself refuse one row in the middle of an append."""
-    async with db.transaction() as conn:
-        if db.is_sqlite:
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER boom BEFORE INSERT ON eventstore_events "
-                    "WHEN NEW.type = 'Boom' BEGIN SELECT RAISE(ABORT, 'boom'); END"
-                )
-            )
-        else:
-            await conn.execute(
-                text(
-                    "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                    "IF NEW.type = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF; "
-                    "RETURN NEW; END $$"
-                )
-            )
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER boom BEFORE INSERT ON eventstore_events "
-                    "FOR EACH ROW EXECUTE FUNCTION boom()"
-                )
-            )
-
-
 async def test_a_multi_event_append_is_all_or_nothing(store):
-    await _reject_events_of_type_boom(store.database)
+    await reject_events_of_type_boom(store.database)
     with pytest.raises(DBAPIError):
         await store.append("order-1", events("A", "Boom", "C"), expected_version=NO_STREAM)
     assert await store.read_stream("order-1") == []

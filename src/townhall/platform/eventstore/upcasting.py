@@ -39,6 +39,11 @@ class Upcasters:
 
         return decorate
 
+    @property
+    def current_versions(self) -> Mapping[str, int]:
+        """The current schema version of each type that has upcasters (others are at 1)."""
+        return self._current
+
     def current_version(self, event_type: str) -> int:
         """The schema version new events of this type are written at."""
         return self._current.get(event_type, 1)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,8 @@ from sqlalchemy.types import TypeDecorator
 
 from townhall.platform.clock import Clock, SystemClock
 from townhall.platform.db import Database
+from townhall.platform.eventstore.adapters.asyncpg_path import APPEND, AsyncpgPath
+from townhall.platform.eventstore.adapters.sqlite_writer import Conflict, SqliteWriter
 from townhall.platform.eventstore.ports import (
     ANY,
     NO_STREAM,
@@ -141,17 +143,6 @@ snapshots_table = Table(
 )
 
 _e = events_table.c
-_EVENT_COLUMNS = (
-    _e.event_id,
-    _e.stream_id,
-    _e.version,
-    _e.position,
-    _e.type,
-    _e.data,
-    _e.metadata,
-    _e.recorded_at,
-    _e.schema_version,
-)
 _TAKE_POSITIONS = (
     update(position_table)
     .where(position_table.c.id == 1)
@@ -167,13 +158,82 @@ _STREAM_VERSION = select(func.coalesce(func.max(_e.version), 0)).where(
     _e.stream_id == bindparam("stream_id")
 )
 _INSERT_EVENTS = insert(events_table)
-_READ_ALL = (
-    select(*_EVENT_COLUMNS)
-    .where(_e.position > bindparam("after", type_=BigInteger))
-    .order_by(_e.position)
-    .limit(bindparam("limit", type_=Integer))
-)
 _HEAD = select(func.coalesce(func.max(_e.position), 0))
+
+# Reads in plain SQL, rows left as the driver gives them: `_RowCodec` decodes the rest of a
+# `RecordedEvent` lazily. Column order: see `_RowCodec`.
+_RAW_COLUMNS = (
+    "position, stream_id, version, type, schema_version, event_id, data, metadata, recorded_at"
+)
+_RAW_READ_ALL = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > $1 ORDER BY position LIMIT $2"
+)
+_SQLITE_READ_ALL = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > ? ORDER BY position LIMIT ?"
+)
+_SQLITE_READ_STREAM = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = ? AND version > ?"
+    " ORDER BY version"
+)
+_SQLITE_READ_STREAM_UNTIL = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = ? AND version > ?"
+    " AND recorded_at <= ? ORDER BY version"
+)
+_READ_ALL_TEXT = text(
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE position > :after"
+    " ORDER BY position LIMIT :limit"
+).bindparams(bindparam("after", type_=BigInteger), bindparam("limit", type_=Integer))
+_RAW_READ_STREAM = (
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = $1 AND version > $2"
+    " AND ($3::timestamptz IS NULL OR recorded_at <= $3::timestamptz) ORDER BY version"
+)
+_READ_STREAM_TEXT = text(
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = :stream_id"
+    " AND version > :after ORDER BY version"
+).bindparams(bindparam("stream_id", type_=String), bindparam("after", type_=Integer))
+_READ_STREAM_UNTIL_TEXT = text(
+    f"SELECT {_RAW_COLUMNS} FROM eventstore_events WHERE stream_id = :stream_id"
+    " AND version > :after AND recorded_at <= :until ORDER BY version"
+).bindparams(
+    bindparam("stream_id", type_=String),
+    bindparam("after", type_=Integer),
+    bindparam("until", type_=UtcDateTime),
+)
+
+
+class _RowCodec:
+    """Decodes a `RecordedEvent`'s lazy fields from its raw row (see `_RAW_COLUMNS`)."""
+
+    def __init__(self, upcasters: Upcasters) -> None:
+        self._upcasters = upcasters
+
+    def recorded(self, rows: Iterable[Sequence[Any]]) -> list[RecordedEvent]:
+        make = RecordedEvent.from_stored
+        return [make(row, self) for row in rows]
+
+    def schema_version(self, row: Sequence[Any]) -> int:
+        # The stored version, or the type's current one when data gets upcast to it.
+        return max(int(row[4]), self._upcasters.current_versions.get(row[3], 1))
+
+    def id(self, row: Sequence[Any]) -> UUID:
+        return UUID(row[5])
+
+    def data(self, row: Sequence[Any]) -> Any:
+        return self._upcasters.upcast(row[3], row[4], _json(row[6]))[1]
+
+    def metadata(self, row: Sequence[Any]) -> Any:
+        return _json(row[7])
+
+    def recorded_at(self, row: Sequence[Any]) -> datetime:
+        value = row[8]
+        if isinstance(value, str):  # SQLite: naive UTC text
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        assert isinstance(value, datetime)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 class SqlEventStore:
@@ -204,6 +264,15 @@ class SqlEventStore:
         )
         self._pool = database.engine.sync_engine.pool
         event.listen(self._pool, "checkin", self._on_checkin)
+        self._codec = _RowCodec(self._upcasters)
+        self._writer: SqliteWriter | None = None
+        self._asyncpg: AsyncpgPath | None = None
+        url = database.engine.url
+        path = url.database or ""
+        if database.is_sqlite and path and path != ":memory:" and not url.query:
+            self._writer = SqliteWriter(path)
+        if database.is_postgresql and url.get_driver_name() == "asyncpg":
+            self._asyncpg = AsyncpgPath(url.render_as_string(hide_password=False), max_size=10)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -219,10 +288,37 @@ class SqlEventStore:
             raise ValueError("expected_version must be >= 0, NO_STREAM or ANY")
         if conn is not None:
             return await self._append(conn, stream_id, events, expected_version)
+        if self._writer is not None:
+            return await self._append_on_writer(self._writer, stream_id, events, expected_version)
         if self.database.is_postgresql and events:
             return await self._append_in_one_statement(stream_id, events, expected_version)
         async with self._sqlite_writer, self.database.transaction() as own:
             return await self._append(own, stream_id, events, expected_version)
+
+    async def _append_on_writer(
+        self, writer: SqliteWriter, stream_id: str, events: Sequence[NewEvent], expected: Expected
+    ) -> int:
+        """SQLite, own transaction: on the dedicated writer connection (group commit)."""
+        recorded_at = _sqlite_timestamp(self._clock.now())
+        current = self._upcasters.current_version
+        rows = [
+            (
+                str(new.id or new_id()),
+                new.type,
+                new.schema_version or current(new.type),
+                json.dumps(dict(new.data)),
+                json.dumps(dict(new.metadata)),
+                recorded_at,
+            )
+            for new in events
+        ]
+        wanted = -1 if expected is ANY else 0 if expected is NO_STREAM else expected
+        result = await writer.append(stream_id, rows, wanted)
+        if isinstance(result, Conflict):
+            raise VersionConflict(stream_id, expected, result.actual)
+        if events:
+            self._notifier.notify()
+        return result
 
     async def _append_in_one_statement(
         self, stream_id: str, events: Sequence[NewEvent], expected: Expected
@@ -238,6 +334,12 @@ class SqlEventStore:
         )
         for _attempt in range(20):
             try:
+                if self._asyncpg is not None:
+                    rows = await self._asyncpg.fetch(APPEND, *params.values())
+                    if rows:
+                        self._notifier.notify()
+                        return int(max(row[0] for row in rows))
+                    break
                 async with self.database.transaction() as own:
                     result = await own.execute(self._dialect.append_statement, params)
                     versions = result.scalars().all()
@@ -313,23 +415,41 @@ class SqlEventStore:
         until: datetime | None = None,
         conn: AsyncConnection | None = None,
     ) -> list[RecordedEvent]:
-        query = (
-            select(*_EVENT_COLUMNS)
-            .where(_e.stream_id == stream_id, _e.version > from_version)
-            .order_by(_e.version)
-        )
+        if conn is None and self._asyncpg is not None:
+            if until is not None and until.tzinfo is None:
+                raise ValueError("naive datetime: pass a timezone-aware one")
+            rows = await self._asyncpg.fetch(_RAW_READ_STREAM, stream_id, from_version, until)
+            return self._codec.recorded(rows)
+        if conn is None and self._writer is not None:
+            args: tuple[Any, ...] = (stream_id, from_version)
+            if until is None:
+                sql = _SQLITE_READ_STREAM
+            else:
+                sql, args = _SQLITE_READ_STREAM_UNTIL, (*args, _sqlite_timestamp(until))
+            stored = self._writer.read(sql, args)
+            if stored is not None:
+                return self._codec.recorded(stored)
+        params: dict[str, Any] = {"stream_id": stream_id, "after": from_version}
+        query = _READ_STREAM_TEXT
         if until is not None:
-            query = query.where(_e.recorded_at <= until)
+            query, params["until"] = _READ_STREAM_UNTIL_TEXT, until
         async with self._reading(conn) as reader:
-            result = await reader.execute(query)
-            return [self._recorded(row) for row in result]
+            return self._codec.recorded((await reader.execute(query, params)).all())
 
     async def read_all(
         self, *, from_position: int = 0, limit: int = 1000, conn: AsyncConnection | None = None
     ) -> list[RecordedEvent]:
+        if conn is None and self._asyncpg is not None:
+            return self._codec.recorded(
+                await self._asyncpg.fetch(_RAW_READ_ALL, from_position, limit)
+            )
+        if conn is None and self._writer is not None:
+            stored = self._writer.read(_SQLITE_READ_ALL, (from_position, limit))
+            if stored is not None:
+                return self._codec.recorded(stored)
         async with self._reading(conn) as reader:
-            result = await reader.execute(_READ_ALL, {"after": from_position, "limit": limit})
-            return [self._recorded(row) for row in result]
+            result = await reader.execute(_READ_ALL_TEXT, {"after": from_position, "limit": limit})
+            return self._codec.recorded(result.all())
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.database.connect() as conn:
@@ -339,21 +459,6 @@ class SqlEventStore:
     async def head_position(self, conn: AsyncConnection | None = None) -> int:
         async with self._reading(conn) as reader:
             return int((await reader.execute(_HEAD)).scalar_one())
-
-    def _recorded(self, row: Any) -> RecordedEvent:
-        event_id, stream_id, version, position, type_, data, meta, recorded_at, schema = row
-        schema, data = self._upcasters.upcast(type_, schema, data)
-        return RecordedEvent(
-            id=UUID(event_id),
-            stream_id=stream_id,
-            version=version,
-            position=position,
-            type=type_,
-            data=data,
-            metadata=meta,
-            recorded_at=recorded_at,
-            schema_version=schema,
-        )
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -484,6 +589,10 @@ class SqlEventStore:
         self._notifier.notify()
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+        if self._asyncpg is not None:
+            await self._asyncpg.close()
         if event.contains(self._pool, "checkin", self._on_checkin):
             event.remove(self._pool, "checkin", self._on_checkin)
         if self._listener is not None:
@@ -496,6 +605,13 @@ class SqlEventStore:
                 await listener.close()
         if self._owns_database:
             await self.database.dispose()
+
+
+def _sqlite_timestamp(value: datetime) -> str:
+    """What `UtcDateTime` stores on SQLite: naive UTC text in an order that sorts."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: pass a timezone-aware one")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class _Dialect:
