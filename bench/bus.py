@@ -48,14 +48,14 @@ async def publish_all(bus, count: int) -> None:
 
 
 async def consume_forever(url: str) -> None:
-    """Child process: consume, print a tick every 1000 messages."""
+    """Child process: consume, print a tick every 100 messages."""
     bus = await connect(url)
     handled = 0
 
     async def handle(env: Envelope) -> None:
         nonlocal handled
         handled += 1
-        if handled % 1000 == 0:
+        if handled % 100 == 0:
             print("tick", flush=True)
 
     await bus.subscribe("bench", "bench", handle, prefetch=100)
@@ -104,7 +104,8 @@ async def end_to_end(url: str, count: int, processes: int) -> float:
         nonlocal ticks
         while await child.stdout.readline():
             ticks += 1
-            if ticks * 1000 >= count:
+            # Each process ticks per 100 of its own: up to 99 per process go unreported.
+            if ticks * 100 >= count - 99 * processes:
                 all_ticked.set()
 
     readers = [asyncio.create_task(read(child)) for child in children]
