@@ -152,7 +152,7 @@ class PartitionConsumer:
                     )
                     await self._done(delivery)
                     return True
-                member.metrics.retried.labels(member.topic, member.group).inc()
+                member.retried.inc()
                 delay = member.backoff.delay(attempt, exc)
                 try:
                     await asyncio.wait_for(self.stopping.wait(), delay)
@@ -161,7 +161,7 @@ class PartitionConsumer:
                     attempt += 1
             else:
                 member.observe(started)
-                member.metrics.handled.labels(member.topic, member.group).inc()
+                member.handled.inc()
                 await self._done(delivery)
                 return True
 
@@ -207,7 +207,10 @@ class Member:
         self.consumers: dict[int, PartitionConsumer] = {}
         self._loop: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        # Labelled children looked up once: this is the per-message hot path.
         self._latency = self.metrics.handler_seconds.labels(topic, group)
+        self.handled = self.metrics.handled.labels(topic, group)
+        self.retried = self.metrics.retried.labels(topic, group)
 
     def observe(self, started: float) -> None:
         self._latency.observe(time.perf_counter() - started)
