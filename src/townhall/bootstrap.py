@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from limits import parse
 
-from townhall import __version__, identity
+from townhall import __version__, identity, notifications
 from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
 from townhall.platform.clock import SystemClock
@@ -17,14 +17,18 @@ from townhall.platform.db import Database
 from townhall.platform.eventstore import Projections
 from townhall.platform.eventstore import connect as connect_eventstore
 from townhall.platform.http import ReadinessProbe, create_edge
+from townhall.platform.messaging import ConsumerSpec, Subscription
+from townhall.platform.messaging import connect as connect_bus
 from townhall.platform.migrations import migrate
 from townhall.platform.modules import Hook, Installed, ModuleSpec, Platform
 from townhall.platform.observability import get_logger
+from townhall.platform.outbox import OutboxRelay
 from townhall.platform.ratelimit import RateLimiter, parse_group_limits
 
 # Every module, in dependency order. Adding a module is one line here.
 MODULES: list[ModuleSpec] = [
     identity.module,
+    notifications.module,
 ]
 
 log = get_logger("townhall.bootstrap")
@@ -53,17 +57,61 @@ class Runtime:
     modules: dict[str, Installed]
     readiness: dict[str, ReadinessProbe] = field(default_factory=dict)
     rate_limiter: RateLimiter | None = None
+    relay: OutboxRelay | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
 
     @property
     def hooks_on_start(self) -> list[Hook]:
         return [hook for installed in self.modules.values() for hook in installed.on_start]
 
-    async def start(self) -> None:
+    @property
+    def consumers(self) -> list[ConsumerSpec]:
+        return [spec for installed in self.modules.values() for spec in installed.consumers]
+
+    async def start(self, *, relay: bool = True, groups: Sequence[str] | None = None) -> None:
+        """Start the modules' hooks, the projections, the outbox relay and the consumer
+        groups (all of them, or the named ones)."""
         for hook in self.hooks_on_start:
             await hook()
         await self.platform.projections.start()
+        if relay:
+            self.relay = OutboxRelay(self.platform.database, self.platform.bus)
+            await self.relay.start()
+        await self.start_consumers(groups)
+
+    async def start_consumers(self, groups: Sequence[str] | None = None) -> None:
+        specs = self.consumers
+        if groups is not None:
+            known = {spec.group for spec in specs}
+            unknown = [group for group in groups if group not in known]
+            if unknown:
+                raise ConfigError(
+                    "worker",
+                    f"unknown consumer group {unknown[0]!r}; known: {', '.join(sorted(known))}",
+                )
+            specs = [spec for spec in specs if spec.group in groups]
+        for spec in specs:
+            self.subscriptions.append(
+                await self.platform.bus.subscribe(
+                    spec.topic,
+                    spec.group,
+                    spec.handler_factory(),
+                    prefetch=spec.prefetch,
+                    max_attempts=spec.max_attempts,
+                )
+            )
 
     async def stop(self) -> None:
+        # Consumers first (in-flight handlers finish), then the relay, then what they used.
+        subscriptions, self.subscriptions = self.subscriptions, []
+        for subscription in subscriptions:
+            try:
+                await subscription.stop()
+            except Exception:
+                log.exception("stopping a consumer failed")
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
         for installed in reversed(list(self.modules.values())):
             for hook in installed.on_stop:
                 try:
@@ -72,6 +120,7 @@ class Runtime:
                     log.exception("stop hook failed")
         await self.platform.projections.stop()
         await self.platform.eventstore.close()
+        await self.platform.bus.close()
         await self.platform.database.dispose()
 
     def create_app(self, *, on_ready: Hook | None = None) -> FastAPI:
@@ -90,6 +139,7 @@ class Runtime:
             tokens=self.platform.tokens,
             rate_limiter=self.rate_limiter,
             routers=[router for m in self.modules.values() for router in m.routers],
+            pages=[page for m in self.modules.values() for page in m.pages],
             readiness=self.readiness,
             max_body_bytes=settings.max_body_bytes,
             cors_origins=settings.cors_origin_list,
@@ -112,6 +162,14 @@ async def build_platform(settings: Settings) -> Platform:
     except ValueError as exc:
         raise ConfigError("TOWNHALL_SECRET_KEY", str(exc)) from None
     eventstore = await connect_eventstore(database, clock=clock)
+    try:
+        bus = await connect_bus(settings.bus_url)
+    except Exception as exc:
+        await database.dispose()
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            "TOWNHALL_BUS_URL", f"cannot use {mask_url(settings.bus_url)}: {reason}"
+        ) from None
     return Platform(
         settings=settings,
         database=database,
@@ -119,6 +177,7 @@ async def build_platform(settings: Settings) -> Platform:
         tokens=tokens,
         eventstore=eventstore,
         projections=Projections(eventstore),
+        bus=bus,
     )
 
 
@@ -149,7 +208,10 @@ async def assemble(
         if run_migrations:
             await migrate_modules(platform, specs)
         limiter = build_rate_limiter(settings)
-        readiness: dict[str, ReadinessProbe] = {"database": platform.database.ping}
+        readiness: dict[str, ReadinessProbe] = {
+            "database": platform.database.ping,
+            "bus": platform.bus.ping,
+        }
         if settings.redis_url:
             await _reachable("TOWNHALL_REDIS_URL", mask_url(settings.redis_url), limiter.ping)
             readiness["redis"] = limiter.ping
@@ -161,6 +223,7 @@ async def assemble(
                 platform.facades[spec.name] = installed.facade
             readiness.update(installed.readiness)
     except BaseException:
+        await platform.bus.close()
         await platform.database.dispose()
         raise
     return Runtime(platform, modules, readiness, limiter)

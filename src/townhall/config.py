@@ -63,6 +63,47 @@ class Settings(BaseSettings):
         ),
     )
     rate_limit_ip: str = Field("1200/minute", description="Limit per client IP, all routes.")
+    smtp_url: str | None = Field(
+        None,
+        description=(
+            "SMTP server(s), comma-separated for failover: smtp://user:pw@host:port, "
+            "smtp+starttls://..., smtps://...; unset starts the built-in SMTP sink."
+        ),
+    )
+    smtp_from: str = Field("Townhall <noreply@townhall.localhost>", description="Email sender.")
+    smtp_sink_port: int = Field(
+        0, ge=0, le=65535, description="Port of the built-in SMTP sink (0 picks a free one)."
+    )
+    sms_url: str | None = Field(
+        None,
+        description=(
+            "Twilio-style SMS gateway(s), comma-separated: https://SID:TOKEN@host; "
+            "unset keeps SMS in the built-in sink."
+        ),
+    )
+    sms_from: str = Field("+15005550006", description="SMS sender number.")
+    fcm_base_url: str | None = Field(None, description="FCM HTTP v1 base URL (push on Android).")
+    fcm_project_id: str = Field("", description="FCM project id.")
+    fcm_access_token: SecretStr | None = Field(None, description="FCM OAuth access token.")
+    apns_base_url: str | None = Field(None, description="APNs base URL (push on Apple devices).")
+    apns_topic: str = Field("", description="APNs topic (the app's bundle id).")
+    apns_auth_token: SecretStr | None = Field(None, description="APNs provider token (JWT).")
+    templates_dir: Path | None = Field(
+        None, description="Directory of notification templates overriding the shipped ones."
+    )
+    notification_max_attempts: int = Field(
+        5, ge=1, le=50, description="Delivery attempts before a notification goes to the DLQ."
+    )
+    provider_rate: float = Field(
+        200.0, gt=0, description="Sends per second allowed to each provider (token bucket)."
+    )
+    provider_burst: int = Field(50, ge=1, description="Burst size of each provider's bucket.")
+    provider_failure_threshold: int = Field(
+        3, ge=1, description="Transient failures in a row that put a provider in cool-down."
+    )
+    provider_cooldown: float = Field(
+        30.0, ge=0, description="Seconds a failing provider is skipped before it is tried again."
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

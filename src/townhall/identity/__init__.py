@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from townhall.identity.adapters.argon2 import Argon2PasswordHasher
+from townhall.identity.adapters.outbox import OutboxIdentityEvents
 from townhall.identity.adapters.sql import SqlRefreshTokenRepository, SqlUserRepository
 from townhall.identity.domain import User
-from townhall.identity.events import UserRegistered
+from townhall.identity.events import TOPIC, UserRegistered
 from townhall.identity.http import routers
 from townhall.identity.service import IdentityService, Registration
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 
-__all__ = ["IdentityFacade", "UserContact", "UserRegistered", "module"]
-
-RegisteredListener = Callable[[AsyncConnection, UserRegistered], Awaitable[None]]
+__all__ = ["TOPIC", "IdentityFacade", "UserContact", "UserRegistered", "module"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +34,8 @@ class UserContact:
 class IdentityFacade:
     """The synchronous calls other modules may make into identity (read-only)."""
 
-    def __init__(self, service: IdentityService, listeners: list[RegisteredListener]) -> None:
+    def __init__(self, service: IdentityService) -> None:
         self._service = service
-        self._listeners = listeners
-
-    def on_user_registered(self, listener: RegisteredListener) -> None:
-        """Run `listener` inside every registration's transaction."""
-        self._listeners.append(listener)
 
     async def contact(self, user_id: str) -> UserContact:
         """Raises `townhall.platform.errors.Invalid` (field `user_id`) for an unknown user."""
@@ -74,24 +65,8 @@ class IdentityFacade:
         )
 
 
-class InProcessIdentityEvents:
-    """Hands `UserRegistered` to in-process listeners inside the registering transaction.
-
-    Listeners write on the same connection, so what they cause commits with the user (a later
-    issue puts the event on the bus through the outbox from here).
-    """
-
-    def __init__(self, listeners: list[RegisteredListener]) -> None:
-        self._listeners = listeners
-
-    async def user_registered(self, conn: AsyncConnection, event: UserRegistered) -> None:
-        for listener in self._listeners:
-            await listener(conn, event)
-
-
 def _install(platform: Platform) -> Installed:
     settings = platform.settings
-    listeners: list[RegisteredListener] = []
     service = IdentityService(
         platform.database,
         SqlUserRepository(),
@@ -99,11 +74,11 @@ def _install(platform: Platform) -> Installed:
         Argon2PasswordHasher(),
         platform.tokens,
         platform.clock,
-        InProcessIdentityEvents(listeners),
+        OutboxIdentityEvents(),
         admins=settings.admin_usernames,
         refresh_ttl=settings.refresh_token_ttl,
     )
-    return Installed(routers=routers(service), facade=IdentityFacade(service, listeners))
+    return Installed(routers=routers(service), facade=IdentityFacade(service))
 
 
 module = ModuleSpec(

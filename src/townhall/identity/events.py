@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+TOPIC = "identity"
+
 
 @dataclass(frozen=True)
 class UserRegistered:

@@ -445,6 +445,7 @@ def create_edge(
     tokens: TokenCodec,
     rate_limiter: RateLimiter | None,
     routers: Sequence[APIRouter],
+    pages: Sequence[APIRouter] = (),
     readiness: Mapping[str, ReadinessProbe],
     max_body_bytes: int,
     cors_origins: Sequence[str] = (),
@@ -462,6 +463,8 @@ def create_edge(
     install_problem_handlers(app)
     for router in routers:
         app.include_router(router, prefix="/api/v1")
+    for page in pages:
+        app.include_router(page)
     app.include_router(_operations_router(readiness, registry))
     if cors_origins:
         app.add_middleware(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from townhall.platform.clock import Clock
 from townhall.platform.db import Database
 from townhall.platform.eventstore import Projections, SqlEventStore
+from townhall.platform.messaging import ConsumerSpec, MessageBus
 
 if TYPE_CHECKING:
     from townhall.config import Settings
@@ -32,6 +33,7 @@ class Platform:
     clock: Clock
     tokens: TokenCodec
     eventstore: SqlEventStore
+    bus: MessageBus
     # Modules register their read models here while installing; they run with the process.
     projections: Projections
     # Facades modules offer each other, by module name (filled in as modules are installed).
@@ -43,6 +45,9 @@ class Installed:
     """What an installed module contributes to the process."""
 
     routers: Sequence[Any] = ()  # fastapi.APIRouter, mounted under /api/v1
+    pages: Sequence[Any] = ()  # fastapi.APIRouter, mounted at the root (HTML pages)
+    # Consumer groups: `serve` runs them all, `townhall worker GROUP` runs the named ones.
+    consumers: Sequence[ConsumerSpec] = ()
     facade: Any = None  # the object other modules may call (see the module's __init__)
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()

@@ -106,7 +106,7 @@ async def test_metrics_count_requests_by_route_template_and_status(client):
 async def test_readyz_reports_each_adapter(client):
     answer = await client.get("/readyz")
     assert answer.status_code == 200
-    assert answer.json()["checks"] == {"database": "ok"}
+    assert answer.json()["checks"] == {"database": "ok", "bus": "ok"}
 
 
 def _edge(limiter=None, readiness=None):

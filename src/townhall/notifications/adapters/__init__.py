@@ -1,0 +1,1 @@
+"""Notifications adapters: providers, sinks and storage."""

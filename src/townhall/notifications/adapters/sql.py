@@ -1,0 +1,433 @@
+"""Notifications' storage on SQLAlchemy Core (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from townhall.notifications.adapters.tables import (
+    attempts,
+    deliveries,
+    devices,
+    inbox,
+    notifications,
+    preferences,
+)
+from townhall.notifications.domain import (
+    Attempt,
+    Channel,
+    Content,
+    Delivered,
+    Delivery,
+    DeliveryStatus,
+    DeviceToken,
+    Notification,
+    Permanent,
+    Preferences,
+    PushPlatform,
+    QuietHours,
+    SkipReason,
+    Transient,
+)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they are UTC
+    return value
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What one channel will send, rendered when the request was accepted."""
+
+    subject: str | None
+    body: str
+    html: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    notification_id: str
+    request_hash: str | None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: str
+    category: str
+    subject: str | None
+    body: str
+    created_at: datetime
+    read_at: datetime | None
+
+
+class IdempotencyClash(Exception):
+    """Another notification holds this (requester, key)."""
+
+
+class SqlNotificationStore:
+    # --- requests ---------------------------------------------------------------------------
+
+    async def add(
+        self,
+        conn: AsyncConnection,
+        notification: Notification,
+        renderings: dict[Channel, Rendering],
+        *,
+        requested_by: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> None:
+        """Insert the notification and its PENDING deliveries; `IdempotencyClash` when the
+        key is taken (the caller's transaction stays usable)."""
+        content = notification.content
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    notifications.insert().values(
+                        id=str(notification.id),
+                        recipient=str(notification.recipient),
+                        category=notification.category,
+                        template=content.template,
+                        data=dict(content.data),
+                        subject=content.subject,
+                        body=content.body,
+                        locale=notification.locale,
+                        created_at=notification.created_at,
+                        requested_by=requested_by,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                    )
+                )
+        except IntegrityError:
+            raise IdempotencyClash(idempotency_key) from None
+        await conn.execute(
+            deliveries.insert(),
+            [
+                {
+                    "notification_id": str(notification.id),
+                    "channel": channel.value,
+                    "status": DeliveryStatus.PENDING.value,
+                    "subject": renderings[channel].subject,
+                    "body": renderings[channel].body,
+                    "html": renderings[channel].html,
+                    "updated_at": notification.created_at,
+                }
+                for channel in notification.deliveries
+            ],
+        )
+
+    async def by_idempotency_key(
+        self, conn: AsyncConnection, requested_by: str, key: str
+    ) -> StoredRequest | None:
+        query = sa.select(notifications.c.id, notifications.c.request_hash).where(
+            notifications.c.requested_by == requested_by,
+            notifications.c.idempotency_key == key,
+        )
+        row = (await conn.execute(query)).first()
+        return StoredRequest(row.id, row.request_hash) if row else None
+
+    async def get(self, conn: AsyncConnection, notification_id: str) -> Notification | None:
+        row = (
+            await conn.execute(notifications.select().where(notifications.c.id == notification_id))
+        ).first()
+        if row is None:
+            return None
+        content = (
+            Content(template=row.template, data=row.data or {})
+            if row.template
+            else Content(subject=row.subject, body=row.body)
+        )
+        delivery_rows = (
+            await conn.execute(
+                deliveries.select()
+                .where(deliveries.c.notification_id == notification_id)
+                .order_by(deliveries.c.channel)
+            )
+        ).all()
+        attempt_rows = (
+            await conn.execute(
+                attempts.select()
+                .where(attempts.c.notification_id == notification_id)
+                .order_by(attempts.c.id)
+            )
+        ).all()
+        by_channel: dict[Channel, Delivery] = {}
+        for d in delivery_rows:
+            delivery = _delivery(d)
+            delivery.attempts = [_attempt(a) for a in attempt_rows if a.channel == d.channel]
+            by_channel[delivery.channel] = delivery
+        return Notification(
+            id=uuid.UUID(row.id),
+            recipient=uuid.UUID(row.recipient),
+            category=row.category,
+            content=content,
+            locale=row.locale,
+            created_at=_aware(row.created_at),  # type: ignore[arg-type]
+            deliveries=by_channel,
+        )
+
+    async def recipient_of(self, conn: AsyncConnection, notification_id: str) -> str | None:
+        query = sa.select(notifications.c.recipient, notifications.c.category).where(
+            notifications.c.id == notification_id
+        )
+        row = (await conn.execute(query)).first()
+        return row.recipient if row else None
+
+    # --- deliveries -------------------------------------------------------------------------
+
+    async def delivery_for_update(
+        self, conn: AsyncConnection, notification_id: str, channel: Channel
+    ) -> tuple[Delivery, Rendering, str, str] | None:
+        """The delivery (locked on PostgreSQL), what to send, the recipient and category."""
+        query = (
+            sa.select(deliveries, notifications.c.recipient, notifications.c.category)
+            .join(notifications, notifications.c.id == deliveries.c.notification_id)
+            .where(
+                deliveries.c.notification_id == notification_id,
+                deliveries.c.channel == channel.value,
+            )
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=deliveries)
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        rendering = Rendering(row.subject, row.body, row.html)
+        return _delivery(row), rendering, row.recipient, row.category
+
+    async def claimed_until(
+        self, conn: AsyncConnection, notification_id: str, channel: Channel
+    ) -> datetime | None:
+        query = sa.select(deliveries.c.claimed_until).where(
+            deliveries.c.notification_id == notification_id,
+            deliveries.c.channel == channel.value,
+        )
+        return _aware((await conn.execute(query)).scalar_one_or_none())
+
+    async def save_delivery(
+        self,
+        conn: AsyncConnection,
+        delivery: Delivery,
+        now: datetime,
+        *,
+        claimed_until: datetime | None = None,
+        new_attempts: Sequence[Attempt] = (),
+    ) -> None:
+        await conn.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.notification_id == str(delivery.notification_id),
+                deliveries.c.channel == delivery.channel.value,
+            )
+            .values(
+                status=delivery.status.value,
+                skip_reason=delivery.skip_reason.value if delivery.skip_reason else None,
+                held_until=delivery.held_until,
+                provider_id=delivery.provider_id,
+                last_error=delivery.last_error,
+                claimed_until=claimed_until,
+                updated_at=now,
+            )
+        )
+        if new_attempts:
+            await conn.execute(
+                attempts.insert(),
+                [_attempt_row(delivery, attempt) for attempt in new_attempts],
+            )
+
+    async def due_held(
+        self, conn: AsyncConnection, now: datetime, limit: int = 500
+    ) -> list[tuple[str, Channel]]:
+        """Held deliveries whose quiet hours are over (locked, skipping locked ones)."""
+        query = (
+            sa.select(deliveries.c.notification_id, deliveries.c.channel)
+            .where(
+                deliveries.c.held_until.is_not(None),
+                deliveries.c.held_until <= now,
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+            )
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [(r.notification_id, Channel(r.channel)) for r in (await conn.execute(query))]
+
+    async def release_held(
+        self, conn: AsyncConnection, notification_id: str, channel: Channel
+    ) -> None:
+        await conn.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.notification_id == notification_id,
+                deliveries.c.channel == channel.value,
+            )
+            .values(held_until=None)
+        )
+
+    # --- preferences and devices ------------------------------------------------------------
+
+    async def preferences(self, conn: AsyncConnection, user_id: str) -> Preferences:
+        row = (
+            await conn.execute(preferences.select().where(preferences.c.user_id == user_id))
+        ).first()
+        if row is None:
+            return Preferences()
+        quiet = None
+        if row.quiet_start and row.quiet_end:
+            quiet = QuietHours(
+                time.fromisoformat(row.quiet_start),
+                time.fromisoformat(row.quiet_end),
+                row.time_zone or "UTC",
+            )
+        opted = frozenset((category, Channel(channel)) for category, channel in row.opted_out)
+        return Preferences(opted_out=opted, quiet_hours=quiet)
+
+    async def save_preferences(
+        self, conn: AsyncConnection, user_id: str, prefs: Preferences
+    ) -> None:
+        quiet = prefs.quiet_hours
+        values: dict[str, Any] = {
+            "opted_out": sorted([category, channel.value] for category, channel in prefs.opted_out),
+            "quiet_start": quiet.start.strftime("%H:%M") if quiet else None,
+            "quiet_end": quiet.end.strftime("%H:%M") if quiet else None,
+            "time_zone": quiet.timezone if quiet else None,
+        }
+        updated = await conn.execute(
+            preferences.update().where(preferences.c.user_id == user_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            await conn.execute(preferences.insert().values(user_id=user_id, **values))
+
+    async def devices(self, conn: AsyncConnection, user_id: str) -> tuple[DeviceToken, ...]:
+        query = (
+            sa.select(devices.c.platform, devices.c.token)
+            .where(devices.c.user_id == user_id)
+            .order_by(devices.c.created_at)
+        )
+        rows = await conn.execute(query)
+        return tuple(DeviceToken(PushPlatform(r.platform), r.token) for r in rows)
+
+    async def add_device(
+        self, conn: AsyncConnection, user_id: str, device: DeviceToken, now: datetime
+    ) -> None:
+        """Register a token; a token registered by someone else moves to this user."""
+        await conn.execute(devices.delete().where(devices.c.token == device.token))
+        await conn.execute(
+            devices.insert().values(
+                token=device.token, user_id=user_id, platform=device.platform.value, created_at=now
+            )
+        )
+
+    async def remove_device(self, conn: AsyncConnection, token: str, user_id: str | None) -> bool:
+        query = devices.delete().where(devices.c.token == token)
+        if user_id is not None:
+            query = query.where(devices.c.user_id == user_id)
+        return bool((await conn.execute(query)).rowcount)
+
+    # --- in-app inbox -----------------------------------------------------------------------
+
+    async def add_to_inbox(
+        self,
+        conn: AsyncConnection,
+        notification_id: str,
+        user_id: str,
+        category: str,
+        rendering: Rendering,
+        at: datetime,
+    ) -> None:
+        exists = await conn.execute(sa.select(inbox.c.id).where(inbox.c.id == notification_id))
+        if exists.first() is None:
+            await conn.execute(
+                inbox.insert().values(
+                    id=notification_id,
+                    user_id=user_id,
+                    category=category,
+                    subject=rendering.subject,
+                    body=rendering.body,
+                    created_at=at,
+                )
+            )
+
+    async def inbox_page(
+        self, conn: AsyncConnection, user_id: str, before: str | None, limit: int
+    ) -> list[InboxItem]:
+        query = sa.select(inbox).where(inbox.c.user_id == user_id)
+        if before is not None:
+            query = query.where(inbox.c.id < before)
+        query = query.order_by(inbox.c.id.desc()).limit(limit)
+        return [
+            InboxItem(
+                r.id,
+                r.category,
+                r.subject,
+                r.body,
+                r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+                _aware(r.read_at),
+            )
+            for r in await conn.execute(query)
+        ]
+
+    async def unread_count(self, conn: AsyncConnection, user_id: str) -> int:
+        query = sa.select(sa.func.count()).where(
+            inbox.c.user_id == user_id, inbox.c.read_at.is_(None)
+        )
+        return int((await conn.execute(query)).scalar_one())
+
+    async def mark_read(
+        self, conn: AsyncConnection, user_id: str, item_id: str | None, at: datetime
+    ) -> int:
+        query = inbox.update().where(inbox.c.user_id == user_id, inbox.c.read_at.is_(None))
+        if item_id is not None:
+            query = query.where(inbox.c.id == item_id)
+        return int((await conn.execute(query.values(read_at=at))).rowcount)
+
+    async def inbox_item_exists(self, conn: AsyncConnection, user_id: str, item_id: str) -> bool:
+        query = sa.select(inbox.c.id).where(inbox.c.user_id == user_id, inbox.c.id == item_id)
+        return (await conn.execute(query)).first() is not None
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        notification_id=uuid.UUID(row.notification_id),
+        channel=Channel(row.channel),
+        status=DeliveryStatus(row.status),
+        skip_reason=SkipReason(row.skip_reason) if row.skip_reason else None,
+        held_until=_aware(row.held_until),
+        provider_id=row.provider_id,
+        last_error=row.last_error,
+    )
+
+
+def _attempt(row: Any) -> Attempt:
+    outcome: Delivered | Transient | Permanent
+    if row.outcome == "delivered":
+        outcome = Delivered(provider_id=row.answer)
+    elif row.outcome == "transient":
+        outcome = Transient(error=row.error or row.answer)
+    else:
+        outcome = Permanent(reason=row.error or row.answer)
+    return Attempt(at=_aware(row.at), provider=row.provider, outcome=outcome)  # type: ignore[arg-type]
+
+
+def _attempt_row(delivery: Delivery, attempt: Attempt) -> dict[str, Any]:
+    kind = {Delivered: "delivered", Transient: "transient", Permanent: "permanent"}[
+        type(attempt.outcome)
+    ]
+    return {
+        "notification_id": str(delivery.notification_id),
+        "channel": delivery.channel.value,
+        "at": attempt.at,
+        "provider": attempt.provider,
+        "outcome": kind,
+        "answer": attempt.answer,
+        "error": attempt.error,
+    }

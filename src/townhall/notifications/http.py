@@ -1,0 +1,290 @@
+"""Notifications' HTTP routes: requests and status, preferences, devices, the in-app inbox,
+and the development outbox of the built-in sinks."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from datetime import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from townhall.notifications.domain import Attempt, Notification
+from townhall.notifications.service import (
+    NotificationRequest,
+    NotificationService,
+    UserSettings,
+)
+from townhall.platform.auth import Principal
+from townhall.platform.http import Problem, current_admin, current_user, rate_limit, require_json
+
+ChannelName = Literal["email", "sms", "push", "in_app"]
+
+
+class NotifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recipient: Annotated[str, Field(min_length=1, max_length=64)]
+    channels: Annotated[list[str], Field(min_length=1, max_length=4)]
+    category: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")] = "general"
+    template: Annotated[str, Field(max_length=64)] | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    subject: Annotated[str, Field(max_length=998)] | None = None
+    body: Annotated[str, Field(max_length=100_000)] | None = None
+    locale: Annotated[str, Field(max_length=16)] | None = None
+
+    @model_validator(mode="after")
+    def _template_or_body(self) -> NotifyRequest:
+        if (self.template is None) == (self.body is None):
+            raise ValueError("give either a template (with data) or a raw subject and body")
+        return self
+
+
+class AcceptedOut(BaseModel):
+    id: str
+    status: str
+
+
+class OptOut(BaseModel):
+    category: Annotated[str, Field(pattern=r"^([a-z0-9_.-]{1,64}|\*)$")]
+    channel: ChannelName
+
+
+class QuietHoursIn(BaseModel):
+    start: time
+    end: time
+    time_zone: Annotated[str, Field(max_length=64)] | None = None
+
+
+class PreferencesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    opted_out: list[OptOut] = Field(default_factory=list)
+    quiet_hours: QuietHoursIn | None = None
+
+
+class DeviceIn(BaseModel):
+    platform: Literal["fcm", "apns"]
+    token: Annotated[str, Field(min_length=8, max_length=512)]
+
+
+class DeviceRemoval(BaseModel):
+    token: Annotated[str, Field(min_length=8, max_length=512)]
+    platform: Literal["fcm", "apns"] | None = None
+
+
+def _attempt(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "at": attempt.at.isoformat(),
+        "provider": attempt.provider,
+        "outcome": type(attempt.outcome).__name__.lower(),
+        "answer": attempt.answer,
+        "error": attempt.error,
+    }
+
+
+def notification_out(notification: Notification) -> dict[str, Any]:
+    return {
+        "id": str(notification.id),
+        "recipient": str(notification.recipient),
+        "category": notification.category,
+        "status": notification.status.value,
+        "created_at": notification.created_at.isoformat(),
+        "channels": {
+            channel.value: {
+                "status": delivery.status.value,
+                "skip_reason": delivery.skip_reason.value if delivery.skip_reason else None,
+                "held_until": delivery.held_until.isoformat() if delivery.held_until else None,
+                "provider_id": delivery.provider_id,
+                "last_error": delivery.last_error,
+                "attempts": [_attempt(a) for a in delivery.attempts],
+            }
+            for channel, delivery in notification.deliveries.items()
+        },
+    }
+
+
+def routers(
+    service: NotificationService,
+    settings: UserSettings,
+    dev_outbox: Callable[[], list[dict[str, str]]] | None,
+) -> tuple[list[APIRouter], list[APIRouter]]:
+    """The API routers (under /api/v1) and the page routers (at the root)."""
+    api = APIRouter(tags=["notifications"], dependencies=[rate_limit("default"), require_json])
+
+    @api.post("/notifications", status_code=202, response_model=AcceptedOut)
+    async def notify(
+        body: NotifyRequest,
+        response: Response,
+        admin: Annotated[Principal, Depends(current_admin)],
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=255)
+        ] = None,
+    ) -> AcceptedOut:
+        """Accept a notification for delivery (administrators). Returns at once."""
+        accepted = await service.request(
+            NotificationRequest(**body.model_dump()),
+            requested_by=f"user:{admin.user_id}",
+            idempotency_key=idempotency_key,
+        )
+        response.headers["Location"] = f"/api/v1/notifications/{accepted.id}"
+        if not accepted.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return AcceptedOut(id=accepted.id, status=accepted.status.value)
+
+    @api.get("/notifications/{notification_id}")
+    async def status(
+        notification_id: str, principal: Annotated[Principal, Depends(current_user)]
+    ) -> dict[str, Any]:
+        """Overall and per-channel status with every attempt (the recipient or an admin)."""
+        notification = await service.get(notification_id)
+        if not principal.is_admin and str(notification.recipient) != principal.user_id:
+            raise Problem(404, "notification-not-found", "Notification not found")
+        return notification_out(notification)
+
+    @api.get("/me/notification-preferences")
+    async def get_preferences(
+        principal: Annotated[Principal, Depends(current_user)],
+    ) -> dict[str, Any]:
+        return _preferences_out(await settings.preferences(principal.user_id))
+
+    @api.put("/me/notification-preferences")
+    async def put_preferences(
+        body: PreferencesIn, principal: Annotated[Principal, Depends(current_user)]
+    ) -> dict[str, Any]:
+        quiet = None
+        if body.quiet_hours is not None:
+            zone = body.quiet_hours.time_zone or await _user_zone(service, principal)
+            quiet = (body.quiet_hours.start, body.quiet_hours.end, zone)
+        prefs = await settings.set_preferences(
+            principal.user_id, [(o.category, o.channel) for o in body.opted_out], quiet
+        )
+        return _preferences_out(prefs)
+
+    @api.get("/me/devices")
+    async def list_devices(
+        principal: Annotated[Principal, Depends(current_user)],
+    ) -> dict[str, Any]:
+        devices = await settings.devices(principal.user_id)
+        return {"items": [{"platform": d.platform.value, "token": d.token} for d in devices]}
+
+    @api.post("/me/devices", status_code=201)
+    async def add_device(
+        body: DeviceIn, principal: Annotated[Principal, Depends(current_user)]
+    ) -> dict[str, str]:
+        device = await settings.add_device(principal.user_id, body.platform, body.token)
+        return {"platform": device.platform.value, "token": device.token}
+
+    @api.delete("/me/devices", status_code=204)
+    async def remove_device(
+        body: DeviceRemoval, principal: Annotated[Principal, Depends(current_user)]
+    ) -> Response:
+        await settings.remove_device(principal.user_id, body.token)
+        return Response(status_code=204)
+
+    @api.get("/me/inbox")
+    async def inbox(
+        principal: Annotated[Principal, Depends(current_user)],
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        """The in-app inbox, newest first; pass `next_cursor` back as `cursor` for more."""
+        items, next_cursor, unread = await settings.inbox(principal.user_id, cursor, limit)
+        return {
+            "items": [
+                {
+                    "id": item.id,
+                    "category": item.category,
+                    "subject": item.subject,
+                    "body": item.body,
+                    "created_at": item.created_at.isoformat(),
+                    "read": item.read_at is not None,
+                }
+                for item in items
+            ],
+            "next_cursor": next_cursor,
+            "unread": unread,
+        }
+
+    @api.get("/me/inbox/unread-count")
+    async def unread(principal: Annotated[Principal, Depends(current_user)]) -> dict[str, int]:
+        return {"unread": await settings.unread(principal.user_id)}
+
+    @api.post("/me/inbox/read-all")
+    async def read_all(principal: Annotated[Principal, Depends(current_user)]) -> dict[str, int]:
+        return {"marked": await settings.mark_read(principal.user_id, None)}
+
+    @api.post("/me/inbox/{item_id}/read", status_code=204)
+    async def read_one(
+        item_id: str, principal: Annotated[Principal, Depends(current_user)]
+    ) -> Response:
+        await settings.mark_read(principal.user_id, item_id)
+        return Response(status_code=204)
+
+    pages: list[APIRouter] = []
+    if dev_outbox is not None:
+
+        @api.get("/dev/outbox")
+        async def dev_outbox_api(
+            _admin: Annotated[Principal, Depends(current_admin)],
+        ) -> dict[str, Any]:
+            """What the built-in SMTP sink received (administrators; sinks on only)."""
+            return {"items": dev_outbox()}
+
+        page = APIRouter(include_in_schema=False)
+
+        @page.get("/dev/outbox")
+        async def dev_outbox_page(request: Request) -> Response:
+            # No token in a browser tab: the page is for the machine the server runs on.
+            client = request.client.host if request.client else ""
+            if client not in ("127.0.0.1", "::1", "localhost"):
+                return JSONResponse({"detail": "local only"}, status_code=404)
+            return HTMLResponse(_outbox_html(dev_outbox()))
+
+        pages.append(page)
+
+    return [api], pages
+
+
+async def _user_zone(service: NotificationService, principal: Principal) -> str:
+    return await service.time_zone_of(principal.user_id)
+
+
+def _preferences_out(prefs: Any) -> dict[str, Any]:
+    quiet = prefs.quiet_hours
+    return {
+        "opted_out": [
+            {"category": category, "channel": channel.value}
+            for category, channel in sorted(prefs.opted_out)
+        ],
+        "quiet_hours": (
+            {
+                "start": quiet.start.strftime("%H:%M"),
+                "end": quiet.end.strftime("%H:%M"),
+                "time_zone": quiet.timezone,
+            }
+            if quiet
+            else None
+        ),
+    }
+
+
+def _outbox_html(items: list[dict[str, str]]) -> str:
+    rows = "".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
+            html.escape(item["received_at"]),
+            html.escape(item["to"]),
+            html.escape(item["subject"]),
+            html.escape(item["body"]),
+        )
+        for item in reversed(items)
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Townhall dev outbox</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;padding:.4em;"
+        "border-bottom:1px solid #ddd}pre{white-space:pre-wrap;margin:0}</style></head><body>"
+        f"<h1>Dev outbox</h1><p>{len(items)} email(s) received by the built-in SMTP sink, "
+        "newest first.</p><table><tr><th>received</th><th>to</th><th>subject</th>"
+        f"<th>body</th></tr>{rows}</table></body></html>"
+    )

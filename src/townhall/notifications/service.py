@@ -1,0 +1,469 @@
+"""Notifications' use cases: accept a request (202), deliver it per channel, hold and release
+deliveries for quiet hours, and the user's own preferences, devices and inbox.
+
+Accepting writes the notification, its PENDING deliveries and one outbox envelope per channel
+in one transaction; the relay puts them on the bus, where one consumer group per channel
+(`notifications.email`, ...) delivers. Nothing accepted is lost, and a delivery recorded SENT
+is never sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import time, timedelta
+from typing import Any, Protocol
+
+from townhall.notifications.adapters.sql import (
+    IdempotencyClash,
+    InboxItem,
+    Rendering,
+    SqlNotificationStore,
+)
+from townhall.notifications.domain import (
+    Channel,
+    ContactPoints,
+    Content,
+    Delivered,
+    DeliverNow,
+    DeliveryStatus,
+    DeviceToken,
+    Hold,
+    InvalidNotification,
+    Notification,
+    NotificationError,
+    Permanent,
+    Preferences,
+    PushPlatform,
+    QuietHours,
+    SendOutcome,
+    Skip,
+    Transient,
+    compose_messages,
+    decide,
+    parse_channels,
+)
+from townhall.notifications.providers import Sender
+from townhall.notifications.templates import TemplateRenderer
+from townhall.platform import errors
+from townhall.platform.clock import Clock
+from townhall.platform.db import Database
+from townhall.platform.messaging import Envelope, Retry
+from townhall.platform.observability import get_logger
+from townhall.platform.outbox import enqueue
+
+log = get_logger("townhall.notifications")
+
+DELIVERY_REQUESTED = "notifications.DeliveryRequested"
+
+
+def topic_for(channel: Channel) -> str:
+    """Each channel has its own topic and consumer group of the same name."""
+    return f"notifications.{channel.value}"
+
+
+class Recipient(Protocol):
+    id: str
+    email: str | None
+    phone: str | None
+    time_zone: str
+    locale: str
+
+
+class Directory(Protocol):
+    """Who a recipient is and how to reach them (identity's facade)."""
+
+    async def contact(self, user_id: str) -> Recipient: ...
+
+
+class UnknownRecipient(errors.Invalid):
+    code = "unknown-recipient"
+    title = "Unknown recipient"
+
+
+class IdempotencyKeyReused(errors.Invalid):
+    code = "idempotency-key-reused"
+    title = "Idempotency key reused with a different request"
+
+
+class NotificationNotFound(errors.NotFound):
+    code = "notification-not-found"
+    title = "Notification not found"
+
+
+class DeliveryFailed(Exception):
+    """Raised on the last attempt so the bus moves the message to the dead-letter store."""
+
+
+@dataclass(frozen=True)
+class NotificationRequest:
+    recipient: str
+    channels: Sequence[str]
+    category: str = "general"
+    template: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    subject: str | None = None
+    body: str | None = None
+    locale: str | None = None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            {
+                "recipient": self.recipient,
+                "channels": list(self.channels),
+                "category": self.category,
+                "template": self.template,
+                "data": self.data,
+                "subject": self.subject,
+                "body": self.body,
+                "locale": self.locale,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: str
+    status: DeliveryStatus
+    created: bool  # False when an idempotent retry returned the first answer
+
+
+def delivery_envelope(notification_id: str, channel: Channel) -> Envelope:
+    return Envelope(
+        type=DELIVERY_REQUESTED,
+        key=notification_id,
+        payload={"notification_id": notification_id, "channel": channel.value},
+    )
+
+
+class NotificationService:
+    def __init__(
+        self,
+        database: Database,
+        store: SqlNotificationStore,
+        renderer: TemplateRenderer,
+        directory: Directory,
+        clock: Clock,
+    ) -> None:
+        self._db = database
+        self._store = store
+        self._renderer = renderer
+        self._directory = directory
+        self._clock = clock
+
+    async def request(
+        self,
+        request: NotificationRequest,
+        *,
+        requested_by: str,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Validate, render and record; delivery happens later, through the bus."""
+        fingerprint = request.fingerprint() if idempotency_key else None
+        if idempotency_key:
+            earlier = await self._earlier(requested_by, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier
+        notification, renderings = await self._prepare(request)
+        try:
+            async with self._db.transaction() as conn:
+                await self._store.add(
+                    conn,
+                    notification,
+                    renderings,
+                    requested_by=requested_by,
+                    idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                )
+                for channel in notification.deliveries:
+                    await enqueue(
+                        conn, topic_for(channel), delivery_envelope(str(notification.id), channel)
+                    )
+        except IdempotencyClash:
+            # An identical request raced us and won: answer as it was answered.
+            assert idempotency_key is not None
+            earlier = await self._earlier(requested_by, idempotency_key, fingerprint)
+            if earlier is None:
+                raise
+            return earlier
+        return Accepted(str(notification.id), notification.status, created=True)
+
+    async def _earlier(
+        self, requested_by: str, key: str, fingerprint: str | None
+    ) -> Accepted | None:
+        async with self._db.connect() as conn:
+            stored = await self._store.by_idempotency_key(conn, requested_by, key)
+            if stored is None:
+                return None
+            if stored.request_hash != fingerprint:
+                raise IdempotencyKeyReused(
+                    f"the Idempotency-Key {key!r} was used for a different request",
+                    field="Idempotency-Key",
+                )
+            notification = await self._store.get(conn, stored.notification_id)
+        assert notification is not None
+        return Accepted(stored.notification_id, notification.status, created=False)
+
+    async def _prepare(
+        self, request: NotificationRequest
+    ) -> tuple[Notification, dict[Channel, Rendering]]:
+        try:
+            channels = parse_channels(request.channels)
+            content = Content(
+                template=request.template,
+                data=dict(request.data),
+                subject=request.subject,
+                body=request.body,
+            )
+            recipient_id = uuid.UUID(request.recipient)
+        except ValueError:
+            raise UnknownRecipient(
+                f"{request.recipient!r} is not a user id", field="recipient"
+            ) from None
+        except InvalidNotification as exc:
+            raise errors.Invalid(str(exc), field="channels") from None
+        except NotificationError as exc:
+            raise errors.Invalid(str(exc), field="channels") from None
+        try:
+            recipient = await self._directory.contact(request.recipient)
+        except errors.Invalid:
+            raise UnknownRecipient(f"no user {request.recipient}", field="recipient") from None
+        locale = request.locale or recipient.locale
+        renderings: dict[Channel, Rendering] = {}
+        for channel in channels:
+            if content.template is None:
+                renderings[channel] = Rendering(content.subject, content.body or "")
+                continue
+            try:
+                rendered = self._renderer.render(content.template, channel, locale, content.data)
+            except NotificationError as exc:
+                raise errors.Invalid(str(exc), field="template") from None
+            renderings[channel] = Rendering(rendered.subject, rendered.body, rendered.html)
+        notification = Notification.request(
+            recipient=recipient_id,
+            channels=channels,
+            category=request.category,
+            content=content,
+            clock=self._clock,
+            locale=locale,
+        )
+        return notification, renderings
+
+    async def time_zone_of(self, user_id: str) -> str:
+        return (await self._directory.contact(user_id)).time_zone
+
+    async def get(self, notification_id: str) -> Notification:
+        async with self._db.connect() as conn:
+            notification = await self._store.get(conn, notification_id)
+        if notification is None:
+            raise NotificationNotFound(f"no notification {notification_id}")
+        return notification
+
+
+class DeliveryWorker:
+    """Handles one channel's `DeliveryRequested` envelopes (a stateless consumer)."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        database: Database,
+        store: SqlNotificationStore,
+        directory: Directory,
+        sender: Sender[Any] | None,
+        clock: Clock,
+        *,
+        max_attempts: int,
+        claim_seconds: float = 60.0,
+    ) -> None:
+        if sender is None and channel is not Channel.IN_APP:
+            raise ValueError(f"the {channel.value} channel needs a sender")
+        self.channel = channel
+        self._db = database
+        self._store = store
+        self._directory = directory
+        self._sender = sender
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._claim = timedelta(seconds=claim_seconds)
+
+    async def handle(self, envelope: Envelope) -> None:
+        notification_id = str(envelope.payload["notification_id"])
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            found = await self._store.delivery_for_update(conn, notification_id, self.channel)
+            if found is None:
+                log.warning("delivery not found", notification_id=notification_id)
+                return
+            delivery, rendering, recipient_id, category = found
+            if not delivery.should_send:
+                return  # SENT or SKIPPED already: a redelivered message sends nothing
+            claimed = await self._store.claimed_until(conn, notification_id, self.channel)
+            if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
+                # Another worker is sending it right now; look again once its claim ends.
+                raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
+            recipient = await self._directory.contact(recipient_id)
+            contacts = ContactPoints(
+                recipient.email, recipient.phone, await self._store.devices(conn, recipient_id)
+            )
+            preferences = await self._store.preferences(conn, recipient_id)
+            decision = decide(self.channel, category, preferences, contacts, now)
+            if isinstance(decision, Skip):
+                delivery.skip(decision.reason)
+                await self._store.save_delivery(conn, delivery, now)
+                return
+            if isinstance(decision, Hold) and delivery.status is DeliveryStatus.PENDING:
+                delivery.hold(decision.until)  # the releaser puts it back on the bus then
+                await self._store.save_delivery(conn, delivery, now)
+                return
+            assert isinstance(decision, DeliverNow | Hold)
+            delivery.start_sending()
+            if self.channel is Channel.IN_APP:
+                # The inbox row is the delivery: written with SENT, exactly once.
+                await self._store.add_to_inbox(
+                    conn, notification_id, recipient_id, category, rendering, now
+                )
+                delivery.record(now, "inbox", Delivered(notification_id), final=True)
+                await self._store.save_delivery(
+                    conn, delivery, now, new_attempts=delivery.attempts[-1:]
+                )
+                return
+            await self._store.save_delivery(conn, delivery, now, claimed_until=now + self._claim)
+        outcome, dead_tokens = await self._send(delivery.notification_id, contacts, rendering)
+        final = isinstance(outcome, Permanent) or envelope.attempt >= self._max_attempts
+        done = self._clock.now()
+        async with self._db.transaction() as conn:
+            found = await self._store.delivery_for_update(conn, notification_id, self.channel)
+            assert found is not None
+            delivery = found[0]
+            if delivery.status is not DeliveryStatus.SENDING:
+                return  # someone else finished it meanwhile
+            assert self._sender is not None
+            delivery.record(done, self._sender.name, outcome, final=final)
+            await self._store.save_delivery(conn, delivery, done, new_attempts=delivery.attempts)
+            for token in dead_tokens:
+                await self._store.remove_device(conn, token, None)
+        if isinstance(outcome, Transient):
+            if final:
+                raise DeliveryFailed(f"{self.channel.value}: {outcome.error}")
+            if outcome.retry_after is not None:
+                raise Retry(outcome.retry_after, outcome.error)
+            raise TransientFailure(outcome.error)
+
+    async def _send(
+        self, notification_id: uuid.UUID, contacts: ContactPoints, rendering: Rendering
+    ) -> tuple[SendOutcome, list[str]]:
+        assert self._sender is not None
+        messages = compose_messages(
+            notification_id,
+            self.channel,
+            contacts,
+            rendering.subject,
+            rendering.body,
+            rendering.html,
+        )
+        outcomes = [await self._sender.send(message) for message in messages]
+        dead = [
+            message.device.token  # type: ignore[union-attr]
+            for message, outcome in zip(messages, outcomes, strict=True)
+            if isinstance(outcome, Permanent) and outcome.token_dead
+        ]
+        for kind in (Delivered, Transient):
+            for outcome in outcomes:
+                if isinstance(outcome, kind):
+                    return outcome, dead
+        return (outcomes[0] if outcomes else Permanent("nothing to send")), dead
+
+
+class TransientFailure(Exception):
+    """A transient provider answer: the bus retries with its backoff and jitter."""
+
+
+class HeldReleaser:
+    """Puts deliveries held for quiet hours back on the bus once their hold ends."""
+
+    def __init__(self, database: Database, store: SqlNotificationStore, clock: Clock) -> None:
+        self._db = database
+        self._store = store
+        self._clock = clock
+
+    async def release_due(self) -> int:
+        async with self._db.transaction() as conn:
+            due = await self._store.due_held(conn, self._clock.now())
+            for notification_id, channel in due:
+                await self._store.release_held(conn, notification_id, channel)
+                await enqueue(conn, topic_for(channel), delivery_envelope(notification_id, channel))
+        return len(due)
+
+
+class UserSettings:
+    """A user's preferences, devices and in-app inbox."""
+
+    def __init__(self, database: Database, store: SqlNotificationStore, clock: Clock) -> None:
+        self._db = database
+        self._store = store
+        self._clock = clock
+
+    async def preferences(self, user_id: str) -> Preferences:
+        async with self._db.connect() as conn:
+            return await self._store.preferences(conn, user_id)
+
+    async def set_preferences(
+        self,
+        user_id: str,
+        opted_out: Sequence[tuple[str, str]],
+        quiet_hours: tuple[time, time, str] | None,
+    ) -> Preferences:
+        prefs = Preferences()
+        try:
+            for category, channel in opted_out:
+                prefs = prefs.opt_out(category, parse_channels([channel])[0])
+            if quiet_hours is not None:
+                prefs = replace(prefs, quiet_hours=QuietHours(*quiet_hours))
+        except NotificationError as exc:
+            raise errors.Invalid(str(exc), field="preferences") from None
+        async with self._db.transaction() as conn:
+            await self._store.save_preferences(conn, user_id, prefs)
+        return prefs
+
+    async def add_device(self, user_id: str, platform: str, token: str) -> DeviceToken:
+        device = DeviceToken(PushPlatform(platform), token)
+        async with self._db.transaction() as conn:
+            await self._store.add_device(conn, user_id, device, self._clock.now())
+        return device
+
+    async def remove_device(self, user_id: str, token: str) -> None:
+        async with self._db.transaction() as conn:
+            if not await self._store.remove_device(conn, token, user_id):
+                raise errors.NotFound("no such device token for this user")
+
+    async def devices(self, user_id: str) -> tuple[DeviceToken, ...]:
+        async with self._db.connect() as conn:
+            return await self._store.devices(conn, user_id)
+
+    async def inbox(
+        self, user_id: str, cursor: str | None, limit: int
+    ) -> tuple[list[InboxItem], str | None, int]:
+        async with self._db.connect() as conn:
+            items = await self._store.inbox_page(conn, user_id, cursor, limit + 1)
+            unread = await self._store.unread_count(conn, user_id)
+        more = len(items) > limit
+        items = items[:limit]
+        return items, (items[-1].id if more and items else None), unread
+
+    async def unread(self, user_id: str) -> int:
+        async with self._db.connect() as conn:
+            return await self._store.unread_count(conn, user_id)
+
+    async def mark_read(self, user_id: str, item_id: str | None) -> int:
+        async with self._db.transaction() as conn:
+            if item_id is not None and not await self._store.inbox_item_exists(
+                conn, user_id, item_id
+            ):
+                raise errors.NotFound(f"no inbox item {item_id}")
+            return await self._store.mark_read(conn, user_id, item_id, self._clock.now())

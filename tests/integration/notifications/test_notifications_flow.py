@@ -1,0 +1,374 @@
+"""Notifications end to end in one process: HTTP -> outbox -> bus -> channel worker -> a real
+SMTP server; on SQLite + the in-process bus, and on PostgreSQL + RabbitMQ / Redis Streams."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from support.app import running_app, settings_for
+from support.notifications import bus_url, eventually, status_of, user
+from support.services import create_database, database_name, drop_database, require
+from support.smtp_server import ScriptedServer
+
+pytestmark = pytest.mark.timeout(90)
+
+STACKS = {
+    "sqlite+memory": ("sqlite", "memory"),
+    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
+    "postgresql+redis": ("postgresql", "redis"),
+}
+
+
+@pytest.fixture(params=list(STACKS))
+async def stack(request, tmp_path):
+    database, bus = STACKS[request.param]
+    if bus == "rabbitmq":
+        require("RabbitMQ", "127.0.0.1", 5672)
+    if bus == "redis":
+        require("Redis", "127.0.0.1", 6379)
+    if database == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", bus_url(bus, "n")
+        return
+    name = database_name("n")
+    url = await create_database(name)
+    yield url, bus_url(bus, "n")
+    await drop_database(name)
+
+
+@pytest.fixture
+async def smtp():
+    server = ScriptedServer()
+    port = await server.start()
+    server.url = f"smtp://127.0.0.1:{port}"
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def app(stack, smtp, tmp_path):
+    database_url, bus = stack
+    settings = settings_for(
+        database_url,
+        tmp_path,
+        bus_url=bus,
+        smtp_url=smtp.url,
+        admins="boss",
+        notification_max_attempts=3,
+        provider_cooldown=0.1,
+    )
+    async with running_app(settings) as (client, runtime):
+        _, boss = await user(client, "boss")
+        yield client, runtime, boss
+
+
+def emails_to(smtp: ScriptedServer, address: str) -> list[bytes]:
+    return [m for m in smtp.received if f"To: {address}".encode() in m]
+
+
+async def welcomed(smtp: ScriptedServer, address: str) -> None:
+    """Wait for the welcome email, so scripted replies apply to the next one."""
+
+    async def arrived():
+        return emails_to(smtp, address)
+
+    await eventually(arrived)
+
+
+def emails_for(smtp: ScriptedServer, nid: str) -> list[bytes]:
+    """The emails of one notification (its id is in the Message-ID and a header)."""
+    return [m for m in smtp.received if f"X-Townhall-Notification: {nid}".encode() in m]
+
+
+async def test_a_request_is_accepted_at_once_and_one_email_arrives(app, smtp):
+    client, _, boss = app
+    uid, _ = await user(client, email="ada@example.org")
+    answer = await client.post(
+        "/api/v1/notifications",
+        headers=boss,
+        json={"recipient": uid, "channels": ["email"], "subject": "Hi", "body": "Hello Ada"},
+    )
+    assert answer.status_code == 202
+    assert answer.json()["status"] == "PENDING"
+    nid = answer.json()["id"]
+
+    async def sent():
+        state = await status_of(client, boss, nid)
+        return state if state["status"] == "SENT" else None
+
+    state = await eventually(sent)
+    email = state["channels"]["email"]
+    assert email["provider_id"]
+    assert [a["outcome"] for a in email["attempts"]] == ["delivered"]
+    mails = emails_for(smtp, nid)
+    assert len(mails) == 1
+    assert b"Hello Ada" in mails[0]
+    assert f"Message-ID: <{nid}.email@".encode() in mails[0]
+
+
+async def test_registration_sends_one_welcome_email_and_an_inbox_item(app, smtp):
+    client, _, _ = app
+    _, auth = await user(client, "grace", email="grace@example.org")
+    await eventually(lambda: asyncio.sleep(0, emails_to(smtp, "grace@example.org")))
+    inbox = await eventually(
+        lambda: _items(client, auth),
+    )
+    assert len(inbox) == 1
+    assert inbox[0]["category"] == "account"
+    assert "grace" in inbox[0]["subject"] + inbox[0]["body"]
+    assert b"Hello grace" in emails_to(smtp, "grace@example.org")[0]
+    await asyncio.sleep(0.3)  # a duplicate would have arrived by now
+    assert len(emails_to(smtp, "grace@example.org")) == 1
+
+
+async def _items(client, auth):
+    answer = await client.get("/api/v1/me/inbox", headers=auth)
+    return answer.json()["items"]
+
+
+async def test_a_retried_request_with_the_same_key_is_stored_and_sent_once(app, smtp):
+    client, _, boss = app
+    uid, _ = await user(client, email="key@example.org")
+    body = {"recipient": uid, "channels": ["email"], "subject": "Once", "body": "only once"}
+    headers = {**boss, "Idempotency-Key": "k-123"}
+    answers = await asyncio.gather(
+        *[client.post("/api/v1/notifications", headers=headers, json=body) for _ in range(5)]
+    )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["id"] for a in answers}) == 1
+    nid = answers[0].json()["id"]
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    again = await client.post("/api/v1/notifications", headers=headers, json=body)
+    assert again.json()["id"] == nid
+    assert again.json()["status"] == "SENT"
+    misuse = await client.post(
+        "/api/v1/notifications", headers=headers, json={**body, "body": "something else"}
+    )
+    assert misuse.status_code == 422
+    assert misuse.json()["type"].endswith("idempotency-key-reused")
+    await asyncio.sleep(0.3)
+    assert len(emails_for(smtp, nid)) == 1
+
+
+async def _status_is(client, boss, nid, wanted):
+    state = await status_of(client, boss, nid)
+    return state if state["status"] == wanted else None
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "status"),
+    [
+        ({"channels": ["pigeon"]}, "channels", 422),
+        ({"recipient": "00000000-0000-7000-8000-000000000000"}, "recipient", 422),
+        ({"recipient": "not-a-user-id"}, "recipient", 422),
+        ({"template": "nope", "data": {}, "subject": None, "body": None}, "template", 422),
+        ({"template": "welcome", "data": {}, "subject": None, "body": None}, "template", 422),
+    ],
+)
+async def test_bad_requests_are_problems_naming_what_is_wrong(app, change, field, status):
+    client, _, boss = app
+    uid, _ = await user(client, email="bad@example.org")
+    body = {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b", **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    answer = await client.post("/api/v1/notifications", headers=boss, json=body)
+    assert answer.status_code == status, answer.text
+    problem = answer.json()
+    assert field in [e["field"] for e in problem.get("errors", [])] or field in problem["detail"]
+
+
+async def test_only_administrators_may_post_notifications(app):
+    client, _, _ = app
+    uid, auth = await user(client, email="plain@example.org")
+    answer = await client.post(
+        "/api/v1/notifications",
+        headers=auth,
+        json={"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"},
+    )
+    assert answer.status_code == 403
+
+
+async def test_a_permanent_refusal_fails_at_once_without_retrying(app, smtp):
+    client, _, boss = app
+    uid, _ = await user(client, email="gone@example.org")
+    await welcomed(smtp, "gone@example.org")
+    smtp.replies = ["550 5.1.1 no such mailbox"]
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"},
+        )
+    ).json()["id"]
+    state = await eventually(lambda: _status_is(client, boss, nid, "FAILED"))
+    attempts = state["channels"]["email"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["permanent"]
+    assert "550" in state["channels"]["email"]["last_error"]
+
+
+async def test_transient_failures_retry_then_dead_letter_and_replay_sends(app, smtp):
+    client, runtime, boss = app
+    uid, _ = await user(client, email="flaky@example.org")
+    await welcomed(smtp, "flaky@example.org")
+    smtp.replies = ["451 4.3.0 try later"] * 3  # every one of the 3 attempts
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"},
+        )
+    ).json()["id"]
+    state = await eventually(lambda: _status_is(client, boss, nid, "FAILED"))
+    assert [a["outcome"] for a in state["channels"]["email"]["attempts"]] == ["transient"] * 3
+    bus = runtime.platform.bus
+    letters = await eventually(
+        lambda: bus.dead_letters("notifications.email", "notifications.email")
+    )
+    assert [str(letter.envelope.payload["notification_id"]) for letter in letters] == [nid]
+    assert letters[0].attempts == 3
+    # The provider recovers; replaying the dead letter sends it, and the status follows.
+    assert await bus.replay("notifications.email", "notifications.email") == 1
+    state = await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    assert len(emails_for(smtp, nid)) == 1
+
+
+async def test_opt_out_skips_and_security_cannot_be_muted(app, smtp):
+    client, _, boss = app
+    uid, auth = await user(client, email="quiet@example.org")
+    put = await client.put(
+        "/api/v1/me/notification-preferences",
+        headers=auth,
+        json={"opted_out": [{"category": "news", "channel": "email"}]},
+    )
+    assert put.status_code == 200
+    assert put.json()["opted_out"] == [{"category": "news", "channel": "email"}]
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={
+                "recipient": uid,
+                "channels": ["email", "sms"],
+                "category": "news",
+                "subject": "s",
+                "body": "b",
+            },
+        )
+    ).json()["id"]
+    state = await eventually(lambda: _status_is(client, boss, nid, "SKIPPED"))
+    assert state["channels"]["email"]["skip_reason"] == "opted_out"
+    assert state["channels"]["sms"]["skip_reason"] == "no_contact_point"
+    muted = await client.put(
+        "/api/v1/me/notification-preferences",
+        headers=auth,
+        json={"opted_out": [{"category": "security", "channel": "email"}]},
+    )
+    assert muted.status_code == 422
+
+
+async def test_quiet_hours_hold_email_but_not_in_app(app, smtp):
+    client, _, boss = app
+    uid, auth = await user(client, email="night@example.org")
+    # A window covering the whole day but one minute, so "now" is inside it.
+    answer = await client.put(
+        "/api/v1/me/notification-preferences",
+        headers=auth,
+        json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
+    )
+    assert answer.status_code == 200
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={"recipient": uid, "channels": ["email", "in_app"], "subject": "s", "body": "b"},
+        )
+    ).json()["id"]
+
+    async def settled():
+        state = await status_of(client, boss, nid)
+        channels = state["channels"]
+        if channels["in_app"]["status"] == "SENT" and channels["email"]["held_until"]:
+            return state
+        return None
+
+    state = await eventually(settled)
+    assert state["channels"]["email"]["status"] == "PENDING"
+    assert emails_for(smtp, nid) == []
+
+
+async def test_push_goes_to_each_device_and_devices_can_be_removed(app):
+    client, _, boss = app
+    uid, auth = await user(client)
+    for token in ("device-token-1", "device-token-2"):
+        added = await client.post(
+            "/api/v1/me/devices", headers=auth, json={"platform": "fcm", "token": token}
+        )
+        assert added.status_code == 201
+    listed = (await client.get("/api/v1/me/devices", headers=auth)).json()["items"]
+    assert [d["token"] for d in listed] == ["device-token-1", "device-token-2"]
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={"recipient": uid, "channels": ["push"], "subject": "t", "body": "b"},
+        )
+    ).json()["id"]
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    removed = await client.request(
+        "DELETE", "/api/v1/me/devices", headers=auth, json={"token": "device-token-1"}
+    )
+    assert removed.status_code == 204
+    listed = (await client.get("/api/v1/me/devices", headers=auth)).json()["items"]
+    assert [d["token"] for d in listed] == ["device-token-2"]
+
+
+async def test_inbox_pages_newest_first_and_tracks_unread(app):
+    client, _, boss = app
+    uid, auth = await user(client)
+    await eventually(lambda: _items(client, auth))  # the welcome item comes first
+    ids = []
+    for n in range(5):
+        ids.append(
+            (
+                await client.post(
+                    "/api/v1/notifications",
+                    headers=boss,
+                    json={"recipient": uid, "channels": ["in_app"], "body": f"note {n}"},
+                )
+            ).json()["id"]
+        )
+
+    async def five():
+        answer = (await client.get("/api/v1/me/inbox?limit=100", headers=auth)).json()
+        return answer if len(answer["items"]) == 6 else None  # 5 + the welcome item
+
+    await eventually(five)
+    first = (await client.get("/api/v1/me/inbox?limit=2", headers=auth)).json()
+    assert [i["body"] for i in first["items"]] == ["note 4", "note 3"]
+    assert first["unread"] == 6
+    second = (
+        await client.get(f"/api/v1/me/inbox?limit=2&cursor={first['next_cursor']}", headers=auth)
+    ).json()
+    assert [i["body"] for i in second["items"]] == ["note 2", "note 1"]
+    read = await client.post(f"/api/v1/me/inbox/{ids[4]}/read", headers=auth)
+    assert read.status_code == 204
+    unread = (await client.get("/api/v1/me/inbox/unread-count", headers=auth)).json()
+    assert unread == {"unread": 5}
+    assert (await client.post("/api/v1/me/inbox/read-all", headers=auth)).json() == {"marked": 5}
+    missing = await client.post(f"/api/v1/me/inbox/{ids[0]}x/read", headers=auth)
+    assert missing.status_code == 404
+
+
+async def test_a_recipient_sees_their_notification_status_and_others_do_not(app):
+    client, _, boss = app
+    uid, auth = await user(client)
+    _, stranger = await user(client)
+    nid = (
+        await client.post(
+            "/api/v1/notifications",
+            headers=boss,
+            json={"recipient": uid, "channels": ["in_app"], "body": "mine"},
+        )
+    ).json()["id"]
+    assert (await client.get(f"/api/v1/notifications/{nid}", headers=auth)).status_code == 200
+    assert (await client.get(f"/api/v1/notifications/{nid}", headers=stranger)).status_code == 404
