@@ -65,7 +65,4 @@ def bus_url(kind: str, label: str) -> str:
         "rabbitmq": AMQP_URL,
         "nats": NATS_URL,
     }[kind]
-    return (
-        f"{base}?prefix={prefix}&partitions=4&backoff_base=0.05&backoff_cap=0.2"
-        "&queue_expires=60"
-    )
+    return f"{base}?prefix={prefix}&partitions=4&backoff_base=0.05&backoff_cap=0.2&queue_expires=60"
