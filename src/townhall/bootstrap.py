@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from townhall.platform.clock import SystemClock
 from townhall.platform.db import Database
 from townhall.platform.eventstore import Projections
 from townhall.platform.eventstore import connect as connect_eventstore
-from townhall.platform.http import ReadinessProbe, create_edge
-from townhall.platform.messaging import ConsumerSpec, Subscription
+from townhall.platform.http import ReadinessProbe, create_edge, current_admin
+from townhall.platform.messaging import ConsumerSpec, MessageBus, Subscription
 from townhall.platform.messaging import connect as connect_bus
+from townhall.platform.messaging.http import dlq_router
+from townhall.platform.messaging.worker import select, start_consumers, stop_consumers
 from townhall.platform.migrations import migrate
 from townhall.platform.modules import Hook, Installed, ModuleSpec, Platform
 from townhall.platform.observability import get_logger
@@ -32,6 +35,8 @@ MODULES: list[ModuleSpec] = [
 ]
 
 log = get_logger("townhall.bootstrap")
+
+BUS_CONNECT_TIMEOUT = 15.0
 
 
 def select_modules(names: Sequence[str] | None) -> list[ModuleSpec]:
@@ -80,35 +85,19 @@ class Runtime:
         await self.start_consumers(groups)
 
     async def start_consumers(self, groups: Sequence[str] | None = None) -> None:
-        specs = self.consumers
-        if groups is not None:
-            known = {spec.group for spec in specs}
-            unknown = [group for group in groups if group not in known]
-            if unknown:
-                raise ConfigError(
-                    "worker",
-                    f"unknown consumer group {unknown[0]!r}; known: {', '.join(sorted(known))}",
-                )
-            specs = [spec for spec in specs if spec.group in groups]
-        for spec in specs:
-            self.subscriptions.append(
-                await self.platform.bus.subscribe(
-                    spec.topic,
-                    spec.group,
-                    spec.handler_factory(),
-                    prefetch=spec.prefetch,
-                    max_attempts=spec.max_attempts,
-                )
-            )
+        try:
+            specs = select(self.consumers, groups)
+        except ValueError as exc:
+            raise ConfigError("worker", str(exc)) from None
+        self.subscriptions += await start_consumers(self.platform.bus, specs)
 
     async def stop(self) -> None:
         # Consumers first (in-flight handlers finish), then the relay, then what they used.
         subscriptions, self.subscriptions = self.subscriptions, []
-        for subscription in subscriptions:
-            try:
-                await subscription.stop()
-            except Exception:
-                log.exception("stopping a consumer failed")
+        try:
+            await stop_consumers(subscriptions)
+        except Exception:
+            log.exception("stopping the consumers failed")
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
@@ -138,7 +127,10 @@ class Runtime:
         return create_edge(
             tokens=self.platform.tokens,
             rate_limiter=self.rate_limiter,
-            routers=[router for m in self.modules.values() for router in m.routers],
+            routers=[
+                dlq_router(self.platform.bus, current_admin),
+                *(router for m in self.modules.values() for router in m.routers),
+            ],
             pages=[page for m in self.modules.values() for page in m.pages],
             readiness=self.readiness,
             max_body_bytes=settings.max_body_bytes,
@@ -163,13 +155,10 @@ async def build_platform(settings: Settings) -> Platform:
         raise ConfigError("TOWNHALL_SECRET_KEY", str(exc)) from None
     eventstore = await connect_eventstore(database, clock=clock)
     try:
-        bus = await connect_bus(settings.bus_url)
-    except Exception as exc:
+        bus = await open_bus(settings)
+    except ConfigError:
         await database.dispose()
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            "TOWNHALL_BUS_URL", f"cannot use {mask_url(settings.bus_url)}: {reason}"
-        ) from None
+        raise
     return Platform(
         settings=settings,
         database=database,
@@ -179,6 +168,17 @@ async def build_platform(settings: Settings) -> Platform:
         projections=Projections(eventstore),
         bus=bus,
     )
+
+
+async def open_bus(settings: Settings) -> MessageBus:
+    """The bus `TOWNHALL_BUS_URL` names; a `ConfigError` naming it when it cannot be used."""
+    try:
+        return await asyncio.wait_for(connect_bus(settings.bus_url), BUS_CONNECT_TIMEOUT)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            "TOWNHALL_BUS_URL", f"cannot use {mask_url(settings.bus_url)}: {reason}"
+        ) from None
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:

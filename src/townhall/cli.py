@@ -21,6 +21,8 @@ from townhall.config import ConfigError, Settings, load_settings
 from townhall.platform.errors import DomainError
 from townhall.platform.eventstore import Projections
 from townhall.platform.eventstore.cli import projections_cli
+from townhall.platform.messaging import MessageBus
+from townhall.platform.messaging.cli import dlq_app, run_relay
 from townhall.platform.observability import configure_logging
 
 app = typer.Typer(
@@ -177,6 +179,53 @@ def create_admin(
             await runtime.stop()
 
     typer.echo(_run(main()))
+
+
+@app.command()
+def worker(
+    groups: Annotated[
+        list[str], typer.Argument(help="Consumer groups to run, e.g. notifications.email.")
+    ],
+) -> None:
+    """Run the named consumer groups in this process until SIGTERM (which drains)."""
+    import signal
+
+    from townhall.bootstrap import assemble
+
+    settings = _settings()
+
+    async def main() -> None:
+        runtime = await assemble(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await runtime.start(relay=False, groups=groups)
+            typer.echo(f"worker running {', '.join(groups)}", err=True)
+            await stop.wait()
+        finally:
+            await runtime.stop()
+
+    _run(main())
+
+
+@app.command()
+def relay() -> None:
+    """Relay the transactional outbox to the bus until SIGTERM (`serve` runs one too)."""
+    from townhall.platform.db import Database
+
+    settings = _settings()
+    _run(run_relay(Database(settings.database_url), lambda: _open_bus(settings)))
+
+
+async def _open_bus(settings: Settings) -> MessageBus:
+    from townhall.bootstrap import open_bus
+
+    return await open_bus(settings)
+
+
+app.add_typer(dlq_app(lambda: _open_bus(_settings())), name="dlq")
 
 
 @asynccontextmanager

@@ -13,12 +13,30 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """One log line per event on stdout; `request_id` and `user` come from contextvars."""
+    """One log line per event on stdout; `request_id` and `user` come from contextvars.
+
+    Libraries' stdlib logging goes the same way, so stderr is left to the CLI's own errors.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(LEVELS.get(level, logging.ERROR))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

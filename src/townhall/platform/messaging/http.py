@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from townhall.platform.errors import Invalid
+from townhall.platform.messaging.envelope import check_name
 from townhall.platform.messaging.ports import MessageBus
 
 
@@ -23,6 +25,7 @@ def dlq_router(bus: MessageBus, require_admin: Callable[..., Any]) -> APIRouter:
 
     @router.get("")
     async def list_dead_letters(topic: str, group: str) -> dict[str, Any]:
+        _check(topic, group)
         letters = await bus.dead_letters(topic, group)
         return {
             "items": [
@@ -40,6 +43,15 @@ def dlq_router(bus: MessageBus, require_admin: Callable[..., Any]) -> APIRouter:
 
     @router.post("/replay")
     async def replay(request: ReplayRequest) -> dict[str, int]:
+        _check(request.topic, request.group)
         return {"replayed": await bus.replay(request.topic, request.group, request.ids)}
 
     return router
+
+
+def _check(topic: str, group: str) -> None:
+    for field, value in (("topic", topic), ("group", group)):
+        try:
+            check_name(field, value)
+        except ValueError as exc:
+            raise Invalid(str(exc), field=field) from None
