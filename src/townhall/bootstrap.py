@@ -112,10 +112,12 @@ class Runtime:
         await self.platform.bus.close()
         await self.platform.database.dispose()
 
-    def create_app(self, *, on_ready: Hook | None = None) -> FastAPI:
+    def create_app(self, *, on_ready: Hook | None = None, consumers: bool = True) -> FastAPI:
+        """The edge app; its lifespan starts and stops the runtime (consumers optional)."""
+
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-            await self.start()
+            await self.start(groups=None if consumers else [])
             if on_ready is not None:
                 await on_ready()
             try:

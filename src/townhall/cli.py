@@ -78,6 +78,13 @@ def serve(
     migrate: Annotated[
         bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations on start.")
     ] = None,
+    consumers: Annotated[
+        bool,
+        typer.Option(
+            "--consumers/--no-consumers",
+            help="Run the modules' consumer groups here (off when `townhall worker`s run them).",
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP edge and the selected modules in this process."""
     import uvicorn
@@ -90,7 +97,7 @@ def serve(
     async def main() -> None:
         runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
         config = uvicorn.Config(
-            runtime.create_app(on_ready=lambda: _announce(settings)),
+            runtime.create_app(on_ready=lambda: _announce(settings), consumers=consumers),
             host=settings.host,
             port=settings.port,
             log_config=None,
