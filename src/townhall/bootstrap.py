@@ -208,7 +208,9 @@ async def assemble(
     platform = await build_platform(settings)
     try:
         if run_migrations:
-            await migrate_modules(platform, specs)
+            # The schema belongs to the database, not to this process's composition: every
+            # module's revisions are known (and applied) whichever modules run here.
+            await migrate_modules(platform, MODULES)
         limiter = build_rate_limiter(settings)
         readiness: dict[str, ReadinessProbe] = {
             "database": platform.database.ping,

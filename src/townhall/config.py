@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     notification_max_attempts: int = Field(
         5, ge=1, le=50, description="Delivery attempts before a notification goes to the DLQ."
     )
+    notification_claim_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "How long a worker owns a delivery it is sending; a redelivered message waits that "
+            "long before another worker takes it over."
+        ),
+    )
     provider_rate: float = Field(
         200.0, gt=0, description="Sends per second allowed to each provider (token bucket)."
     )

@@ -81,6 +81,7 @@ def _install(platform: Platform) -> Installed:
                 senders.by_channel.get(channel),
                 platform.clock,
                 max_attempts=settings.notification_max_attempts,
+                claim_seconds=settings.notification_claim_seconds,
             ).handle
 
         return factory

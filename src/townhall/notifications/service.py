@@ -294,6 +294,14 @@ class DeliveryWorker:
 
     async def handle(self, envelope: Envelope) -> None:
         notification_id = str(envelope.payload["notification_id"])
+        # Who to reach is looked up before the transaction: a handler never holds one
+        # connection while it waits for another (prefetch x 2 would drain the pool).
+        async with self._db.connect() as conn:
+            recipient_id = await self._store.recipient_of(conn, notification_id)
+        if recipient_id is None:
+            log.warning("notification not found", notification_id=notification_id)
+            return
+        recipient = await self._directory.contact(recipient_id)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             found = await self._store.delivery_for_update(conn, notification_id, self.channel)
@@ -307,7 +315,6 @@ class DeliveryWorker:
             if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
                 # Another worker is sending it right now; look again once its claim ends.
                 raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
-            recipient = await self._directory.contact(recipient_id)
             contacts = ContactPoints(
                 recipient.email, recipient.phone, await self._store.devices(conn, recipient_id)
             )
