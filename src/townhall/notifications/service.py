@@ -294,6 +294,15 @@ class DeliveryWorker:
 
     async def handle(self, envelope: Envelope) -> None:
         notification_id = str(envelope.payload["notification_id"])
+        # The recipient is looked up before the transaction: the directory checks out a
+        # connection of its own, and handlers that each held one while waiting for a second
+        # would exhaust the pool between them (every one waiting, none finishing).
+        async with self._db.connect() as conn:
+            recipient_id = await self._store.recipient_of(conn, notification_id)
+        if recipient_id is None:
+            log.warning("delivery not found", notification_id=notification_id)
+            return
+        recipient = await self._directory.contact(recipient_id)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             found = await self._store.delivery_for_update(conn, notification_id, self.channel)
@@ -307,7 +316,6 @@ class DeliveryWorker:
             if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
                 # Another worker is sending it right now; look again once its claim ends.
                 raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
-            recipient = await self._directory.contact(recipient_id)
             contacts = ContactPoints(
                 recipient.email, recipient.phone, await self._store.devices(conn, recipient_id)
             )
