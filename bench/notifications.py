@@ -617,7 +617,7 @@ def kill_phase(
     result = account(receiver, ids, first_post)
     poster.ids.clear()
     when = (
-        f"killed after {receiver_share(result, killed)} received; all in "
+        f"killed {receiver_share(result, killed)} after the first POST; all in "
         f"{(result.last_arrival or 0) - first_post:.1f} s"
         if "at" in killed
         else "the stream ended before the kill point"
