@@ -50,6 +50,9 @@ test: install-dev services lint typecheck pytest
 
 bench: install-bench services
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/eventstore.py
+	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/notifications.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
