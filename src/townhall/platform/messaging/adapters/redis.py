@@ -61,8 +61,14 @@ class RedisReader:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return Delivery(fields[b"b"], entry, entry, previous)
 
+    batch_acks = True
+
     async def ack(self, delivery: Delivery) -> None:
         await self.t.client.xack(self.stream, self.group, delivery.ref)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            await self.t.client.xack(self.stream, self.group, *(d.ref for d in deliveries))
 
     async def renew(self) -> bool:
         ttl = int(self.t.options.lease_ttl * 1000)
