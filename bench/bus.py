@@ -30,6 +30,7 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -60,6 +61,38 @@ TOPIC, GROUP = "bench", "bench"
 REPORT_EVERY = 0.05  # how often a child reports its count
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop measuring, delete what this run created, exit."""
+
+
+class Signals:
+    """Our own SIGINT/SIGTERM handling: a flag every loop checks (client libraries may
+    swallow a task's cancellation), a cancel to wake the run, and a hard exit on the third."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def on_signal() -> None:
+            cls.count += 1
+            if cls.count >= 3:
+                os._exit(130)  # children exit on their stdin's EOF; x-expires clears queues
+            print("interrupted: cleaning up (a third signal abandons it)", flush=True)
+            if cls.count == 1:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.count:
+            raise Interrupted
+
+
 def bus_url(adapter: str, prefix: str) -> str:
     base = URLS[adapter]
     return f"{base}{'&' if '?' in base else '?'}prefix={prefix}&{TUNING}"
@@ -78,6 +111,7 @@ async def publish_all(
     async def worker() -> None:
         sent = 0
         for envelope in items:
+            Signals.check()
             await publish(envelope)
             sent += 1
             if sent % 100 == 0:
@@ -210,7 +244,7 @@ async def child_raw(
         while running:
             try:
                 msgs = await psub.fetch(PREFETCH, timeout=REPORT_EVERY * 4)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either
                 continue
             for msg in msgs:
                 Envelope.from_bytes(msg.data)
@@ -277,6 +311,7 @@ class Children:
     async def wait_for(self, count: int, within: float) -> None:
         deadline = time.monotonic() + within
         while self.total < count:
+            Signals.check()
             self.changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -314,6 +349,7 @@ async def children() -> AsyncIterator[Children]:
 
 @contextlib.asynccontextmanager
 async def phase(adapter: str, prefix: str) -> AsyncIterator[str]:
+    Signals.check()
     try:
         yield prefix
     finally:
@@ -507,7 +543,8 @@ async def latency(
         try:
             await paced(bus, rate, total, batch)
             deadline = time.monotonic() + 30
-            while len(samples) < total and time.monotonic() < deadline:  # noqa: ASYNC110
+            while len(samples) < total and time.monotonic() < deadline:
+                Signals.check()
                 await asyncio.sleep(0.01)
         finally:
             await bus.close()
@@ -536,6 +573,7 @@ async def paced(bus: Any, rate: float, total: int, batch: Sequence[Envelope]) ->
 
     async def worker() -> None:
         for n in counter:
+            Signals.check()
             if (delay := started + n / rate - time.perf_counter()) > 0.001:
                 await asyncio.sleep(delay)
             envelope = batch[n % len(batch)]
@@ -564,7 +602,7 @@ async def run_adapter(adapter: str, count: int, seconds: float) -> str:
         gc.unfreeze()
     return (
         f"{adapter:<10}{one:>12,.0f}{two:>13,.0f}{baseline:>11,.0f}"
-        f"{one / baseline:>9.2f}{p50:>9.1f}{p99:>9.1f}{rate:>10,.0f}"
+        f"{one / baseline:>9.2f}{p50:>9.1f}{p99:>9.1f}{rate:>10,.0f}{os.getloadavg()[0]:>7.1f}"
     )
 
 
@@ -578,6 +616,7 @@ async def main() -> None:
     if args.child:
         await child_main(*args.child)
         return
+    Signals.install()
     count = args.count or (5_000 if args.quick else 100_000)
     seconds = 2.0 if args.quick else 5.0
     print(
@@ -585,7 +624,7 @@ async def main() -> None:
         f"{PUBLISHERS} concurrent publishes, {os.cpu_count()} cores"
     )
     header = f"{'adapter':<10}{'1 proc/s':>12}{'2 procs/s':>13}{'raw/s':>11}"
-    header += f"{'bus/raw':>9}{'p50 ms':>9}{'p99 ms':>9}{'@ msg/s':>10}"
+    header += f"{'bus/raw':>9}{'p50 ms':>9}{'p99 ms':>9}{'@ msg/s':>10}{'load':>7}"
     print(header)
     print("-" * len(header), flush=True)
     for adapter in args.adapters.split(","):
@@ -593,7 +632,11 @@ async def main() -> None:
             print(f"{adapter:<10}skipped: no AMQP handshake within 5 s", flush=True)
             continue
         try:
+            Signals.check()
             print(await run_adapter(adapter, count, seconds), flush=True)
+        except (Interrupted, asyncio.CancelledError):
+            print("interrupted; this run's broker resources are deleted", flush=True)
+            return
         except Exception as exc:  # a broker that is down or stalls: say so, keep going
             print(f"{adapter:<10}failed: {exc!r}", flush=True)
 
