@@ -433,6 +433,8 @@ async def end_to_end_memory(prefix: str, batch: list[Envelope], members: int) ->
 
     for _ in range(members):
         await bus.subscribe(TOPIC, GROUP, handle, prefetch=PREFETCH)
+    if members > 1:
+        await asyncio.sleep(LEASE_TTL)  # as with processes: let the members share partitions
     started = time.perf_counter()
     await publish_all(lambda e: bus.publish(TOPIC, e), batch, 1)
     await asyncio.wait_for(done.wait(), stall_timeout(count))
