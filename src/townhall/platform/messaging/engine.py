@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
+
 from townhall.platform.ids import new_id
 from townhall.platform.messaging.envelope import Envelope, MalformedEnvelope, check_name
 from townhall.platform.messaging.metrics import BusMetrics, bus_metrics
@@ -71,6 +73,9 @@ class PartitionConsumer:
         self.keys: dict[str, deque[Item]] = {}
         self.unacked: dict[Delivery, None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # Handled messages whose ack is not sent yet, and the task sending them (batch_acks).
+        self.acks: list[Delivery] = []
+        self.flusher: asyncio.Task[None] | None = None
         self.fetcher = asyncio.create_task(self._fetch_loop())
 
     async def _fetch_loop(self) -> None:
@@ -98,11 +103,16 @@ class PartitionConsumer:
 
     def _submit(self, delivery: Delivery) -> None:
         self.unacked[delivery] = None
-        try:
-            item: Item = (delivery, Envelope.from_bytes(delivery.body), "")
-            key = item[1].key if item[1] else ""
-        except MalformedEnvelope as exc:
-            item, key = (delivery, None, str(exc)), "\x00malformed"
+        item: Item
+        if delivery.envelope is not None:
+            item = (delivery, delivery.envelope, "")
+            key = delivery.envelope.key
+        else:
+            try:
+                envelope = Envelope.from_bytes(delivery.body)
+                item, key = (delivery, envelope, ""), envelope.key
+            except MalformedEnvelope as exc:
+                item, key = (delivery, None, str(exc)), "\x00malformed"
         queue = self.keys.get(key)
         if queue is None:
             queue = self.keys[key] = deque()
@@ -124,9 +134,33 @@ class PartitionConsumer:
                 self.keys.pop(key, None)
 
     async def _done(self, delivery: Delivery) -> None:
-        await self.reader.ack(delivery)
-        del self.unacked[delivery]
-        self.member.window.release(1)
+        if not self.reader.batch_acks:
+            await self.reader.ack(delivery)
+            del self.unacked[delivery]
+            self.member.window.release(1)
+            return
+        # Acks go out in handling order, in batches: whatever was handled while the previous
+        # batch was on its way. The window slot is freed once the broker has the ack.
+        self.acks.append(delivery)
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        try:
+            while self.acks:
+                batch, self.acks = self.acks, []
+                try:
+                    await self.reader.ack_many(batch)
+                except Exception:
+                    # Left pending on the broker: redelivered once the lease or ack wait ends.
+                    log.exception(
+                        "acking %s messages on partition %s failed", len(batch), self.partition
+                    )
+                for delivery in batch:
+                    self.unacked.pop(delivery, None)
+                self.member.window.release(len(batch))
+        finally:
+            self.flusher = None
 
     async def _process(self, delivery: Delivery, envelope: Envelope | None, error: str) -> bool:
         """Handle one message to the end; False if it was left unacked because we stop."""
@@ -171,6 +205,8 @@ class PartitionConsumer:
         self.fetcher.cancel()
         await asyncio.gather(self.fetcher, return_exceptions=True)
         await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        if self.flusher is not None:
+            await asyncio.gather(self.flusher, return_exceptions=True)
         unfinished = list(self.unacked)
         self.unacked.clear()
         self.member.window.release(len(unfinished))
@@ -310,12 +346,21 @@ class PartitionedBus:
         self.backoff = Backoff(options.backoff_base, options.backoff_cap)
         self.metrics = metrics or bus_metrics()
         self.members: set[Member] = set()
+        # The in-process transport takes envelopes as they are: no JSON on the way.
+        self._publish_envelope = getattr(transport, "publish_envelope", None)
+        self._published: dict[str, Counter] = {}  # per topic: checked name, labelled child
 
     async def publish(self, topic: str, envelope: Envelope) -> None:
-        check_name("topic", topic)
+        published = self._published.get(topic)
+        if published is None:
+            check_name("topic", topic)
+            published = self._published[topic] = self.metrics.published.labels(topic)
         partition = partition_of(envelope.key, self.transport.options.partitions)
-        await self.transport.publish(topic, partition, envelope.to_bytes())
-        self.metrics.published.labels(topic).inc()
+        if self._publish_envelope is not None:
+            await self._publish_envelope(topic, partition, envelope)
+        else:
+            await self.transport.publish(topic, partition, envelope.to_bytes())
+        published.inc()
 
     async def subscribe(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +47,15 @@ class Envelope:
         return int(self.headers.get("attempt", "1"))
 
     def with_headers(self, **headers: str) -> Envelope:
-        return replace(self, headers={**self.headers, **headers})
+        # The constructor with every field given: several times cheaper than replace().
+        return Envelope(
+            self.type,
+            self.key,
+            self.payload,
+            self.id,
+            {**self.headers, **headers},
+            self.occurred_at,
+        )
 
     def caused(self, type: str, key: str, payload: Any) -> Envelope:
         """A new envelope caused by this one: same correlation id, causation id = this id."""

@@ -18,14 +18,21 @@ class Delivery:
     ref: Any = None  # the broker's handle for acking
     broker_id: str = ""
     previous_deliveries: int = 0
+    envelope: Any = None  # already decoded (the in-process bus hands envelopes over as is)
 
 
 class PartitionReader(Protocol):
+    # True: the engine collects the acks of handled messages and sends them with `ack_many`
+    # (in order, one call per batch); False: one `ack` per message.
+    batch_acks: bool
+
     async def fetch(self, count: int, wait: float) -> list[Delivery]:
         """Up to `count` messages, in partition order; [] after `wait` seconds."""
         ...
 
     async def ack(self, delivery: Delivery) -> None: ...
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None: ...
 
     async def renew(self) -> bool:
         """Extend the lease; False once it is lost (another member may hold it)."""

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from townhall.platform.messaging.envelope import Envelope
 from townhall.platform.messaging.transport import BusOptions, Delivery
 
 _brokers: dict[str, MemoryBroker] = {}
@@ -52,7 +53,12 @@ class MemoryReader:
             got.append(state.ready.popleft())
         return got
 
+    batch_acks = False
+
     async def ack(self, delivery: Delivery) -> None:
+        return None
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         return None
 
     async def renew(self) -> bool:
@@ -83,11 +89,20 @@ class MemoryTransport:
         return groups[group]
 
     async def publish(self, topic: str, partition: int, body: bytes) -> None:
+        self._put(topic, partition, body, None)
+
+    async def publish_envelope(self, topic: str, partition: int, envelope: Envelope) -> None:
+        """The bus's own path: the envelope is handed over as is, without JSON. It is frozen
+        and each delivery gets its own headers; the payload object is shared, so handlers
+        must treat payloads as read-only (they are copies on every other adapter)."""
+        self._put(topic, partition, b"", envelope)
+
+    def _put(self, topic: str, partition: int, body: bytes, envelope: Envelope | None) -> None:
         self.broker.sequence += 1
         broker_id = str(self.broker.sequence)
         for states in self.broker.groups.get(topic, {}).values():
             state = states[partition]
-            state.ready.append(Delivery(body, broker_id=broker_id))
+            state.ready.append(Delivery(body, broker_id=broker_id, envelope=envelope))
             state.arrived.set()
 
     async def ensure_group(self, topic: str, group: str) -> None:

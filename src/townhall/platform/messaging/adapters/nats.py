@@ -27,7 +27,7 @@ class NatsReader:
     async def fetch(self, count: int, wait: float) -> list[Delivery]:
         try:
             msgs = await self.sub.fetch(count, timeout=wait)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             return []
         return [
             Delivery(
@@ -36,8 +36,14 @@ class NatsReader:
             for msg in msgs
         ]
 
+    batch_acks = True
+
     async def ack(self, delivery: Delivery) -> None:
         await delivery.ref.ack()
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:  # each ack is one frame out, no round trip
+            await delivery.ref.ack()
 
     async def renew(self) -> bool:
         try:

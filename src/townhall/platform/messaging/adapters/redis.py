@@ -6,6 +6,7 @@ claims the partition's pending entries (XAUTOCLAIM), so a killed member loses no
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from redis.exceptions import ResponseError
 
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
 
+PIPELINE_MOST = 500  # publishes per pipeline
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -61,8 +63,14 @@ class RedisReader:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return Delivery(fields[b"b"], entry, entry, previous)
 
+    batch_acks = True
+
     async def ack(self, delivery: Delivery) -> None:
         await self.t.client.xack(self.stream, self.group, delivery.ref)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            await self.t.client.xack(self.stream, self.group, *(d.ref for d in deliveries))
 
     async def renew(self) -> bool:
         ttl = int(self.t.options.lease_ttl * 1000)
@@ -83,6 +91,8 @@ class RedisTransport:
         self.renew = self.client.register_script(RENEW)
         self.release = self.client.register_script(RELEASE)
         self.maxlen = int(options.extra["maxlen"]) if "maxlen" in options.extra else None
+        self._outgoing: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str, options: BusOptions) -> RedisTransport:
@@ -97,9 +107,37 @@ class RedisTransport:
         return self._key(topic, partition)
 
     async def publish(self, topic: str, partition: int, body: bytes) -> None:
-        await self.client.xadd(
-            self.stream(topic, partition), {"b": body}, maxlen=self.maxlen, approximate=True
-        )
+        """Returns once Redis replied to this XADD. Publishes made while an earlier batch is
+        on its way are sent together in one pipeline (one round trip), in call order."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.append((self.stream(topic, partition), body, done))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        await done
+
+    async def _send(self) -> None:
+        try:
+            while self._outgoing:
+                batch, self._outgoing = (
+                    self._outgoing[:PIPELINE_MOST],
+                    self._outgoing[PIPELINE_MOST:],
+                )
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for stream, body, _ in batch:
+                            pipe.xadd(stream, {"b": body}, maxlen=self.maxlen, approximate=True)
+                        replies = await pipe.execute(raise_on_error=False)
+                except Exception as exc:
+                    replies = [exc] * len(batch)
+                for (_, _, done), reply in zip(batch, replies, strict=True):
+                    if done.done():  # the publisher was cancelled
+                        continue
+                    if isinstance(reply, Exception):
+                        done.set_exception(reply)
+                    else:
+                        done.set_result(None)
+        finally:
+            self._sender = None
 
     async def ensure_group(self, topic: str, group: str) -> None:
         for partition in range(self.options.partitions):
@@ -173,6 +211,8 @@ class RedisTransport:
         await self.client.ping()
 
     async def close(self) -> None:
+        if self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)
         await self.client.aclose()
         await self.reader_client.aclose()
 
