@@ -195,6 +195,16 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     return RateLimiter(groups, ip_limit, settings.redis_url)
 
 
+async def migrate_database(settings: Settings) -> None:
+    """`townhall migrate`: every component's revisions, needing nothing but the database."""
+    database = Database(settings.database_url)
+    try:
+        await _reachable("TOWNHALL_DATABASE_URL", mask_url(settings.database_url), database.ping)
+        await migrate(database, [spec.migrations for spec in MODULES if spec.migrations])
+    finally:
+        await database.dispose()
+
+
 async def migrate_modules(platform: Platform, specs: Sequence[ModuleSpec]) -> None:
     locations = [spec.migrations for spec in specs if spec.migrations is not None]
     await migrate(platform.database, locations)

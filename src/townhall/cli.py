@@ -133,18 +133,10 @@ def _url_host(host: str) -> str:
 @app.command()
 def migrate() -> None:
     """Apply every pending schema migration."""
-    from townhall.bootstrap import build_platform, migrate_modules, select_modules
+    from townhall.bootstrap import migrate_database
 
     settings = _settings()
-
-    async def main() -> None:
-        platform = await build_platform(settings)
-        try:
-            await migrate_modules(platform, select_modules(None))
-        finally:
-            await platform.database.dispose()
-
-    _run(main())
+    _run(migrate_database(settings))
     typer.echo("migrations applied")
 
 
