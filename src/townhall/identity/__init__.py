@@ -11,7 +11,7 @@ from townhall.identity.adapters.sql import SqlRefreshTokenRepository, SqlUserRep
 from townhall.identity.domain import User
 from townhall.identity.events import TOPIC, UserRegistered
 from townhall.identity.http import routers
-from townhall.identity.service import IdentityService, Registration
+from townhall.identity.service import IdentityService
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 
 __all__ = ["TOPIC", "IdentityFacade", "UserContact", "UserRegistered", "module"]
@@ -47,10 +47,6 @@ class IdentityFacade:
 
     async def create_admin(self, username: str, password: str) -> UserContact:
         return self._contact(await self._service.create_admin(username, password))
-
-    async def register(self, username: str, password: str, email: str | None = None) -> str:
-        user = await self._service.register(Registration(username, password, email=email))
-        return user.id
 
     def _contact(self, user: User) -> UserContact:
         return UserContact(

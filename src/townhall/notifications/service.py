@@ -308,10 +308,10 @@ class DeliveryWorker:
             if found is None:
                 log.warning("delivery not found", notification_id=notification_id)
                 return
-            delivery, rendering, recipient_id, category = found
+            delivery, rendering, category = found.delivery, found.rendering, found.category
             if not delivery.should_send:
                 return  # SENT or SKIPPED already: a redelivered message sends nothing
-            claimed = await self._store.claimed_until(conn, notification_id, self.channel)
+            claimed = found.claimed_until
             if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
                 # Another worker is sending it right now; look again once its claim ends.
                 raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
@@ -347,7 +347,7 @@ class DeliveryWorker:
         async with self._db.transaction() as conn:
             found = await self._store.delivery_for_update(conn, notification_id, self.channel)
             assert found is not None
-            delivery = found[0]
+            delivery = found.delivery
             if delivery.status is not DeliveryStatus.SENDING:
                 return  # someone else finished it meanwhile
             assert self._sender is not None

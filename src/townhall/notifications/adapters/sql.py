@@ -69,6 +69,17 @@ class InboxItem:
     read_at: datetime | None
 
 
+@dataclass(frozen=True)
+class LockedDelivery:
+    """A delivery read under its row lock, with what it needs to be sent."""
+
+    delivery: Delivery
+    rendering: Rendering
+    recipient: str
+    category: str
+    claimed_until: datetime | None
+
+
 class IdempotencyClash(Exception):
     """Another notification holds this (requester, key)."""
 
@@ -176,18 +187,15 @@ class SqlNotificationStore:
         )
 
     async def recipient_of(self, conn: AsyncConnection, notification_id: str) -> str | None:
-        query = sa.select(notifications.c.recipient, notifications.c.category).where(
-            notifications.c.id == notification_id
-        )
-        row = (await conn.execute(query)).first()
-        return row.recipient if row else None
+        query = sa.select(notifications.c.recipient).where(notifications.c.id == notification_id)
+        return (await conn.execute(query)).scalar_one_or_none()
 
     # --- deliveries -------------------------------------------------------------------------
 
     async def delivery_for_update(
         self, conn: AsyncConnection, notification_id: str, channel: Channel
-    ) -> tuple[Delivery, Rendering, str, str] | None:
-        """The delivery (locked on PostgreSQL), what to send, the recipient and category."""
+    ) -> LockedDelivery | None:
+        """The delivery (locked on PostgreSQL), what to send, its recipient, category and claim."""
         query = (
             sa.select(deliveries, notifications.c.recipient, notifications.c.category)
             .join(notifications, notifications.c.id == deliveries.c.notification_id)
@@ -201,17 +209,13 @@ class SqlNotificationStore:
         row = (await conn.execute(query)).first()
         if row is None:
             return None
-        rendering = Rendering(row.subject, row.body, row.html)
-        return _delivery(row), rendering, row.recipient, row.category
-
-    async def claimed_until(
-        self, conn: AsyncConnection, notification_id: str, channel: Channel
-    ) -> datetime | None:
-        query = sa.select(deliveries.c.claimed_until).where(
-            deliveries.c.notification_id == notification_id,
-            deliveries.c.channel == channel.value,
+        return LockedDelivery(
+            _delivery(row),
+            Rendering(row.subject, row.body, row.html),
+            row.recipient,
+            row.category,
+            _aware(row.claimed_until),
         )
-        return _aware((await conn.execute(query)).scalar_one_or_none())
 
     async def save_delivery(
         self,
