@@ -63,6 +63,13 @@ async def app(stack, smtp, tmp_path):
         yield client, runtime, boss
 
 
+async def notify(client, admin, body) -> str:
+    """POST a notification as an administrator; its id."""
+    answer = await client.post("/api/v1/notifications", headers=admin, json=body)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
 def emails_to(smtp: ScriptedServer, address: str) -> list[bytes]:
     return [m for m in smtp.received if f"To: {address}".encode() in m]
 
@@ -193,13 +200,9 @@ async def test_a_permanent_refusal_fails_at_once_without_retrying(app, smtp):
     uid, _ = await user(client, email="gone@example.org")
     await welcomed(smtp, "gone@example.org")
     smtp.replies = ["550 5.1.1 no such mailbox"]
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"},
-        )
-    ).json()["id"]
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
+    )
     state = await eventually(lambda: _status_is(client, boss, nid, "FAILED"))
     attempts = state["channels"]["email"]["attempts"]
     assert [a["outcome"] for a in attempts] == ["permanent"]
@@ -211,13 +214,9 @@ async def test_transient_failures_retry_then_dead_letter_and_replay_sends(app, s
     uid, _ = await user(client, email="flaky@example.org")
     await welcomed(smtp, "flaky@example.org")
     smtp.replies = ["451 4.3.0 try later"] * 3  # every one of the 3 attempts
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"},
-        )
-    ).json()["id"]
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
+    )
     state = await eventually(lambda: _status_is(client, boss, nid, "FAILED"))
     assert [a["outcome"] for a in state["channels"]["email"]["attempts"]] == ["transient"] * 3
     bus = runtime.platform.bus
@@ -242,19 +241,17 @@ async def test_opt_out_skips_and_security_cannot_be_muted(app, smtp):
     )
     assert put.status_code == 200
     assert put.json()["opted_out"] == [{"category": "news", "channel": "email"}]
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={
-                "recipient": uid,
-                "channels": ["email", "sms"],
-                "category": "news",
-                "subject": "s",
-                "body": "b",
-            },
-        )
-    ).json()["id"]
+    nid = await notify(
+        client,
+        boss,
+        {
+            "recipient": uid,
+            "channels": ["email", "sms"],
+            "category": "news",
+            "subject": "s",
+            "body": "b",
+        },
+    )
     state = await eventually(lambda: _status_is(client, boss, nid, "SKIPPED"))
     assert state["channels"]["email"]["skip_reason"] == "opted_out"
     assert state["channels"]["sms"]["skip_reason"] == "no_contact_point"
@@ -276,13 +273,11 @@ async def test_quiet_hours_hold_email_but_not_in_app(app, smtp):
         json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
     )
     assert answer.status_code == 200
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={"recipient": uid, "channels": ["email", "in_app"], "subject": "s", "body": "b"},
-        )
-    ).json()["id"]
+    nid = await notify(
+        client,
+        boss,
+        {"recipient": uid, "channels": ["email", "in_app"], "subject": "s", "body": "b"},
+    )
 
     async def settled():
         state = await status_of(client, boss, nid)
@@ -306,13 +301,9 @@ async def test_push_goes_to_each_device_and_devices_can_be_removed(app):
         assert added.status_code == 201
     listed = (await client.get("/api/v1/me/devices", headers=auth)).json()["items"]
     assert [d["token"] for d in listed] == ["device-token-1", "device-token-2"]
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={"recipient": uid, "channels": ["push"], "subject": "t", "body": "b"},
-        )
-    ).json()["id"]
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["push"], "subject": "t", "body": "b"}
+    )
     await eventually(lambda: _status_is(client, boss, nid, "SENT"))
     removed = await client.request(
         "DELETE", "/api/v1/me/devices", headers=auth, json={"token": "device-token-1"}
@@ -329,13 +320,9 @@ async def test_inbox_pages_newest_first_and_tracks_unread(app):
     ids = []
     for n in range(5):
         ids.append(
-            (
-                await client.post(
-                    "/api/v1/notifications",
-                    headers=boss,
-                    json={"recipient": uid, "channels": ["in_app"], "body": f"note {n}"},
-                )
-            ).json()["id"]
+            await notify(
+                client, boss, {"recipient": uid, "channels": ["in_app"], "body": f"note {n}"}
+            )
         )
 
     async def five():
@@ -363,12 +350,6 @@ async def test_a_recipient_sees_their_notification_status_and_others_do_not(app)
     client, _, boss = app
     uid, auth = await user(client)
     _, stranger = await user(client)
-    nid = (
-        await client.post(
-            "/api/v1/notifications",
-            headers=boss,
-            json={"recipient": uid, "channels": ["in_app"], "body": "mine"},
-        )
-    ).json()["id"]
+    nid = await notify(client, boss, {"recipient": uid, "channels": ["in_app"], "body": "mine"})
     assert (await client.get(f"/api/v1/notifications/{nid}", headers=auth)).status_code == 200
     assert (await client.get(f"/api/v1/notifications/{nid}", headers=stranger)).status_code == 404
