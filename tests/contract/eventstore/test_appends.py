@@ -124,3 +124,22 @@ async def test_an_empty_append_checks_the_version_and_writes_nothing(store):
     with pytest.raises(VersionConflict):
         await store.append("order-1", [], expected_version=3)
     assert await store.head_position() == 0
+
+
+async def test_positions_stay_gapless_across_every_append_path_and_a_rollback(store):
+    await store.append("a", events("A1", "A2"), expected_version=NO_STREAM)  # the store's own
+    async with store.database.transaction() as conn:  # a caller's transaction
+        await store.append("b", events("B1"), expected_version=NO_STREAM, conn=conn)
+    with pytest.raises(RuntimeError):
+        async with store.database.transaction() as conn:  # rolled back: takes no position
+            await store.append("c", events("C1", "C2"), expected_version=NO_STREAM, conn=conn)
+            raise RuntimeError("the use case fails after appending")
+    await asyncio.gather(
+        store.append("a", events("A3"), expected_version=2),
+        store.append("d", events("D1", "D2"), expected_version=NO_STREAM),
+    )
+    recorded = await store.read_all()
+    assert [e.position for e in recorded] == [1, 2, 3, 4, 5, 6]
+    assert [e.type for e in recorded[:3]] == ["A1", "A2", "B1"]
+    assert sorted(e.type for e in recorded[3:]) == ["A3", "D1", "D2"]
+    assert await store.head_position() == 6

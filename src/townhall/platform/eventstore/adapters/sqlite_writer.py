@@ -15,9 +15,9 @@ meanwhile costs one thread hop and one commit. Each append in a batch runs under
 SAVEPOINT, so it stays all-or-nothing and a stale expected version writes nothing while the
 others commit. A caller's future resolves
 only after the commit that holds its events. Positions come from the same counter row as
-every other append path, under SQLite's write lock (BEGIN IMMEDIATE), so they are handed out
-in commit order; other connections (a caller's transaction, another process) queue on the
-write lock through busy_timeout as before.
+every other append path: the rowid SQLite assigns under its write lock (BEGIN IMMEDIATE), so
+they are handed out in commit order; other connections (a caller's transaction, another
+process) queue on the write lock through busy_timeout as before.
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ log = logging.getLogger(__name__)
 # metadata, recorded_at), all in their stored form.
 Row = tuple[str, str, int, str, str, str]
 
-_INSERT = (
-    "INSERT INTO eventstore_events (position, stream_id, version, event_id, type,"
-    " schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = (  # the position is the rowid: one more than the largest, under the write lock
+    "INSERT INTO eventstore_events (stream_id, version, event_id, type,"
+    " schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _VERSION = "SELECT coalesce(max(version), 0) FROM eventstore_events WHERE stream_id = ?"
-_TAKE = "UPDATE eventstore_position SET last = last + ? WHERE id = 1 RETURNING last"
 CHECKPOINT_EVERY = 500
 
 
@@ -235,14 +234,9 @@ class SqliteWriter:
         count = len(rows)
         if not count:
             return current
-        last: int = conn.execute(_TAKE, (count,)).fetchone()[0]
-        first = last - count + 1
         conn.executemany(
             _INSERT,
-            [
-                (first + offset, stream_id, current + 1 + offset, *row)
-                for offset, row in enumerate(rows)
-            ],
+            [(stream_id, current + 1 + offset, *row) for offset, row in enumerate(rows)],
         )
         return current + count
 
