@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from townhall.platform import errors
 from townhall.platform.clock import Clock
 from townhall.platform.ids import new_id
 
@@ -51,8 +52,13 @@ class SkipReason(StrEnum):
 # --- errors ---------------------------------------------------------------------------------
 
 
-class NotificationError(Exception):
-    """Base of the module's domain errors; the edge maps each to a problem response."""
+class NotificationError(errors.Invalid):
+    """Base of the module's refusals of input: a 422 naming `field` (the class's own)."""
+
+    field_name = "channels"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, field=self.field_name)
 
 
 class UnknownChannel(NotificationError):
@@ -62,6 +68,8 @@ class UnknownChannel(NotificationError):
 
 
 class UnknownTemplate(NotificationError):
+    field_name = "template"
+
     def __init__(self, template: str, channel: Channel) -> None:
         super().__init__(f"no template {template!r} for channel {channel.value!r}")
         self.template = template
@@ -70,6 +78,8 @@ class UnknownTemplate(NotificationError):
 
 class MissingTemplateVariable(NotificationError):
     """The data given to a template lacks a variable it uses (a 422, never a blank message)."""
+
+    field_name = "template"
 
     def __init__(self, template: str, channel: Channel, variable: str) -> None:
         super().__init__(
@@ -84,20 +94,26 @@ class MissingTemplateVariable(NotificationError):
 class TemplateError(NotificationError):
     """A template failed to render for a reason other than a missing variable."""
 
+    field_name = "template"
+
 
 class CannotMuteTransactional(NotificationError):
+    field_name = "preferences"
+
     def __init__(self, category: str) -> None:
         super().__init__(f"category {category!r} is transactional and cannot be muted")
         self.category = category
 
 
 class UnknownTimeZone(NotificationError):
+    field_name = "preferences"
+
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown time zone {name!r}")
         self.name = name
 
 
-class InvalidTransition(NotificationError):
+class InvalidTransition(Exception):
     """A delivery was asked to move to a status it cannot reach from where it is."""
 
     def __init__(self, channel: Channel, current: DeliveryStatus, wanted: DeliveryStatus) -> None:

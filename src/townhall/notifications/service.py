@@ -32,7 +32,6 @@ from townhall.notifications.domain import (
     DeliveryStatus,
     DeviceToken,
     Hold,
-    InvalidNotification,
     Notification,
     NotificationError,
     Permanent,
@@ -226,10 +225,6 @@ class NotificationService:
             raise UnknownRecipient(
                 f"{request.recipient!r} is not a user id", field="recipient"
             ) from None
-        except InvalidNotification as exc:
-            raise errors.Invalid(str(exc), field="channels") from None
-        except NotificationError as exc:
-            raise errors.Invalid(str(exc), field="channels") from None
         try:
             recipient = await self._directory.contact(request.recipient)
         except errors.Invalid:
@@ -240,10 +235,7 @@ class NotificationService:
             if content.template is None:
                 renderings[channel] = Rendering(content.subject, content.body or "")
                 continue
-            try:
-                rendered = self._renderer.render(content.template, channel, locale, content.data)
-            except NotificationError as exc:
-                raise errors.Invalid(str(exc), field="template") from None
+            rendered = self._renderer.render(content.template, channel, locale, content.data)
             renderings[channel] = Rendering(rendered.subject, rendered.body, rendered.html)
         notification = Notification.request(
             recipient=recipient_id,
