@@ -2,6 +2,12 @@
 
 A partition's lease is a key set with NX and a TTL; the member that takes a lease over first
 claims the partition's pending entries (XAUTOCLAIM), so a killed member loses nothing.
+
+That first sweep can miss entries: a blocking XREADGROUP of the previous owner that Redis
+serves after the sweep (the owner gave the lease up, or lost it, while its read was on the
+way) leaves entries pending under a consumer that will never ack them. So the owner also
+looks, once per lease TTL, for entries of other consumers idle for two lease TTLs, and
+claims them (XPENDING + XCLAIM; never its own, which may be in a handler right now).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from redis.exceptions import ResponseError
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
 
 PIPELINE_MOST = 500  # publishes per pipeline
+SWEEP_MOST = 1000  # pending entries looked at per sweep for stranded ones
 RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -41,6 +48,8 @@ class RedisReader:
         self.lease = lease
         self.member = member
         self.claim_cursor: str | None = "0-0"  # claim what earlier owners left, then read new
+        self.stranded_after = int(transport.options.lease_ttl * 2000)  # ms idle
+        self.next_sweep = time.monotonic() + transport.options.lease_ttl
 
     async def fetch(self, count: int, wait: float) -> list[Delivery]:
         client = self.t.client
@@ -53,10 +62,31 @@ class RedisReader:
             got = [self._delivery(i, f, 1) for i, f in entries if f]
             if got or self.claim_cursor is not None:
                 return got
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + self.t.options.lease_ttl
+            got = await self.claim_stranded(count)
+            if got:
+                return got
         reply = await self.t.reader_client.xreadgroup(
             self.group, self.member, {self.stream: ">"}, count=count, block=int(wait * 1000)
         )
         return [self._delivery(i, f, 0) for _, entries in reply or [] for i, f in entries]
+
+    async def claim_stranded(self, count: int) -> list[Delivery]:
+        """Entries other consumers of the group left pending for two lease TTLs."""
+        client = self.t.client
+        pending = await client.xpending_range(
+            self.stream, self.group, "-", "+", SWEEP_MOST, idle=self.stranded_after
+        )
+        mine = self.member.encode()
+        ids = [entry["message_id"] for entry in pending if entry["consumer"] != mine][:count]
+        if not ids:
+            return []
+        entries = await client.xclaim(
+            self.stream, self.group, self.member, self.stranded_after, ids
+        )
+        # An entry trimmed from the stream meanwhile comes back empty (or not at all).
+        return [self._delivery(e[0], e[1], 1) for e in entries if e and e[1]]
 
     @staticmethod
     def _delivery(entry_id: Any, fields: dict[bytes, bytes], previous: int) -> Delivery:
