@@ -121,6 +121,7 @@ def main() -> None:
 
     bare_env = {**base_env, "BENCH_DATABASE_URL": database_url, "BENCH_USERNAME": "bench"}
     rows = []
+    load_before = os.getloadavg()[0]
     try:
         with process(edge_cmd, edge_env, edge_port), process(bare_cmd, bare_env, bare_port):
             base = f"http://127.0.0.1:{edge_port}/api/v1"
@@ -152,7 +153,8 @@ def main() -> None:
 
     print(
         f"\nGET /api/v1/me on {args.database}, {seconds:g} s per row, closed loop, keep-alive, "
-        "one uvicorn process per target, 2-core machine\n"
+        "one uvicorn process per target, 2-core machine, load average before the run "
+        f"{load_before:.2f}\n"
     )
     header = (
         f"{'target':<28} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "

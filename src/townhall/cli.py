@@ -11,7 +11,7 @@ import getpass
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -52,9 +52,20 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (it comes with uvicorn[standard]), else asyncio's loop."""
     try:
-        return asyncio.run(coro)
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(coro: Coroutine[Any, Any, T], *, server: bool = False) -> T:
+    """Run a command's coroutine; long-running servers get the faster event loop."""
+    try:
+        with asyncio.Runner(loop_factory=_event_loop_factory() if server else None) as runner:
+            return runner.run(coro)
     except ConfigError as exc:
         fail(str(exc))
     except DomainError as exc:
@@ -114,7 +125,7 @@ def serve(
         if not server.started:
             raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{settings.port}")
 
-    _run(main())
+    _run(main(), server=True)
 
 
 async def _announce(settings: Settings) -> None:

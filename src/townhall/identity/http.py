@@ -102,7 +102,7 @@ def routers(service: IdentityService) -> list[APIRouter]:
     auth = APIRouter(
         prefix="/auth", tags=["identity"], dependencies=[rate_limit("auth"), require_json]
     )
-    me = APIRouter(tags=["identity"], dependencies=[rate_limit("default"), require_json])
+    me = APIRouter(tags=["identity"], dependencies=[rate_limit("default")])
 
     @auth.post("/register", status_code=201, response_model=UserOut)
     async def register(body: RegisterRequest) -> UserOut:
@@ -134,7 +134,7 @@ def routers(service: IdentityService) -> list[APIRouter]:
     async def read_me(principal: Annotated[Principal, Depends(current_user)]) -> UserOut:
         return _out(service, await service.get_user(principal.user_id))
 
-    @me.patch("/me", response_model=UserOut)
+    @me.patch("/me", response_model=UserOut, dependencies=[require_json])
     async def patch_me(
         body: ProfilePatch, principal: Annotated[Principal, Depends(current_user)]
     ) -> UserOut:

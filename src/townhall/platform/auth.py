@@ -16,6 +16,7 @@ import jwt
 from townhall.platform.clock import Clock
 
 ALGORITHM = "HS256"
+VERIFIED_CACHE_SIZE = 4096
 
 
 class InvalidToken(Exception):
@@ -38,6 +39,9 @@ class TokenCodec:
         self._secret = secret
         self._clock = clock
         self.access_ttl = access_ttl
+        # token -> (principal, expiry): a token seen before skips the signature check (the
+        # costliest step of a request at the edge); expiry is still checked on every use.
+        self._verified: dict[str, tuple[Principal, datetime]] = {}
 
     def issue(self, principal: Principal) -> str:
         now = self._clock.now()
@@ -52,6 +56,20 @@ class TokenCodec:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is None:
+            known = self._decode(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                # Forget the oldest entry (dicts keep insertion order).
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = known
+        principal, expires = known
+        # Expiry is checked against our Clock, not the wall clock, so tests can move time.
+        if expires <= self._clock.now():
+            raise InvalidToken("token expired")
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, datetime]:
         try:
             claims = jwt.decode(
                 token,
@@ -61,16 +79,14 @@ class TokenCodec:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
-        # Expiry is checked against our Clock, not the wall clock, so tests can move time.
         if claims.get("typ") != "access":
             raise InvalidToken("not an access token")
-        if datetime.fromtimestamp(claims["exp"], self._clock.now().tzinfo) <= self._clock.now():
-            raise InvalidToken("token expired")
-        return Principal(
+        principal = Principal(
             user_id=str(claims["sub"]),
             username=str(claims.get("name", "")),
             is_admin=bool(claims.get("adm", False)),
         )
+        return principal, datetime.fromtimestamp(claims["exp"], self._clock.now().tzinfo)
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -352,8 +352,12 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-def optional_principal(request: Request) -> Principal | None:
-    """The caller when a valid token is present, else None (never raises)."""
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller when a valid token is present, else None (never raises).
+
+    The auth dependencies are coroutines: FastAPI runs a plain `def` dependency in a thread
+    pool, which costs more than the token check itself.
+    """
     state = request.scope.setdefault("state", {})
     if "principal" in state:
         return state["principal"]  # type: ignore[no-any-return]
@@ -368,9 +372,9 @@ def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
-def current_user(request: Request) -> Principal:
+async def current_user(request: Request) -> Principal:
     """The authenticated caller; 401 problem without a valid bearer token."""
-    principal = optional_principal(request)
+    principal = await optional_principal(request)
     if principal is not None:
         return principal
     token = _bearer(request)
@@ -379,13 +383,13 @@ def current_user(request: Request) -> Principal:
     raise _unauthorized("The token is invalid or expired")
 
 
-def current_admin(principal: Principal = Depends(current_user)) -> Principal:
+async def current_admin(principal: Principal = Depends(current_user)) -> Principal:
     if not principal.is_admin:
         raise Problem(403, "forbidden", "Forbidden", "Administrators only")
     return principal
 
 
-def websocket_user(websocket: WebSocket) -> Principal:
+async def websocket_user(websocket: WebSocket) -> Principal:
     """For WebSocket routes: the token from `Authorization` or `?token=`."""
     token = _bearer(websocket)
     if token is None:
@@ -430,7 +434,7 @@ def rate_limit(group: str) -> Any:
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
         if limiter is None:
             return
-        principal = optional_principal(request)
+        principal = await optional_principal(request)
         client_ip = request.client.host if request.client else "unknown"
         await limiter.check(group, client_ip, principal.user_id if principal else None)
 

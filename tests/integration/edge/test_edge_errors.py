@@ -103,6 +103,15 @@ async def test_metrics_count_requests_by_route_template_and_status(client):
     assert "townhall_http_request_duration_seconds_bucket" in text
 
 
+async def test_a_made_up_method_is_counted_as_other(client):
+    for method in ("BREW", "WHEN", "BREW"):
+        await client.request(method, "/api/v1/me")
+    text = (await client.get("/metrics")).text
+    assert "BREW" not in text and "WHEN" not in text
+    other = 'townhall_http_requests_total{method="OTHER",route="/api/v1/me",status="405"} 3.0'
+    assert other in text
+
+
 async def test_readyz_reports_each_adapter(client):
     answer = await client.get("/readyz")
     assert answer.status_code == 200

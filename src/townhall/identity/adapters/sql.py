@@ -5,11 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.identity.adapters.tables import refresh_tokens, users
 from townhall.identity.domain import RefreshToken, User, UsernameTaken
+
+# Built once: constructing a statement costs more than running a cached one.
+USER_BY_ID = users.select().where(users.c.id == bindparam("user_id"))
+USER_BY_NAME = users.select().where(users.c.username == bindparam("username"))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -46,12 +51,11 @@ class SqlUserRepository:
             ) from None
 
     async def get(self, conn: AsyncConnection, user_id: str) -> User | None:
-        row = (await conn.execute(users.select().where(users.c.id == user_id))).first()
+        row = (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
         return _user(row) if row else None
 
     async def by_username(self, conn: AsyncConnection, username: str) -> User | None:
-        query = users.select().where(users.c.username == username)
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(USER_BY_NAME, {"username": username})).first()
         return _user(row) if row else None
 
     async def update(self, conn: AsyncConnection, user: User) -> None:
