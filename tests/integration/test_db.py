@@ -1,5 +1,9 @@
+import asyncio
+
+import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from townhall.platform.db import Database
 
@@ -15,5 +19,59 @@ async def test_a_rolled_back_transaction_writes_nothing(database_url):
                 raise RuntimeError("boom")
         async with db.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+    finally:
+        await db.dispose()
+
+
+async def test_on_postgresql_each_read_sees_what_committed_before_it(postgres_url):
+    db = Database(postgres_url)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(text("CREATE TABLE r (x INTEGER)"))
+        async with db.connect() as reader:
+            assert (await reader.execute(text("SELECT count(*) FROM r"))).scalar_one() == 0
+            async with db.transaction() as conn:
+                await conn.execute(text("INSERT INTO r VALUES (1)"))
+            # The same read connection sees what committed after it was opened.
+            assert (await reader.execute(text("SELECT count(*) FROM r"))).scalar_one() == 1
+    finally:
+        await db.dispose()
+
+
+async def test_after_postgresql_drops_every_connection_one_unit_of_work_fails_then_all_work(
+    postgres_url,
+):
+    """A restarted server: pooled connections are dead. The first statement on one fails
+    (no pre-ping round trip on every checkout); the pool is then renewed as a whole."""
+    db = Database(postgres_url, pool_size=4)
+    try:
+
+        async def hold(seconds: float) -> None:
+            async with db.connect() as conn:
+                await conn.execute(text(f"SELECT pg_sleep({seconds})"))
+
+        await asyncio.gather(*(hold(0.05) for _ in range(4)))  # four pooled connections
+        async with db.connect() as conn:
+            database = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+        admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        outcomes = []
+        for _ in range(6):
+            try:
+                async with db.transaction() as conn:
+                    await conn.execute(text("SELECT 1"))
+                outcomes.append("ok")
+            except DBAPIError as exc:
+                assert exc.connection_invalidated
+                outcomes.append("failed")
+        assert outcomes[1:] == ["ok"] * 5  # at most the first fails, on a dead connection
     finally:
         await db.dispose()

@@ -133,12 +133,15 @@ class Accepted:
     created: bool  # False when an idempotent retry returned the first answer
 
 
-def delivery_envelope(notification_id: str, channel: Channel) -> Envelope:
-    return Envelope(
-        type=DELIVERY_REQUESTED,
-        key=notification_id,
-        payload={"notification_id": notification_id, "channel": channel.value},
-    )
+def delivery_envelope(
+    notification_id: str, channel: Channel, recipient: str | None = None
+) -> Envelope:
+    """What a channel's worker is asked to deliver. The recipient rides along (when known) so
+    the worker can look the contact points up without reading the notification first."""
+    payload = {"notification_id": notification_id, "channel": channel.value}
+    if recipient is not None:
+        payload["recipient"] = recipient
+    return Envelope(type=DELIVERY_REQUESTED, key=notification_id, payload=payload)
 
 
 class NotificationService:
@@ -181,9 +184,10 @@ class NotificationService:
                     request_hash=fingerprint,
                 )
                 for channel in notification.deliveries:
-                    await enqueue(
-                        conn, topic_for(channel), delivery_envelope(str(notification.id), channel)
+                    envelope = delivery_envelope(
+                        str(notification.id), channel, str(notification.recipient)
                     )
+                    await enqueue(conn, topic_for(channel), envelope)
         except IdempotencyClash:
             # An identical request raced us and won: answer as it was answered.
             assert idempotency_key is not None
@@ -288,8 +292,10 @@ class DeliveryWorker:
         notification_id = str(envelope.payload["notification_id"])
         # Who to reach is looked up before the transaction: a handler never holds one
         # connection while it waits for another (prefetch x 2 would drain the pool).
-        async with self._db.connect() as conn:
-            recipient_id = await self._store.recipient_of(conn, notification_id)
+        recipient_id = envelope.payload.get("recipient")
+        if recipient_id is None:  # a message from before the recipient rode along
+            async with self._db.connect() as conn:
+                recipient_id = await self._store.recipient_of(conn, notification_id)
         if recipient_id is None:
             log.warning("notification not found", notification_id=notification_id)
             return
@@ -307,9 +313,14 @@ class DeliveryWorker:
             if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
                 # Another worker is sending it right now; look again once its claim ends.
                 raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
-            contacts = ContactPoints(
-                recipient.email, recipient.phone, await self._store.devices(conn, recipient_id)
+            if found.recipient != recipient_id:
+                raise ValueError(f"the message names another recipient than {notification_id}")
+            devices = (
+                await self._store.devices(conn, recipient_id)
+                if self.channel is Channel.PUSH
+                else ()
             )
+            contacts = ContactPoints(recipient.email, recipient.phone, devices)
             preferences = await self._store.preferences(conn, recipient_id)
             decision = decide(self.channel, category, preferences, contacts, now)
             if isinstance(decision, Skip):

@@ -31,9 +31,18 @@ class Database:
             # SQLite has one writer; a timeout makes a second writer wait instead of failing.
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # No pre-ping: it is a round trip on every checkout. A connection that died with
+            # the server fails its statement once; SQLAlchemy then recognises the disconnect
+            # and drops the whole pool, so a restart of PostgreSQL costs one failed unit of
+            # work (a request answers 500, a bus handler is retried), not a broken process.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_engine = self.engine
+        self._read_engine = self.engine
+        if self.is_postgresql:
+            # Reads run without BEGIN/ROLLBACK (two round trips saved). Under READ COMMITTED
+            # every statement takes its own snapshot anyway, so a read sees the same thing.
+            self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -57,8 +66,13 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autobegin; rolled back on exit)."""
-        async with self.engine.connect() as conn:
+        """A connection for reads. On PostgreSQL each statement sees what was committed when
+        it started (no transaction is opened); on SQLite the read keeps the snapshot of its
+        first statement.
+
+        Nothing written on it is guaranteed to be kept or undone; write in `transaction()`.
+        """
+        async with self._read_engine.connect() as conn:
             yield conn
 
     async def ping(self) -> None:

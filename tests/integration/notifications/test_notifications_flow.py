@@ -11,6 +11,9 @@ from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, status_of, user
 from support.services import create_database, database_name, drop_database, require
 from support.smtp_server import ScriptedServer
+from townhall.notifications.adapters.tables import deliveries
+from townhall.notifications.domain import Channel
+from townhall.notifications.service import delivery_envelope, topic_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -353,3 +356,26 @@ async def test_a_recipient_sees_their_notification_status_and_others_do_not(app)
     nid = await notify(client, boss, {"recipient": uid, "channels": ["in_app"], "body": "mine"})
     assert (await client.get(f"/api/v1/notifications/{nid}", headers=auth)).status_code == 200
     assert (await client.get(f"/api/v1/notifications/{nid}", headers=stranger)).status_code == 404
+
+
+async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, smtp):
+    """Messages published before the recipient rode along (or by the quiet-hours releaser)
+    name only the notification; the worker reads the recipient itself."""
+    client, runtime, boss = app
+    uid, _ = await user(client, email="old@example.org")
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "old"}
+    )
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    # As if the first message had been lost: the delivery is pending again.
+    async with runtime.platform.database.transaction() as conn:
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.notification_id == nid)
+            .values(status="PENDING", claimed_until=None)
+        )
+    envelope = delivery_envelope(nid, Channel.EMAIL)
+    assert "recipient" not in envelope.payload
+    await runtime.platform.bus.publish(topic_for(Channel.EMAIL), envelope)
+    await eventually(lambda: asyncio.sleep(0, len(emails_for(smtp, nid)) == 2 or None))
+    assert all(b"To: old@example.org" in mail for mail in emails_for(smtp, nid))
