@@ -347,15 +347,13 @@ class DeliveryWorker:
         outcome, dead_tokens = await self._send(delivery.notification_id, contacts, rendering)
         final = isinstance(outcome, Permanent) or envelope.attempt >= self._max_attempts
         done = self._clock.now()
+        assert self._sender is not None
+        # `delivery` is as this worker saved it (SENDING, no attempts loaded); the outcome
+        # is written only if it is still SENDING in the database.
+        delivery.record(done, self._sender.name, outcome, final=final)
         async with self._db.transaction() as conn:
-            found = await self._store.delivery_for_update(conn, notification_id, self.channel)
-            assert found is not None
-            delivery = found.delivery
-            if delivery.status is not DeliveryStatus.SENDING:
+            if not await self._store.finish_sending(conn, delivery, done, delivery.attempts[-1:]):
                 return  # someone else finished it meanwhile
-            assert self._sender is not None
-            delivery.record(done, self._sender.name, outcome, final=final)
-            await self._store.save_delivery(conn, delivery, done, new_attempts=delivery.attempts)
             for token in dead_tokens:
                 await self._store.remove_device(conn, token, None)
         if isinstance(outcome, Transient):

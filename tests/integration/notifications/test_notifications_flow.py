@@ -4,6 +4,8 @@ SMTP server; on SQLite + the in-process bus, and on PostgreSQL + RabbitMQ / Redi
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,8 +13,9 @@ from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, status_of, user
 from support.services import create_database, database_name, drop_database, require
 from support.smtp_server import ScriptedServer
+from townhall.notifications.adapters.sql import SqlNotificationStore
 from townhall.notifications.adapters.tables import deliveries
-from townhall.notifications.domain import Channel
+from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
 from townhall.notifications.service import delivery_envelope, topic_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -379,3 +382,34 @@ async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, 
     await runtime.platform.bus.publish(topic_for(Channel.EMAIL), envelope)
     await eventually(lambda: asyncio.sleep(0, len(emails_for(smtp, nid)) == 2 or None))
     assert all(b"To: old@example.org" in mail for mail in emails_for(smtp, nid))
+
+
+async def test_a_send_outcome_is_recorded_only_while_the_delivery_is_still_sending(app):
+    """Two workers sent one delivery (the first one's claim ran out): only the outcome that
+    finds it still SENDING is written; the other writes nothing, no second attempt."""
+    client, runtime, boss = app
+    uid, _ = await user(client)  # no email address: the in-process worker skips it
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
+    )
+    await eventually(lambda: _status_is(client, boss, nid, "SKIPPED"))
+    store, database = SqlNotificationStore(), runtime.platform.database
+    mine = Delivery(uuid.UUID(nid), Channel.EMAIL, status=DeliveryStatus.SENDING)
+    now = datetime.now(UTC)
+    mine.record(now, "smtp", Delivered("first"), final=False)
+    async with database.transaction() as conn:
+        assert not await store.finish_sending(conn, mine, now, mine.attempts)
+    state = (await status_of(client, boss, nid))["channels"]["email"]
+    assert (state["status"], state["attempts"]) == ("SKIPPED", [])
+
+    async with database.transaction() as conn:
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.notification_id == nid)
+            .values(status="SENDING", skip_reason=None)
+        )
+        assert await store.finish_sending(conn, mine, now, mine.attempts)
+        assert not await store.finish_sending(conn, mine, now, mine.attempts)  # now SENT
+    state = (await status_of(client, boss, nid))["channels"]["email"]
+    assert (state["status"], state["provider_id"]) == ("SENT", "first")
+    assert [a["outcome"] for a in state["attempts"]] == ["delivered"]

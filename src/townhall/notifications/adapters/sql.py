@@ -227,21 +227,33 @@ class SqlNotificationStore:
         new_attempts: Sequence[Attempt] = (),
     ) -> None:
         await conn.execute(
-            deliveries.update()
-            .where(
-                deliveries.c.notification_id == str(delivery.notification_id),
-                deliveries.c.channel == delivery.channel.value,
-            )
-            .values(
-                status=delivery.status.value,
-                skip_reason=delivery.skip_reason.value if delivery.skip_reason else None,
-                held_until=delivery.held_until,
-                provider_id=delivery.provider_id,
-                last_error=delivery.last_error,
-                claimed_until=claimed_until,
-                updated_at=now,
-            )
+            _delivery_update(delivery).values(_delivery_values(delivery, now, claimed_until))
         )
+        await self._add_attempts(conn, delivery, new_attempts)
+
+    async def finish_sending(
+        self,
+        conn: AsyncConnection,
+        delivery: Delivery,
+        now: datetime,
+        new_attempts: Sequence[Attempt],
+    ) -> bool:
+        """Record a send's outcome if the delivery is still SENDING (no lock taken first: the
+        UPDATE's own condition decides); False, writing nothing, if another worker finished it.
+        """
+        updated = await conn.execute(
+            _delivery_update(delivery)
+            .where(deliveries.c.status == DeliveryStatus.SENDING.value)
+            .values(_delivery_values(delivery, now, None))
+        )
+        if updated.rowcount != 1:
+            return False
+        await self._add_attempts(conn, delivery, new_attempts)
+        return True
+
+    async def _add_attempts(
+        self, conn: AsyncConnection, delivery: Delivery, new_attempts: Sequence[Attempt]
+    ) -> None:
         if new_attempts:
             await conn.execute(
                 attempts.insert(),
@@ -420,6 +432,27 @@ def _attempt(row: Any) -> Attempt:
     else:
         outcome = Permanent(reason=row.error or row.answer)
     return Attempt(at=_aware(row.at), provider=row.provider, outcome=outcome)  # type: ignore[arg-type]
+
+
+def _delivery_update(delivery: Delivery) -> sa.Update:
+    return deliveries.update().where(
+        deliveries.c.notification_id == str(delivery.notification_id),
+        deliveries.c.channel == delivery.channel.value,
+    )
+
+
+def _delivery_values(
+    delivery: Delivery, now: datetime, claimed_until: datetime | None
+) -> dict[str, Any]:
+    return {
+        "status": delivery.status.value,
+        "skip_reason": delivery.skip_reason.value if delivery.skip_reason else None,
+        "held_until": delivery.held_until,
+        "provider_id": delivery.provider_id,
+        "last_error": delivery.last_error,
+        "claimed_until": claimed_until,
+        "updated_at": now,
+    }
 
 
 def _attempt_row(delivery: Delivery, attempt: Attempt) -> dict[str, Any]:
