@@ -129,9 +129,10 @@ class Runtime:
         return create_edge(
             tokens=self.platform.tokens,
             rate_limiter=self.rate_limiter,
+            # Routes are matched in order: the modules' (the traffic) before operations'.
             routers=[
-                dlq_router(self.platform.bus, current_admin),
                 *(router for m in self.modules.values() for router in m.routers),
+                dlq_router(self.platform.bus, current_admin),
             ],
             pages=[page for m in self.modules.values() for page in m.pages],
             readiness=self.readiness,

@@ -19,7 +19,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, echo: bool = False) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()  # "sqlite" | "postgresql"
@@ -35,7 +35,11 @@ class Database:
             # the server fails its statement once; SQLAlchemy then recognises the disconnect
             # and drops the whole pool, so a restart of PostgreSQL costs one failed unit of
             # work (a request answers 500, a bus handler is retried), not a broken process.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # Every connection, once opened, is kept (at most `pool_size`, as many as before):
+            # with overflow connections, each one returned beyond the pool's size was closed
+            # and the next burst opened it again, a new PostgreSQL backend (fork, TLS
+            # negotiation, authentication) per request under steady concurrency.
+            kwargs.update(pool_size=pool_size, max_overflow=0)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_engine = self.engine
         self._read_engine = self.engine
