@@ -373,7 +373,7 @@ class SqlEventStore:
         expected: Expected,
     ) -> int:
         count = len(events)
-        counted = count and not self.database.is_sqlite  # SQLite: the rowid is the position
+        counted = count and self._dialect.counts_positions
         if counted:
             # From here to commit this transaction holds the position counter's row lock.
             last = (await conn.execute(_TAKE_POSITIONS, {"n": count})).scalar_one()
@@ -387,26 +387,20 @@ class SqlEventStore:
         now = self._clock.now()
         rows = []
         for offset, new in enumerate(events):
-            schema = new.schema_version or self._upcasters.current_version(new.type)
-            rows.append(
-                {
-                    "stream_id": stream_id,
-                    "version": current + 1 + offset,
-                    "event_id": str(new.id or new_id()),
-                    "type": new.type,
-                    "schema_version": schema,
-                    "data": dict(new.data),
-                    "metadata": dict(new.metadata),
-                    "recorded_at": now,
-                }
-            )
-        if counted:
-            first = last - count + 1
-            for offset, row in enumerate(rows):
-                row["position"] = first + offset
-            await conn.execute(_INSERT_EVENTS, rows)
-        else:
-            await conn.execute(_INSERT_EVENTS_BY_ROWID, rows)
+            row = {
+                "stream_id": stream_id,
+                "version": current + 1 + offset,
+                "event_id": str(new.id or new_id()),
+                "type": new.type,
+                "schema_version": new.schema_version or self._upcasters.current_version(new.type),
+                "data": dict(new.data),
+                "metadata": dict(new.metadata),
+                "recorded_at": now,
+            }
+            if counted:
+                row["position"] = last - count + 1 + offset
+            rows.append(row)
+        await conn.execute(self._dialect.insert_events, rows)
         conn.info[_APPENDED] = True
         return int(current) + count
 
@@ -632,6 +626,10 @@ class _Dialect:
 
     def __init__(self, database: Database) -> None:
         self._insert = postgresql.insert if database.is_postgresql else sqlite.insert
+        # Where an event's position comes from. PostgreSQL: the counter row, locked to commit.
+        # SQLite: the rowid the insert assigns under the database's one write lock.
+        self.counts_positions = database.is_postgresql
+        self.insert_events = _INSERT_EVENTS if self.counts_positions else _INSERT_EVENTS_BY_ROWID
 
     # PostgreSQL only: see SqlEventStore._append_in_one_statement. The UPDATE runs only when
     # the version check passes, so a failed check takes no lock and moves no counter.
