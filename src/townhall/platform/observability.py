@@ -81,14 +81,15 @@ class HttpMetrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
+        # A method the client made up is counted as OTHER, so clients cannot mint labels.
+        key = (method if method in KNOWN_METHODS else "OTHER", route, status)
         children = self._children.get(key)
         if children is None:
-            # A method the client made up is counted as OTHER, so clients cannot mint labels.
-            labels = (method if method in KNOWN_METHODS else "OTHER", route, str(status))
-            children = (self.requests.labels(*labels), self.latency.labels(*labels))
-            if method in KNOWN_METHODS:
-                self._children[key] = children
+            labels = (key[0], route, str(status))
+            children = self._children[key] = (
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+            )
         counter, histogram = children
         counter.inc()
         histogram.observe(seconds)
