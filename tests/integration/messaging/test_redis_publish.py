@@ -7,20 +7,15 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from support.services import REDIS_URL, RUN_ID, require
-from townhall.platform.messaging import Envelope, connect
+from townhall.platform.messaging import Envelope
 from townhall.platform.messaging.engine import partition_of
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def bus():
-    require("Redis", "127.0.0.1", 6379)
-    bus = await connect(f"{REDIS_URL}?prefix=t{RUN_ID}pipe&partitions=2")
-    yield bus
-    await bus.transport.delete_everything()
-    await bus.close()
+async def bus(redis_bus):
+    return await redis_bus("pipe", "partitions=2")
 
 
 def keyed(n: int, partition: int) -> Envelope:

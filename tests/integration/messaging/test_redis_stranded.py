@@ -7,19 +7,14 @@ import asyncio
 
 import pytest
 
-from support.services import REDIS_URL, RUN_ID, require
-from townhall.platform.messaging import Envelope, connect
+from townhall.platform.messaging import Envelope
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def bus():
-    require("Redis", "127.0.0.1", 6379)
-    bus = await connect(f"{REDIS_URL}?prefix=t{RUN_ID}strand&partitions=1&lease_ttl=0.5")
-    yield bus
-    await bus.transport.delete_everything()
-    await bus.close()
+async def bus(redis_bus):
+    return await redis_bus("strand", "partitions=1&lease_ttl=0.5")
 
 
 async def test_an_entry_stranded_under_a_former_owner_is_claimed_and_handled(bus):
