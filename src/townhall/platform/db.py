@@ -81,7 +81,7 @@ class Database:
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
