@@ -23,7 +23,7 @@ async def test_a_rolled_back_transaction_writes_nothing(database_url):
         await db.dispose()
 
 
-async def test_on_postgresql_each_read_sees_what_committed_before_it(postgres_url):
+async def test_on_postgresql_a_read_sees_each_commit_and_holds_no_transaction(postgres_url):
     db = Database(postgres_url)
     try:
         async with db.transaction() as conn:
@@ -34,6 +34,15 @@ async def test_on_postgresql_each_read_sees_what_committed_before_it(postgres_ur
                 await conn.execute(text("INSERT INTO r VALUES (1)"))
             # The same read connection sees what committed after it was opened.
             assert (await reader.execute(text("SELECT count(*) FROM r"))).scalar_one() == 1
+            # ... and, held open, it holds no transaction (nothing for VACUUM or DDL to wait on).
+            async with db.connect() as watcher:
+                open_transactions = await watcher.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'idle in transaction'"
+                    )
+                )
+                assert open_transactions.scalar_one() == 0
     finally:
         await db.dispose()
 
