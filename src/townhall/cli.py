@@ -62,7 +62,8 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(coro: Coroutine[Any, Any, T], *, server: bool = False) -> T:
-    """Run a command's coroutine; long-running servers get the faster event loop."""
+    """Run a command's coroutine; long-running processes (serve, workers, the relay) get the
+    faster event loop."""
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory() if server else None) as runner:
             return runner.run(coro)
@@ -217,7 +218,7 @@ def worker(
         finally:
             await runtime.stop()
 
-    _run(main())
+    _run(main(), server=True)
 
 
 @app.command()
@@ -226,7 +227,7 @@ def relay() -> None:
     from townhall.platform.db import Database
 
     settings = _settings()
-    _run(run_relay(Database(settings.database_url), lambda: _open_bus(settings)))
+    _run(run_relay(Database(settings.database_url), lambda: _open_bus(settings)), server=True)
 
 
 async def _open_bus(settings: Settings) -> MessageBus:
