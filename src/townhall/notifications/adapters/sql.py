@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.notifications.adapters.tables import (
@@ -98,28 +98,32 @@ class SqlNotificationStore:
         request_hash: str | None,
     ) -> None:
         """Insert the notification and its PENDING deliveries; `IdempotencyClash` when the
-        key is taken (the caller's transaction stays usable)."""
+        key is taken (nothing is written then, and the caller's transaction stays usable).
+
+        The key is claimed by `INSERT ... ON CONFLICT DO NOTHING`, not by catching the unique
+        violation inside a savepoint: one round trip instead of three on PostgreSQL."""
         content = notification.content
-        try:
-            async with conn.begin_nested():
-                await conn.execute(
-                    notifications.insert().values(
-                        id=str(notification.id),
-                        recipient=str(notification.recipient),
-                        category=notification.category,
-                        template=content.template,
-                        data=dict(content.data),
-                        subject=content.subject,
-                        body=content.body,
-                        locale=notification.locale,
-                        created_at=notification.created_at,
-                        requested_by=requested_by,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
-                    )
-                )
-        except IntegrityError:
-            raise IdempotencyClash(idempotency_key) from None
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        added = await conn.execute(
+            insert(notifications)
+            .values(
+                id=str(notification.id),
+                recipient=str(notification.recipient),
+                category=notification.category,
+                template=content.template,
+                data=dict(content.data),
+                subject=content.subject,
+                body=content.body,
+                locale=notification.locale,
+                created_at=notification.created_at,
+                requested_by=requested_by,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+            .on_conflict_do_nothing(index_elements=["requested_by", "idempotency_key"])
+        )
+        if added.rowcount != 1:
+            raise IdempotencyClash(idempotency_key)
         await conn.execute(
             deliveries.insert(),
             [
