@@ -1,10 +1,11 @@
 """The transactional outbox: a use case enqueues envelopes on its own transaction's connection,
 and a relay publishes them once committed, per key in commit order, then marks them sent.
 
-Wake-ups: NOTIFY on PostgreSQL (any process), a commit hook in this process on SQLite; a slow
-poll is only the fallback. Several relays may run: each takes shards of keys under an advisory
-lock (PostgreSQL) or the write lock (SQLite), so an envelope is published once in the normal
-case; a relay killed mid-batch rolls back, and the batch is published again (consumers dedupe).
+Wake-ups: NOTIFY on PostgreSQL (sent by a trigger on the table, so from any process), a
+commit hook in this process on SQLite; a slow poll is only the fallback. Several relays may
+run: each takes shards of keys under an advisory lock (PostgreSQL) or the write lock (SQLite),
+so an envelope is published once in the normal case; a relay killed mid-batch rolls back, and
+the batch is published again (consumers dedupe).
 """
 
 from __future__ import annotations
@@ -98,9 +99,7 @@ async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> No
             for e in envelopes
         ],
     )
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": CHANNEL})
-    else:
+    if conn.dialect.name != "postgresql":  # PostgreSQL: the table's trigger NOTIFYs (outbox_0002)
         conn.sync_connection.info["outbox_dirty"] = True  # type: ignore[union-attr]
 
 
