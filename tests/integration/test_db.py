@@ -23,6 +23,29 @@ async def test_a_rolled_back_transaction_writes_nothing(database_url):
         await db.dispose()
 
 
+async def test_an_autocommit_statement_is_kept_even_when_a_later_one_fails(database_url):
+    """`autocommit()` is for single-statement units: on PostgreSQL each statement commits as
+    it runs (no BEGIN/COMMIT round trips); on SQLite the block is one transaction."""
+    db = Database(database_url)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(text("CREATE TABLE a (x INTEGER PRIMARY KEY)"))
+        async with db.autocommit() as conn:
+            await conn.execute(text("INSERT INTO a VALUES (1)"))
+            async with db.connect() as other:  # committed already, on PostgreSQL
+                seen = (await other.execute(text("SELECT count(*) FROM a"))).scalar_one()
+            assert seen == (1 if db.is_postgresql else 0)
+        with pytest.raises(DBAPIError):
+            async with db.autocommit() as conn:
+                await conn.execute(text("INSERT INTO a VALUES (2)"))
+                await conn.execute(text("INSERT INTO a VALUES (1)"))  # duplicate key
+        async with db.connect() as conn:
+            kept = (await conn.execute(text("SELECT x FROM a ORDER BY x"))).scalars().all()
+        assert kept == ([1, 2] if db.is_postgresql else [1])
+    finally:
+        await db.dispose()
+
+
 async def test_on_postgresql_a_read_sees_each_commit_and_holds_no_transaction(postgres_url):
     db = Database(postgres_url)
     try:

@@ -14,10 +14,11 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 
 from townhall.notifications.adapters.sql import (
+    DeliveryRecord,
     IdempotencyClash,
     InboxItem,
     Rendering,
@@ -28,7 +29,7 @@ from townhall.notifications.domain import (
     ContactPoints,
     Content,
     Delivered,
-    DeliverNow,
+    Delivery,
     DeliveryStatus,
     DeviceToken,
     Hold,
@@ -57,6 +58,10 @@ from townhall.platform.outbox import enqueue
 log = get_logger("townhall.notifications")
 
 DELIVERY_REQUESTED = "notifications.DeliveryRequested"
+# A worker whose write finds the delivery changed since it read it reads it again, at most
+# this many times in a row, then leaves the message to the bus's retry.
+CLAIM_READS = 3
+CLAIM_RETRY_SECONDS = 1.0
 
 
 def topic_for(channel: Channel) -> str:
@@ -286,11 +291,11 @@ class DeliveryWorker:
         self._sender = sender
         self._clock = clock
         self._max_attempts = max_attempts
-        self._claim = timedelta(seconds=claim_seconds)
+        self._claim_time = timedelta(seconds=claim_seconds)
 
     async def handle(self, envelope: Envelope) -> None:
         notification_id = str(envelope.payload["notification_id"])
-        # Who to reach is looked up before the transaction: a handler never holds one
+        # Who to reach is looked up first, on its own connection: a handler never holds one
         # connection while it waits for another (prefetch x 2 would drain the pool).
         recipient_id = envelope.payload.get("recipient")
         if recipient_id is None:  # a message from before the recipient rode along
@@ -300,61 +305,24 @@ class DeliveryWorker:
             log.warning("notification not found", notification_id=notification_id)
             return
         recipient = await self._directory.contact(recipient_id)
-        now = self._clock.now()
-        async with self._db.transaction() as conn:
-            found = await self._store.delivery_for_update(conn, notification_id, self.channel)
-            if found is None:
-                log.warning("delivery not found", notification_id=notification_id)
-                return
-            delivery, rendering, category = found.delivery, found.rendering, found.category
-            if not delivery.should_send:
-                return  # SENT or SKIPPED already: a redelivered message sends nothing
-            claimed = found.claimed_until
-            if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
-                # Another worker is sending it right now; look again once its claim ends.
-                raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
-            if found.recipient != recipient_id:
-                raise ValueError(f"the message names another recipient than {notification_id}")
-            devices = (
-                await self._store.devices(conn, recipient_id)
-                if self.channel is Channel.PUSH
-                else ()
-            )
-            contacts = ContactPoints(recipient.email, recipient.phone, devices)
-            preferences = await self._store.preferences(conn, recipient_id)
-            decision = decide(self.channel, category, preferences, contacts, now)
-            if isinstance(decision, Skip):
-                delivery.skip(decision.reason)
-                await self._store.save_delivery(conn, delivery, now)
-                return
-            if isinstance(decision, Hold) and delivery.status is DeliveryStatus.PENDING:
-                delivery.hold(decision.until)  # the releaser puts it back on the bus then
-                await self._store.save_delivery(conn, delivery, now)
-                return
-            assert isinstance(decision, DeliverNow | Hold)
-            delivery.start_sending()
-            if self.channel is Channel.IN_APP:
-                # The inbox row is the delivery: written with SENT, exactly once.
-                await self._store.add_to_inbox(
-                    conn, notification_id, recipient_id, category, rendering, now
-                )
-                delivery.record(now, "inbox", Delivered(notification_id), final=True)
-                await self._store.save_delivery(
-                    conn, delivery, now, new_attempts=delivery.attempts[-1:]
-                )
-                return
-            await self._store.save_delivery(conn, delivery, now, claimed_until=now + self._claim)
+        claim = await self._claim(notification_id, recipient_id, recipient)
+        if claim is None:
+            return  # nothing to send: done already, skipped, held or put in the inbox
+        delivery, version, contacts, rendering = claim
         outcome, dead_tokens = await self._send(delivery.notification_id, contacts, rendering)
         final = isinstance(outcome, Permanent) or envelope.attempt >= self._max_attempts
         done = self._clock.now()
         assert self._sender is not None
-        # `delivery` is as this worker saved it (SENDING, no attempts loaded); the outcome
-        # is written only if it is still SENDING in the database.
+        # `delivery` is as this worker claimed it (SENDING, no attempts loaded); the outcome
+        # is written only if the delivery is still at the version of that claim.
         delivery.record(done, self._sender.name, outcome, final=final)
-        async with self._db.transaction() as conn:
-            if not await self._store.finish_sending(conn, delivery, done, delivery.attempts[-1:]):
-                return  # someone else finished it meanwhile
-            for token in dead_tokens:
+        async with self._db.autocommit() as conn:
+            if not await self._store.finish_sending(
+                conn, delivery, done, version, delivery.attempts[-1]
+            ):
+                return  # another worker took it over (this claim ran out) or finished it
+        for token in dead_tokens:
+            async with self._db.autocommit() as conn:
                 await self._store.remove_device(conn, token, None)
         if isinstance(outcome, Transient):
             if final:
@@ -362,6 +330,76 @@ class DeliveryWorker:
             if outcome.retry_after is not None:
                 raise Retry(outcome.retry_after, outcome.error)
             raise TransientFailure(outcome.error)
+
+    async def _claim(
+        self, notification_id: str, recipient_id: str, recipient: Recipient
+    ) -> tuple[Delivery, int, ContactPoints, Rendering] | None:
+        """Decide what to do with the delivery and write that decision: skip, hold, put in
+        the inbox, or claim it for sending (SENDING until now + the claim time). Returns the
+        claim (the delivery, its version, where to send, what) when there is something to
+        send.
+
+        No lock is held: the delivery is read, the decision made, and written only if the
+        delivery's version is still the one read. A writer that came in between (a second
+        copy of the message, the releaser of held deliveries) makes this read again."""
+        for _ in range(CLAIM_READS):
+            now = self._clock.now()
+            async with self._db.connect() as conn:
+                found = await self._store.delivery_to_send(conn, notification_id, self.channel)
+                if found is None:
+                    log.warning("delivery not found", notification_id=notification_id)
+                    return None
+                if not found.delivery.should_send:
+                    return None  # SENT or SKIPPED already: a redelivered message sends nothing
+                devices = (
+                    await self._store.devices(conn, recipient_id)
+                    if self.channel is Channel.PUSH
+                    else ()
+                )
+            delivery, claimed = found.delivery, found.claimed_until
+            if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
+                # Another worker is sending it right now; look again once its claim ends.
+                raise Retry((claimed - now).total_seconds(), "delivery claimed by a worker")
+            if found.recipient != recipient_id:
+                raise ValueError(f"the message names another recipient than {notification_id}")
+            contacts = ContactPoints(recipient.email, recipient.phone, devices)
+            decision = decide(self.channel, found.category, found.preferences, contacts, now)
+            if isinstance(decision, Skip):
+                delivery.skip(decision.reason)
+            elif isinstance(decision, Hold) and delivery.status is DeliveryStatus.PENDING:
+                delivery.hold(decision.until)  # the releaser puts it back on the bus then
+            else:
+                delivery.start_sending()
+            if self.channel is Channel.IN_APP and delivery.status is DeliveryStatus.SENDING:
+                if await self._put_in_inbox(found, recipient_id, now):
+                    return None
+                continue
+            sending = delivery.status is DeliveryStatus.SENDING
+            claim_until = now + self._claim_time if sending else None
+            async with self._db.autocommit() as conn:
+                version = await self._store.save_delivery(
+                    conn, delivery, now, read_version=found.version, claimed_until=claim_until
+                )
+            if version is None:
+                continue  # changed since it was read: read it again
+            return (delivery, version, contacts, found.rendering) if sending else None
+        raise Retry(CLAIM_RETRY_SECONDS, "the delivery kept changing while it was claimed")
+
+    async def _put_in_inbox(self, found: DeliveryRecord, recipient_id: str, now: datetime) -> bool:
+        """The inbox row is the in-app delivery: written with SENT, exactly once. False if the
+        delivery changed since it was read (nothing written)."""
+        delivery, notification_id = found.delivery, str(found.delivery.notification_id)
+        delivery.record(now, "inbox", Delivered(notification_id), final=True)
+        async with self._db.transaction() as conn:
+            version = await self._store.save_delivery(
+                conn, delivery, now, read_version=found.version, new_attempts=delivery.attempts[-1:]
+            )
+            if version is None:
+                return False
+            await self._store.add_to_inbox(
+                conn, notification_id, recipient_id, found.category, found.rendering, now
+            )
+        return True
 
     async def _send(
         self, notification_id: uuid.UUID, contacts: ContactPoints, rendering: Rendering

@@ -79,6 +79,22 @@ class Database:
         async with self._read_engine.connect() as conn:
             yield conn
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a unit of work that is a single statement (a conditional UPDATE,
+        say). On PostgreSQL each statement commits by itself, without the BEGIN and COMMIT
+        round trips of `transaction()`; on SQLite this is `transaction()`, committed on exit.
+
+        Two statements on it are two units of work on PostgreSQL: use `transaction()` for
+        anything that must commit or fail together.
+        """
+        if self.is_postgresql:
+            async with self._read_engine.connect() as conn:  # the AUTOCOMMIT engine
+                yield conn
+        else:
+            async with self.transaction() as conn:
+                yield conn
+
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
         async with self.connect() as conn:

@@ -13,10 +13,12 @@ from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, status_of, user
 from support.services import create_database, database_name, drop_database, require
 from support.smtp_server import ScriptedServer
+from townhall.notifications.adapters.smtp import SmtpEmailSender
 from townhall.notifications.adapters.sql import SqlNotificationStore
 from townhall.notifications.adapters.tables import deliveries
 from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
-from townhall.notifications.service import delivery_envelope, topic_for
+from townhall.notifications.service import DeliveryWorker, delivery_envelope, topic_for
+from townhall.platform.messaging import Retry
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -384,9 +386,10 @@ async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, 
     assert all(b"To: old@example.org" in mail for mail in emails_for(smtp, nid))
 
 
-async def test_a_send_outcome_is_recorded_only_while_the_delivery_is_still_sending(app):
-    """Two workers sent one delivery (the first one's claim ran out): only the outcome that
-    finds it still SENDING is written; the other writes nothing, no second attempt."""
+async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_holds(app):
+    """Two workers sent one delivery (the first one's claim ran out and a second claimed it):
+    only the outcome of the claim the delivery is still at is written; a stale one writes
+    nothing, not even its attempt."""
     client, runtime, boss = app
     uid, _ = await user(client)  # no email address: the in-process worker skips it
     nid = await notify(
@@ -394,22 +397,77 @@ async def test_a_send_outcome_is_recorded_only_while_the_delivery_is_still_sendi
     )
     await eventually(lambda: _status_is(client, boss, nid, "SKIPPED"))
     store, database = SqlNotificationStore(), runtime.platform.database
+    async with database.connect() as conn:
+        skipped = await store.delivery_to_send(conn, nid, Channel.EMAIL)
+    assert skipped is not None
     mine = Delivery(uuid.UUID(nid), Channel.EMAIL, status=DeliveryStatus.SENDING)
     now = datetime.now(UTC)
     mine.record(now, "smtp", Delivered("first"), final=False)
-    async with database.transaction() as conn:
-        assert not await store.finish_sending(conn, mine, now, mine.attempts)
+    async with database.autocommit() as conn:
+        assert not await store.finish_sending(conn, mine, now, skipped.version, mine.attempts[0])
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert (state["status"], state["attempts"]) == ("SKIPPED", [])
 
-    async with database.transaction() as conn:
+    async with database.transaction() as conn:  # another worker claims it: version + 1
         await conn.execute(
             deliveries.update()
             .where(deliveries.c.notification_id == nid)
-            .values(status="SENDING", skip_reason=None)
+            .values(status="SENDING", skip_reason=None, version=deliveries.c.version + 1)
         )
-        assert await store.finish_sending(conn, mine, now, mine.attempts)
-        assert not await store.finish_sending(conn, mine, now, mine.attempts)  # now SENT
+    stale, current = skipped.version, skipped.version + 1
+    async with database.autocommit() as conn:
+        assert not await store.finish_sending(conn, mine, now, stale, mine.attempts[0])
+    assert (await status_of(client, boss, nid))["channels"]["email"]["attempts"] == []
+    async with database.autocommit() as conn:
+        assert await store.finish_sending(conn, mine, now, current, mine.attempts[0])
+    async with database.autocommit() as conn:  # now SENT, at the next version
+        assert not await store.finish_sending(conn, mine, now, current, mine.attempts[0])
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert (state["status"], state["provider_id"]) == ("SENT", "first")
     assert [a["outcome"] for a in state["attempts"]] == ["delivered"]
+
+
+async def test_two_workers_handling_one_delivery_at_once_send_it_once(app, smtp):
+    """Two copies of one delivery message reach two workers at the same moment: both read the
+    delivery PENDING, only one claim is written (the other finds the version moved on, reads
+    again and sees the claim), so exactly one email goes out per round."""
+    client, runtime, boss = app
+    uid, _ = await user(client, email="twice@example.org")
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
+    )
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    platform = runtime.platform
+    sender = SmtpEmailSender(smtp.url, "townhall@example.org")
+    workers = [
+        DeliveryWorker(
+            Channel.EMAIL,
+            platform.database,
+            SqlNotificationStore(),
+            platform.facades["identity"],
+            sender,
+            platform.clock,
+            max_attempts=3,
+        )
+        for _ in range(2)
+    ]
+    envelope = delivery_envelope(nid, Channel.EMAIL, uid)
+    try:
+        for round_ in range(1, 6):
+            async with platform.database.transaction() as conn:  # as after a transient failure
+                await conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.notification_id == nid)
+                    .values(status="PENDING", version=deliveries.c.version + 1)
+                )
+            results = await asyncio.gather(
+                *(worker.handle(envelope) for worker in workers), return_exceptions=True
+            )
+            assert len(emails_for(smtp, nid)) == 1 + round_
+            losers = [r for r in results if r is not None]
+            assert all(isinstance(r, Retry) for r in losers), results
+    finally:
+        await sender.aclose()
+    state = (await status_of(client, boss, nid))["channels"]["email"]
+    assert state["status"] == "SENT"
+    assert len(state["attempts"]) == 6  # the first send and one per round, no more

@@ -70,14 +70,18 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
-class LockedDelivery:
-    """A delivery read under its row lock, with what it needs to be sent."""
+class DeliveryRecord:
+    """A delivery as read, with what it needs to be sent: its rendering, the notification's
+    recipient and category, the recipient's preferences, the current claim, and the version
+    that a write of this reading must still find."""
 
     delivery: Delivery
     rendering: Rendering
     recipient: str
     category: str
+    preferences: Preferences
     claimed_until: datetime | None
+    version: int
 
 
 class IdempotencyClash(Exception):
@@ -196,29 +200,41 @@ class SqlNotificationStore:
 
     # --- deliveries -------------------------------------------------------------------------
 
-    async def delivery_for_update(
+    async def delivery_to_send(
         self, conn: AsyncConnection, notification_id: str, channel: Channel
-    ) -> LockedDelivery | None:
-        """The delivery (locked on PostgreSQL), what to send, its recipient, category and claim."""
+    ) -> DeliveryRecord | None:
+        """The delivery, its notification's recipient and category and the recipient's
+        preferences, in one query and without a lock (writes check the version instead)."""
         query = (
-            sa.select(deliveries, notifications.c.recipient, notifications.c.category)
+            sa.select(
+                deliveries,
+                notifications.c.recipient,
+                notifications.c.category,
+                preferences.c.opted_out.label("pref_opted_out"),
+                preferences.c.quiet_start.label("pref_quiet_start"),
+                preferences.c.quiet_end.label("pref_quiet_end"),
+                preferences.c.time_zone.label("pref_time_zone"),
+            )
             .join(notifications, notifications.c.id == deliveries.c.notification_id)
+            .outerjoin(preferences, preferences.c.user_id == notifications.c.recipient)
             .where(
                 deliveries.c.notification_id == notification_id,
                 deliveries.c.channel == channel.value,
             )
         )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=deliveries)
         row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return LockedDelivery(
+        return DeliveryRecord(
             _delivery(row),
             Rendering(row.subject, row.body, row.html),
             row.recipient,
             row.category,
+            _preferences(
+                row.pref_opted_out, row.pref_quiet_start, row.pref_quiet_end, row.pref_time_zone
+            ),
             _aware(row.claimed_until),
+            row.version,
         )
 
     async def save_delivery(
@@ -227,33 +243,59 @@ class SqlNotificationStore:
         delivery: Delivery,
         now: datetime,
         *,
+        read_version: int,
         claimed_until: datetime | None = None,
         new_attempts: Sequence[Attempt] = (),
-    ) -> None:
-        await conn.execute(
-            _delivery_update(delivery).values(_delivery_values(delivery, now, claimed_until))
+    ) -> int | None:
+        """Write the delivery if its version is still `read_version`: the new version, or
+        None, writing nothing, if another writer came first. One statement unless there are
+        attempts to add (then run it in a transaction)."""
+        updated = await conn.execute(
+            _delivery_update(delivery)
+            .where(deliveries.c.version == read_version)
+            .values(_delivery_values(delivery, now, claimed_until))
         )
+        if updated.rowcount != 1:
+            return None
         await self._add_attempts(conn, delivery, new_attempts)
+        return read_version + 1
 
     async def finish_sending(
         self,
         conn: AsyncConnection,
         delivery: Delivery,
         now: datetime,
-        new_attempts: Sequence[Attempt],
+        claimed_version: int,
+        attempt: Attempt,
     ) -> bool:
-        """Record a send's outcome if the delivery is still SENDING (no lock taken first: the
-        UPDATE's own condition decides); False, writing nothing, if another worker finished it.
-        """
-        updated = await conn.execute(
+        """Record a send's outcome and its attempt if the delivery is still the version this
+        worker claimed (so still SENDING, by this worker); False, writing nothing, if another
+        worker took it over or finished it.
+
+        On PostgreSQL this is one statement, the attempt inserted from the UPDATE's RETURNING,
+        so it is atomic without a transaction; on SQLite run it in a transaction."""
+        update = (
             _delivery_update(delivery)
-            .where(deliveries.c.status == DeliveryStatus.SENDING.value)
+            .where(
+                deliveries.c.version == claimed_version,
+                deliveries.c.status == DeliveryStatus.SENDING.value,
+            )
             .values(_delivery_values(delivery, now, None))
         )
-        if updated.rowcount != 1:
-            return False
-        await self._add_attempts(conn, delivery, new_attempts)
-        return True
+        if conn.dialect.name != "postgresql":
+            if (await conn.execute(update)).rowcount != 1:
+                return False
+            await self._add_attempts(conn, delivery, [attempt])
+            return True
+        done = update.returning(deliveries.c.notification_id).cte("done")
+        row = _attempt_row(delivery, attempt)
+        insert = attempts.insert().from_select(
+            list(row),
+            sa.select(
+                *(sa.literal(value, attempts.c[name].type) for name, value in row.items())
+            ).select_from(done),
+        )
+        return (await conn.execute(insert.add_cte(done))).rowcount == 1
 
     async def _add_attempts(
         self, conn: AsyncConnection, delivery: Delivery, new_attempts: Sequence[Attempt]
@@ -290,7 +332,7 @@ class SqlNotificationStore:
                 deliveries.c.notification_id == notification_id,
                 deliveries.c.channel == channel.value,
             )
-            .values(held_until=None)
+            .values(held_until=None, version=deliveries.c.version + 1)
         )
 
     # --- preferences and devices ------------------------------------------------------------
@@ -301,15 +343,7 @@ class SqlNotificationStore:
         ).first()
         if row is None:
             return Preferences()
-        quiet = None
-        if row.quiet_start and row.quiet_end:
-            quiet = QuietHours(
-                time.fromisoformat(row.quiet_start),
-                time.fromisoformat(row.quiet_end),
-                row.time_zone or "UTC",
-            )
-        opted = frozenset((category, Channel(channel)) for category, channel in row.opted_out)
-        return Preferences(opted_out=opted, quiet_hours=quiet)
+        return _preferences(row.opted_out, row.quiet_start, row.quiet_end, row.time_zone)
 
     async def save_preferences(
         self, conn: AsyncConnection, user_id: str, prefs: Preferences
@@ -415,6 +449,19 @@ class SqlNotificationStore:
         return (await conn.execute(query)).first() is not None
 
 
+def _preferences(
+    opted_out: Any, quiet_start: str | None, quiet_end: str | None, time_zone: str | None
+) -> Preferences:
+    """Preferences from their row's columns (all None: the user never set any)."""
+    quiet = None
+    if quiet_start and quiet_end:
+        quiet = QuietHours(
+            time.fromisoformat(quiet_start), time.fromisoformat(quiet_end), time_zone or "UTC"
+        )
+    opted = frozenset((category, Channel(channel)) for category, channel in opted_out or ())
+    return Preferences(opted_out=opted, quiet_hours=quiet)
+
+
 def _delivery(row: Any) -> Delivery:
     return Delivery(
         notification_id=uuid.UUID(row.notification_id),
@@ -456,6 +503,7 @@ def _delivery_values(
         "last_error": delivery.last_error,
         "claimed_until": claimed_until,
         "updated_at": now,
+        "version": deliveries.c.version + 1,
     }
 
 

@@ -41,6 +41,8 @@ deliveries = sa.Table(
     # A worker that claims the delivery holds it until then; a redelivered message waits.
     sa.Column("claimed_until", Time),
     sa.Column("updated_at", Time, nullable=False),
+    # Bumped by every write: a worker writes only if the version is still the one it read.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 attempts = sa.Table(
