@@ -88,6 +88,72 @@ class IdempotencyClash(Exception):
     """Another notification holds this (requester, key)."""
 
 
+# The workers' statements, built once: constructing a statement (and its cache key) costs
+# more than running a cached one. Bound names carry a prefix so none is taken for a column.
+_THIS_DELIVERY = sa.and_(
+    deliveries.c.notification_id == sa.bindparam("w_notification_id"),
+    deliveries.c.channel == sa.bindparam("w_channel"),
+)
+_DELIVERY_TO_SEND = (
+    sa.select(
+        deliveries,
+        notifications.c.recipient,
+        notifications.c.category,
+        preferences.c.opted_out.label("pref_opted_out"),
+        preferences.c.quiet_start.label("pref_quiet_start"),
+        preferences.c.quiet_end.label("pref_quiet_end"),
+        preferences.c.time_zone.label("pref_time_zone"),
+    )
+    .join(notifications, notifications.c.id == deliveries.c.notification_id)
+    .outerjoin(preferences, preferences.c.user_id == notifications.c.recipient)
+    .where(_THIS_DELIVERY)
+)
+_STATE = (
+    "status",
+    "skip_reason",
+    "held_until",
+    "provider_id",
+    "last_error",
+    "claimed_until",
+    "updated_at",
+)
+
+
+def _write_delivery(*conditions: sa.ColumnElement[bool]) -> sa.Update:
+    """UPDATE of a delivery's state, bumping its version, if it is still at `v_version`."""
+    return (
+        deliveries.update()
+        .where(_THIS_DELIVERY, deliveries.c.version == sa.bindparam("v_version"), *conditions)
+        .values(
+            {
+                **{
+                    name: sa.bindparam(f"s_{name}", type_=deliveries.c[name].type)
+                    for name in _STATE
+                },
+                "version": deliveries.c.version + 1,
+            }
+        )
+    )
+
+
+_SAVE_DELIVERY = _write_delivery()
+_FINISH_SENDING = _write_delivery(deliveries.c.status == DeliveryStatus.SENDING.value)
+_FINISHED = _FINISH_SENDING.returning(deliveries.c.notification_id).cte("finished")
+_ATTEMPT_COLUMNS = ("notification_id", "channel", "at", "provider", "outcome", "answer", "error")
+# PostgreSQL: the outcome and its attempt in one statement; the attempt is inserted only if the
+# UPDATE matched (one row from the CTE), so no transaction is needed around the two.
+_FINISH_SENDING_WITH_ATTEMPT = (
+    attempts.insert()
+    .from_select(
+        list(_ATTEMPT_COLUMNS),
+        sa.select(
+            *(sa.bindparam(f"a_{name}", type_=attempts.c[name].type) for name in _ATTEMPT_COLUMNS)
+        ).select_from(_FINISHED),
+    )
+    .add_cte(_FINISHED)
+)
+
+
 class SqlNotificationStore:
     # --- requests ---------------------------------------------------------------------------
 
@@ -205,24 +271,8 @@ class SqlNotificationStore:
     ) -> DeliveryRecord | None:
         """The delivery, its notification's recipient and category and the recipient's
         preferences, in one query and without a lock (writes check the version instead)."""
-        query = (
-            sa.select(
-                deliveries,
-                notifications.c.recipient,
-                notifications.c.category,
-                preferences.c.opted_out.label("pref_opted_out"),
-                preferences.c.quiet_start.label("pref_quiet_start"),
-                preferences.c.quiet_end.label("pref_quiet_end"),
-                preferences.c.time_zone.label("pref_time_zone"),
-            )
-            .join(notifications, notifications.c.id == deliveries.c.notification_id)
-            .outerjoin(preferences, preferences.c.user_id == notifications.c.recipient)
-            .where(
-                deliveries.c.notification_id == notification_id,
-                deliveries.c.channel == channel.value,
-            )
-        )
-        row = (await conn.execute(query)).first()
+        params = {"w_notification_id": notification_id, "w_channel": channel.value}
+        row = (await conn.execute(_DELIVERY_TO_SEND, params)).first()
         if row is None:
             return None
         return DeliveryRecord(
@@ -250,12 +300,8 @@ class SqlNotificationStore:
         """Write the delivery if its version is still `read_version`: the new version, or
         None, writing nothing, if another writer came first. One statement unless there are
         attempts to add (then run it in a transaction)."""
-        updated = await conn.execute(
-            _delivery_update(delivery)
-            .where(deliveries.c.version == read_version)
-            .values(_delivery_values(delivery, now, claimed_until))
-        )
-        if updated.rowcount != 1:
+        params = _delivery_params(delivery, now, claimed_until, read_version)
+        if (await conn.execute(_SAVE_DELIVERY, params)).rowcount != 1:
             return None
         await self._add_attempts(conn, delivery, new_attempts)
         return read_version + 1
@@ -274,28 +320,15 @@ class SqlNotificationStore:
 
         On PostgreSQL this is one statement, the attempt inserted from the UPDATE's RETURNING,
         so it is atomic without a transaction; on SQLite run it in a transaction."""
-        update = (
-            _delivery_update(delivery)
-            .where(
-                deliveries.c.version == claimed_version,
-                deliveries.c.status == DeliveryStatus.SENDING.value,
-            )
-            .values(_delivery_values(delivery, now, None))
-        )
+        params = _delivery_params(delivery, now, None, claimed_version)
         if conn.dialect.name != "postgresql":
-            if (await conn.execute(update)).rowcount != 1:
+            if (await conn.execute(_FINISH_SENDING, params)).rowcount != 1:
                 return False
             await self._add_attempts(conn, delivery, [attempt])
             return True
-        done = update.returning(deliveries.c.notification_id).cte("done")
-        row = _attempt_row(delivery, attempt)
-        insert = attempts.insert().from_select(
-            list(row),
-            sa.select(
-                *(sa.literal(value, attempts.c[name].type) for name, value in row.items())
-            ).select_from(done),
-        )
-        return (await conn.execute(insert.add_cte(done))).rowcount == 1
+        for name, value in _attempt_row(delivery, attempt).items():
+            params[f"a_{name}"] = value
+        return (await conn.execute(_FINISH_SENDING_WITH_ATTEMPT, params)).rowcount == 1
 
     async def _add_attempts(
         self, conn: AsyncConnection, delivery: Delivery, new_attempts: Sequence[Attempt]
@@ -485,25 +518,22 @@ def _attempt(row: Any) -> Attempt:
     return Attempt(at=_aware(row.at), provider=row.provider, outcome=outcome)  # type: ignore[arg-type]
 
 
-def _delivery_update(delivery: Delivery) -> sa.Update:
-    return deliveries.update().where(
-        deliveries.c.notification_id == str(delivery.notification_id),
-        deliveries.c.channel == delivery.channel.value,
-    )
-
-
-def _delivery_values(
-    delivery: Delivery, now: datetime, claimed_until: datetime | None
+def _delivery_params(
+    delivery: Delivery, now: datetime, claimed_until: datetime | None, version: int
 ) -> dict[str, Any]:
+    """Parameters of `_write_delivery`'s statements: which delivery, at which version, and
+    its new state."""
     return {
-        "status": delivery.status.value,
-        "skip_reason": delivery.skip_reason.value if delivery.skip_reason else None,
-        "held_until": delivery.held_until,
-        "provider_id": delivery.provider_id,
-        "last_error": delivery.last_error,
-        "claimed_until": claimed_until,
-        "updated_at": now,
-        "version": deliveries.c.version + 1,
+        "w_notification_id": str(delivery.notification_id),
+        "w_channel": delivery.channel.value,
+        "v_version": version,
+        "s_status": delivery.status.value,
+        "s_skip_reason": delivery.skip_reason.value if delivery.skip_reason else None,
+        "s_held_until": delivery.held_until,
+        "s_provider_id": delivery.provider_id,
+        "s_last_error": delivery.last_error,
+        "s_claimed_until": claimed_until,
+        "s_updated_at": now,
     }
 
 
