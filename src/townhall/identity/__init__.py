@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class IdentityFacade:
     async def contact(self, user_id: str) -> UserContact:
         """Raises `townhall.platform.errors.Invalid` (field `user_id`) for an unknown user."""
         return self._contact(await self._service.get_user(user_id))
+
+    async def contacts(self, user_ids: Collection[str]) -> dict[str, UserContact]:
+        """The contact of each of `user_ids` that names a user, by id, in one query; an
+        unknown id is simply absent."""
+        users = await self._service.get_users(sorted(set(user_ids)))
+        return {user.id: self._contact(user) for user in users}
 
     async def by_username(self, username: str) -> UserContact | None:
         user = await self._service.find_by_username(username)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -16,6 +17,9 @@ class UserRepository(Protocol):
         """Insert; raises `UsernameTaken` when the name is in use."""
 
     async def get(self, conn: AsyncConnection, user_id: str) -> User | None: ...
+
+    async def get_many(self, conn: AsyncConnection, user_ids: Sequence[str]) -> list[User]:
+        """The users of `user_ids` that exist, in no particular order."""
 
     async def by_username(self, conn: AsyncConnection, username: str) -> User | None: ...
 

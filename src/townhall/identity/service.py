@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -161,6 +162,11 @@ class IdentityService:
         if user is None:
             raise UserNotFound(f"no user {user_id}", field="user_id")
         return user
+
+    async def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        """The users of `user_ids` that exist (one query, however many)."""
+        async with self._db.connect() as conn:
+            return await self._users.get_many(conn, user_ids)
 
     async def find_by_username(self, username: str) -> User | None:
         async with self._db.connect() as conn:

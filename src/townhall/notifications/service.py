@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from townhall.notifications.adapters.sql import (
     SqlNotificationStore,
 )
 from townhall.notifications.domain import (
+    Attempt,
     Channel,
     ContactPoints,
     Content,
@@ -49,6 +50,7 @@ from townhall.notifications.domain import (
 from townhall.notifications.providers import Sender
 from townhall.notifications.templates import TemplateRenderer
 from townhall.platform import errors
+from townhall.platform.batching import Batcher
 from townhall.platform.clock import Clock
 from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, Retry
@@ -62,6 +64,7 @@ DELIVERY_REQUESTED = "notifications.DeliveryRequested"
 # this many times in a row, then leaves the message to the bus's retry.
 CLAIM_READS = 3
 CLAIM_RETRY_SECONDS = 1.0
+BATCH_SIZE = 100  # at most this many deliveries per statement of a worker
 
 
 def topic_for(channel: Channel) -> str:
@@ -81,6 +84,10 @@ class Directory(Protocol):
     """Who a recipient is and how to reach them (identity's facade)."""
 
     async def contact(self, user_id: str) -> Recipient: ...
+
+    async def contacts(self, user_ids: Collection[str]) -> Mapping[str, Recipient]:
+        """Many at once, by id; an unknown id is absent."""
+        ...
 
 
 class UnknownRecipient(errors.Invalid):
@@ -292,6 +299,12 @@ class DeliveryWorker:
         self._clock = clock
         self._max_attempts = max_attempts
         self._claim_time = timedelta(seconds=claim_seconds)
+        # The workers' reads and writes of deliveries go in batches: a handler's call waits
+        # at most for the batch under way, and every handler running meanwhile shares the
+        # next one (one statement for all, instead of one each).
+        self._reads = Batcher(self._read_batch, max_size=BATCH_SIZE)
+        self._claims = Batcher(self._claim_batch, max_size=BATCH_SIZE)
+        self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE)
 
     async def handle(self, envelope: Envelope) -> None:
         notification_id = str(envelope.payload["notification_id"])
@@ -304,8 +317,7 @@ class DeliveryWorker:
         if recipient_id is None:
             log.warning("notification not found", notification_id=notification_id)
             return
-        recipient = await self._directory.contact(recipient_id)
-        claim = await self._claim(notification_id, recipient_id, recipient)
+        claim = await self._claim(notification_id, recipient_id)
         if claim is None:
             return  # nothing to send: done already, skipped, held or put in the inbox
         delivery, version, contacts, rendering = claim
@@ -316,11 +328,8 @@ class DeliveryWorker:
         # `delivery` is as this worker claimed it (SENDING, no attempts loaded); the outcome
         # is written only if the delivery is still at the version of that claim.
         delivery.record(done, self._sender.name, outcome, final=final)
-        async with self._db.autocommit() as conn:
-            if not await self._store.finish_sending(
-                conn, delivery, done, version, delivery.attempts[-1]
-            ):
-                return  # another worker took it over (this claim ran out) or finished it
+        if not await self._finishes.submit((delivery, version, delivery.attempts[-1], done)):
+            return  # another worker took it over (this claim ran out) or finished it
         for token in dead_tokens:
             async with self._db.autocommit() as conn:
                 await self._store.remove_device(conn, token, None)
@@ -332,7 +341,7 @@ class DeliveryWorker:
             raise TransientFailure(outcome.error)
 
     async def _claim(
-        self, notification_id: str, recipient_id: str, recipient: Recipient
+        self, notification_id: str, recipient_id: str
     ) -> tuple[Delivery, int, ContactPoints, Rendering] | None:
         """Decide what to do with the delivery and write that decision: skip, hold, put in
         the inbox, or claim it for sending (SENDING until now + the claim time). Returns the
@@ -343,19 +352,15 @@ class DeliveryWorker:
         delivery's version is still the one read. A writer that came in between (a second
         copy of the message, the releaser of held deliveries) makes this read again."""
         for _ in range(CLAIM_READS):
+            found, recipient, devices = await self._reads.submit((notification_id, recipient_id))
             now = self._clock.now()
-            async with self._db.connect() as conn:
-                found = await self._store.delivery_to_send(conn, notification_id, self.channel)
-                if found is None:
-                    log.warning("delivery not found", notification_id=notification_id)
-                    return None
-                if not found.delivery.should_send:
-                    return None  # SENT or SKIPPED already: a redelivered message sends nothing
-                devices = (
-                    await self._store.devices(conn, recipient_id)
-                    if self.channel is Channel.PUSH
-                    else ()
-                )
+            if found is None:
+                log.warning("delivery not found", notification_id=notification_id)
+                return None
+            if not found.delivery.should_send:
+                return None  # SENT or SKIPPED already: a redelivered message sends nothing
+            if recipient is None:
+                raise UnknownRecipient(f"no user {recipient_id}", field="recipient")
             delivery, claimed = found.delivery, found.claimed_until
             if delivery.status is DeliveryStatus.SENDING and claimed and claimed > now:
                 # Another worker is sending it right now; look again once its claim ends.
@@ -374,16 +379,59 @@ class DeliveryWorker:
                 if await self._put_in_inbox(found, recipient_id, now):
                     return None
                 continue
-            sending = delivery.status is DeliveryStatus.SENDING
-            claim_until = now + self._claim_time if sending else None
-            async with self._db.autocommit() as conn:
-                version = await self._store.save_delivery(
-                    conn, delivery, now, read_version=found.version, claimed_until=claim_until
-                )
-            if version is None:
+            if delivery.status is DeliveryStatus.SENDING:
+                if await self._claims.submit((notification_id, found.version)):
+                    return delivery, found.version + 1, contacts, found.rendering
                 continue  # changed since it was read: read it again
-            return (delivery, version, contacts, found.rendering) if sending else None
+            async with self._db.autocommit() as conn:  # skipped or held: rare, one by one
+                version = await self._store.save_delivery(
+                    conn, delivery, now, read_version=found.version
+                )
+            if version is not None:
+                return None
+            # changed since it was read: read it again
         raise Retry(CLAIM_RETRY_SECONDS, "the delivery kept changing while it was claimed")
+
+    async def _read_batch(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[DeliveryRecord | None, Recipient | None, tuple[DeviceToken, ...]]]:
+        """Deliveries of many `(notification id, recipient id)`, their recipients' contacts
+        (and devices, for push): two queries for the lot."""
+        recipient_ids = {recipient_id for _, recipient_id in items}
+        contacts = await self._directory.contacts(recipient_ids)
+        devices: dict[str, tuple[DeviceToken, ...]] = {}
+        async with self._db.connect() as conn:
+            found = await self._store.deliveries_to_send(
+                conn, {notification_id for notification_id, _ in items}, self.channel
+            )
+            if self.channel is Channel.PUSH:
+                for recipient_id in recipient_ids:
+                    devices[recipient_id] = await self._store.devices(conn, recipient_id)
+        return [
+            (found.get(notification_id), contacts.get(recipient_id), devices.get(recipient_id, ()))
+            for notification_id, recipient_id in items
+        ]
+
+    async def _claim_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
+        """Claim many deliveries for sending, each at the version its worker read: whether
+        each claim was written. A delivery asked for twice in one batch is claimed by the
+        first ask only."""
+        now = self._clock.now()
+        async with self._db.autocommit() as conn:
+            claimed = await self._store.claim_many(
+                conn, self.channel, list(dict.fromkeys(items)), now, now + self._claim_time
+            )
+        won: list[bool] = []
+        for notification_id, _ in items:
+            won.append(notification_id in claimed)
+            claimed.discard(notification_id)
+        return won
+
+    async def _finish_batch(
+        self, items: Sequence[tuple[Delivery, int, Attempt, datetime]]
+    ) -> list[bool]:
+        async with self._db.autocommit() as conn:
+            return await self._store.finish_many(conn, self.channel, items)
 
     async def _put_in_inbox(self, found: DeliveryRecord, recipient_id: str, now: datetime) -> bool:
         """The inbox row is the in-app delivery: written with SENT, exactly once. False if the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from townhall.identity.domain import RefreshToken, User, UsernameTaken
 # Built once: constructing a statement costs more than running a cached one.
 USER_BY_ID = users.select().where(users.c.id == bindparam("user_id"))
 USER_BY_NAME = users.select().where(users.c.username == bindparam("username"))
+USERS_BY_IDS = users.select().where(users.c.id.in_(bindparam("user_ids", expanding=True)))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -53,6 +55,13 @@ class SqlUserRepository:
     async def get(self, conn: AsyncConnection, user_id: str) -> User | None:
         row = (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
         return _user(row) if row else None
+
+    async def get_many(self, conn: AsyncConnection, user_ids: Sequence[str]) -> list[User]:
+        """The users of `user_ids` that exist, in no particular order."""
+        if not user_ids:
+            return []
+        rows = await conn.execute(USERS_BY_IDS, {"user_ids": list(user_ids)})
+        return [_user(row) for row in rows]
 
     async def by_username(self, conn: AsyncConnection, username: str) -> User | None:
         row = (await conn.execute(USER_BY_NAME, {"username": username})).first()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
@@ -94,7 +94,7 @@ _THIS_DELIVERY = sa.and_(
     deliveries.c.notification_id == sa.bindparam("w_notification_id"),
     deliveries.c.channel == sa.bindparam("w_channel"),
 )
-_DELIVERY_TO_SEND = (
+_TO_SEND = (
     sa.select(
         deliveries,
         notifications.c.recipient,
@@ -106,7 +106,10 @@ _DELIVERY_TO_SEND = (
     )
     .join(notifications, notifications.c.id == deliveries.c.notification_id)
     .outerjoin(preferences, preferences.c.user_id == notifications.c.recipient)
-    .where(_THIS_DELIVERY)
+)
+_DELIVERIES_TO_SEND = _TO_SEND.where(
+    deliveries.c.channel == sa.bindparam("w_channel"),
+    deliveries.c.notification_id.in_(sa.bindparam("w_notification_ids", expanding=True)),
 )
 _STATE = (
     "status",
@@ -139,6 +142,55 @@ def _write_delivery(*conditions: sa.ColumnElement[bool]) -> sa.Update:
 _SAVE_DELIVERY = _write_delivery()
 _FINISH_SENDING = _write_delivery(deliveries.c.status == DeliveryStatus.SENDING.value)
 _FINISHED = _FINISH_SENDING.returning(deliveries.c.notification_id).cte("finished")
+# Claims of many deliveries at once: those still at the version read become SENDING.
+_CLAIM_MANY = (
+    deliveries.update()
+    .where(
+        deliveries.c.channel == sa.bindparam("w_channel"),
+        sa.tuple_(deliveries.c.notification_id, deliveries.c.version).in_(
+            sa.bindparam("w_claims", expanding=True)
+        ),
+    )
+    .values(
+        status=DeliveryStatus.SENDING.value,
+        held_until=None,
+        claimed_until=sa.bindparam("s_claimed_until", type_=deliveries.c.claimed_until.type),
+        updated_at=sa.bindparam("s_updated_at", type_=deliveries.c.updated_at.type),
+        version=deliveries.c.version + 1,
+    )
+    .returning(deliveries.c.notification_id)
+)
+# PostgreSQL: the outcomes of many sends, and their attempts, in one statement. A row of
+# `outcome` is written only where the delivery is still SENDING at the version its worker
+# claimed, and only those get their attempt (joined on the version the UPDATE left).
+_FINISH_MANY = sa.text(
+    """
+    WITH outcome AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS varchar[]), CAST(:versions AS integer[]), CAST(:statuses AS varchar[]),
+            CAST(:provider_ids AS varchar[]), CAST(:last_errors AS text[]),
+            CAST(:updated AS timestamptz[]), CAST(:at AS timestamptz[]),
+            CAST(:providers AS varchar[]), CAST(:outcomes AS varchar[]),
+            CAST(:answers AS text[]), CAST(:errors AS text[])
+        ) AS o(notification_id, version, status, provider_id, last_error, updated_at, at,
+               provider, outcome, answer, error)
+    ), finished AS (
+        UPDATE notifications_deliveries AS d
+        SET status = o.status, provider_id = o.provider_id, last_error = o.last_error,
+            claimed_until = NULL, updated_at = o.updated_at, version = d.version + 1
+        FROM outcome AS o
+        WHERE d.notification_id = o.notification_id AND d.channel = :channel
+          AND d.version = o.version AND d.status = 'SENDING'
+        RETURNING d.notification_id, d.version
+    )
+    INSERT INTO notifications_attempts
+        (notification_id, channel, at, provider, outcome, answer, error)
+    SELECT o.notification_id, :channel, o.at, o.provider, o.outcome, o.answer, o.error
+    FROM outcome AS o
+    JOIN finished AS f ON f.notification_id = o.notification_id AND f.version = o.version + 1
+    RETURNING notification_id
+    """
+)
 _ATTEMPT_COLUMNS = ("notification_id", "channel", "at", "provider", "outcome", "answer", "error")
 # PostgreSQL: the outcome and its attempt in one statement; the attempt is inserted only if the
 # UPDATE matched (one row from the CTE), so no transaction is needed around the two.
@@ -266,26 +318,73 @@ class SqlNotificationStore:
 
     # --- deliveries -------------------------------------------------------------------------
 
-    async def delivery_to_send(
-        self, conn: AsyncConnection, notification_id: str, channel: Channel
-    ) -> DeliveryRecord | None:
-        """The delivery, its notification's recipient and category and the recipient's
-        preferences, in one query and without a lock (writes check the version instead)."""
-        params = {"w_notification_id": notification_id, "w_channel": channel.value}
-        row = (await conn.execute(_DELIVERY_TO_SEND, params)).first()
-        if row is None:
-            return None
-        return DeliveryRecord(
-            _delivery(row),
-            Rendering(row.subject, row.body, row.html),
-            row.recipient,
-            row.category,
-            _preferences(
-                row.pref_opted_out, row.pref_quiet_start, row.pref_quiet_end, row.pref_time_zone
-            ),
-            _aware(row.claimed_until),
-            row.version,
-        )
+    async def deliveries_to_send(
+        self, conn: AsyncConnection, notification_ids: Collection[str], channel: Channel
+    ) -> dict[str, DeliveryRecord]:
+        """The deliveries of many notifications on one channel, each with its notification's
+        recipient and category and the recipient's preferences, in one query and without a
+        lock (writes check the version instead); by notification id (one that has no such
+        delivery is absent)."""
+        if not notification_ids:
+            return {}
+        params = {"w_channel": channel.value, "w_notification_ids": list(notification_ids)}
+        rows = await conn.execute(_DELIVERIES_TO_SEND, params)
+        return {row.notification_id: _record(row) for row in rows}
+
+    async def claim_many(
+        self,
+        conn: AsyncConnection,
+        channel: Channel,
+        claims: Sequence[tuple[str, int]],
+        now: datetime,
+        claimed_until: datetime,
+    ) -> set[str]:
+        """Mark SENDING (claimed until `claimed_until`) each delivery of `(notification id,
+        version read)` that is still at that version, in one statement: the ids claimed."""
+        if not claims:
+            return set()
+        params = {
+            "w_channel": channel.value,
+            "w_claims": list(claims),
+            "s_claimed_until": claimed_until,
+            "s_updated_at": now,
+        }
+        return set((await conn.execute(_CLAIM_MANY, params)).scalars())
+
+    async def finish_many(
+        self,
+        conn: AsyncConnection,
+        channel: Channel,
+        finished: Sequence[tuple[Delivery, int, Attempt, datetime]],
+    ) -> list[bool]:
+        """`finish_sending` for many deliveries of one channel, each `(delivery, version
+        claimed, attempt, now)`: whether each was written. One statement on PostgreSQL; on
+        SQLite one `finish_sending` each (run it in a transaction)."""
+        if conn.dialect.name != "postgresql":
+            return [
+                await self.finish_sending(conn, delivery, now, version, attempt)
+                for delivery, version, attempt, now in finished
+            ]
+        rows = [
+            (delivery, version, _attempt_row(delivery, attempt), now)
+            for delivery, version, attempt, now in finished
+        ]
+        params = {
+            "channel": channel.value,
+            "ids": [str(d.notification_id) for d, _, _, _ in rows],
+            "versions": [version for _, version, _, _ in rows],
+            "statuses": [d.status.value for d, _, _, _ in rows],
+            "provider_ids": [d.provider_id for d, _, _, _ in rows],
+            "last_errors": [d.last_error for d, _, _, _ in rows],
+            "updated": [now for _, _, _, now in rows],
+            "at": [a["at"] for _, _, a, _ in rows],
+            "providers": [a["provider"] for _, _, a, _ in rows],
+            "outcomes": [a["outcome"] for _, _, a, _ in rows],
+            "answers": [a["answer"] for _, _, a, _ in rows],
+            "errors": [a["error"] for _, _, a, _ in rows],
+        }
+        written = set((await conn.execute(_FINISH_MANY, params)).scalars())
+        return [str(d.notification_id) in written for d, _, _, _ in rows]
 
     async def save_delivery(
         self,
@@ -294,13 +393,12 @@ class SqlNotificationStore:
         now: datetime,
         *,
         read_version: int,
-        claimed_until: datetime | None = None,
         new_attempts: Sequence[Attempt] = (),
     ) -> int | None:
         """Write the delivery if its version is still `read_version`: the new version, or
         None, writing nothing, if another writer came first. One statement unless there are
         attempts to add (then run it in a transaction)."""
-        params = _delivery_params(delivery, now, claimed_until, read_version)
+        params = _delivery_params(delivery, now, None, read_version)
         if (await conn.execute(_SAVE_DELIVERY, params)).rowcount != 1:
             return None
         await self._add_attempts(conn, delivery, new_attempts)
@@ -493,6 +591,20 @@ def _preferences(
         )
     opted = frozenset((category, Channel(channel)) for category, channel in opted_out or ())
     return Preferences(opted_out=opted, quiet_hours=quiet)
+
+
+def _record(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        _delivery(row),
+        Rendering(row.subject, row.body, row.html),
+        row.recipient,
+        row.category,
+        _preferences(
+            row.pref_opted_out, row.pref_quiet_start, row.pref_quiet_end, row.pref_time_zone
+        ),
+        _aware(row.claimed_until),
+        row.version,
+    )
 
 
 def _delivery(row: Any) -> Delivery:
