@@ -387,9 +387,9 @@ async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, 
 
 
 async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_holds(app):
-    """Two workers sent one delivery (the first one's claim ran out and a second claimed it):
-    only the outcome of the claim the delivery is still at is written; a stale one writes
-    nothing, not even its attempt."""
+    """Two workers sent one delivery (the first one's claim ran out and a second claimed it),
+    and their outcomes arrive in one batch: only the outcome of the claim the delivery is
+    still at is written; the stale one writes nothing, not even its attempt."""
     client, runtime, boss = app
     uid, _ = await user(client)  # no email address: the in-process worker skips it
     nid = await notify(
@@ -402,8 +402,12 @@ async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_h
     mine = Delivery(uuid.UUID(nid), Channel.EMAIL, status=DeliveryStatus.SENDING)
     now = datetime.now(UTC)
     mine.record(now, "smtp", Delivered("first"), final=False)
+    attempt = mine.attempts[0]
     async with database.autocommit() as conn:
-        assert not await store.finish_sending(conn, mine, now, skipped.version, mine.attempts[0])
+        written = await store.finish_many(
+            conn, Channel.EMAIL, [(mine, skipped.version, attempt, now)]
+        )
+    assert written == [False]
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert (state["status"], state["attempts"]) == ("SKIPPED", [])
 
@@ -415,13 +419,15 @@ async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_h
         )
     stale, current = skipped.version, skipped.version + 1
     async with database.autocommit() as conn:
-        assert not await store.finish_sending(conn, mine, now, stale, mine.attempts[0])
-    assert (await status_of(client, boss, nid))["channels"]["email"]["attempts"] == []
-    async with database.autocommit() as conn:
-        assert await store.finish_sending(conn, mine, now, current, mine.attempts[0])
+        written = await store.finish_many(
+            conn, Channel.EMAIL, [(mine, stale, attempt, now), (mine, current, attempt, now)]
+        )
+    assert written == [False, True]
     async with database.autocommit() as conn:  # now SENT, at the next version
-        assert not await store.finish_sending(conn, mine, now, current, mine.attempts[0])
+        written = await store.finish_many(conn, Channel.EMAIL, [(mine, current, attempt, now)])
+    assert written == [False]
     state = (await status_of(client, boss, nid))["channels"]["email"]
+    assert [a["outcome"] for a in state["attempts"]] == ["delivered"]
     assert (state["status"], state["provider_id"]) == ("SENT", "first")
     assert [a["outcome"] for a in state["attempts"]] == ["delivered"]
 

@@ -141,7 +141,6 @@ def _write_delivery(*conditions: sa.ColumnElement[bool]) -> sa.Update:
 
 _SAVE_DELIVERY = _write_delivery()
 _FINISH_SENDING = _write_delivery(deliveries.c.status == DeliveryStatus.SENDING.value)
-_FINISHED = _FINISH_SENDING.returning(deliveries.c.notification_id).cte("finished")
 # Claims of many deliveries at once: those still at the version read become SENDING.
 _CLAIM_MANY = (
     deliveries.update()
@@ -162,7 +161,8 @@ _CLAIM_MANY = (
 )
 # PostgreSQL: the outcomes of many sends, and their attempts, in one statement. A row of
 # `outcome` is written only where the delivery is still SENDING at the version its worker
-# claimed, and only those get their attempt (joined on the version the UPDATE left).
+# claimed, and only those get their attempt (joined on the version the UPDATE left); the
+# answer is which (notification, claimed version) were written.
 _FINISH_MANY = sa.text(
     """
     WITH outcome AS (
@@ -182,27 +182,15 @@ _FINISH_MANY = sa.text(
         WHERE d.notification_id = o.notification_id AND d.channel = :channel
           AND d.version = o.version AND d.status = 'SENDING'
         RETURNING d.notification_id, d.version
+    ), recorded AS (
+        INSERT INTO notifications_attempts
+            (notification_id, channel, at, provider, outcome, answer, error)
+        SELECT o.notification_id, :channel, o.at, o.provider, o.outcome, o.answer, o.error
+        FROM outcome AS o
+        JOIN finished AS f ON f.notification_id = o.notification_id AND f.version = o.version + 1
     )
-    INSERT INTO notifications_attempts
-        (notification_id, channel, at, provider, outcome, answer, error)
-    SELECT o.notification_id, :channel, o.at, o.provider, o.outcome, o.answer, o.error
-    FROM outcome AS o
-    JOIN finished AS f ON f.notification_id = o.notification_id AND f.version = o.version + 1
-    RETURNING notification_id
+    SELECT notification_id, version - 1 AS claimed_version FROM finished
     """
-)
-_ATTEMPT_COLUMNS = ("notification_id", "channel", "at", "provider", "outcome", "answer", "error")
-# PostgreSQL: the outcome and its attempt in one statement; the attempt is inserted only if the
-# UPDATE matched (one row from the CTE), so no transaction is needed around the two.
-_FINISH_SENDING_WITH_ATTEMPT = (
-    attempts.insert()
-    .from_select(
-        list(_ATTEMPT_COLUMNS),
-        sa.select(
-            *(sa.bindparam(f"a_{name}", type_=attempts.c[name].type) for name in _ATTEMPT_COLUMNS)
-        ).select_from(_FINISHED),
-    )
-    .add_cte(_FINISHED)
 )
 
 
@@ -383,8 +371,8 @@ class SqlNotificationStore:
             "answers": [a["answer"] for _, _, a, _ in rows],
             "errors": [a["error"] for _, _, a, _ in rows],
         }
-        written = set((await conn.execute(_FINISH_MANY, params)).scalars())
-        return [str(d.notification_id) in written for d, _, _, _ in rows]
+        written = {tuple(row) for row in await conn.execute(_FINISH_MANY, params)}
+        return [(str(d.notification_id), version) in written for d, version, _, _ in rows]
 
     async def save_delivery(
         self,
@@ -414,19 +402,12 @@ class SqlNotificationStore:
     ) -> bool:
         """Record a send's outcome and its attempt if the delivery is still the version this
         worker claimed (so still SENDING, by this worker); False, writing nothing, if another
-        worker took it over or finished it.
-
-        On PostgreSQL this is one statement, the attempt inserted from the UPDATE's RETURNING,
-        so it is atomic without a transaction; on SQLite run it in a transaction."""
+        worker took it over or finished it. Two statements: run it in a transaction."""
         params = _delivery_params(delivery, now, None, claimed_version)
-        if conn.dialect.name != "postgresql":
-            if (await conn.execute(_FINISH_SENDING, params)).rowcount != 1:
-                return False
-            await self._add_attempts(conn, delivery, [attempt])
-            return True
-        for name, value in _attempt_row(delivery, attempt).items():
-            params[f"a_{name}"] = value
-        return (await conn.execute(_FINISH_SENDING_WITH_ATTEMPT, params)).rowcount == 1
+        if (await conn.execute(_FINISH_SENDING, params)).rowcount != 1:
+            return False
+        await self._add_attempts(conn, delivery, [attempt])
+        return True
 
     async def _add_attempts(
         self, conn: AsyncConnection, delivery: Delivery, new_attempts: Sequence[Attempt]
