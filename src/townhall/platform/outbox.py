@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,11 @@ outbox_inbox = sa.Table(
     sa.Column("group_name", sa.String(200), primary_key=True),
     sa.Column("envelope_id", sa.String(36), primary_key=True),
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+_TRY_LOCK_SHARDS = sa.text(
+    "SELECT shard FROM generate_series(0, :shards - 1) AS shard "
+    "WHERE pg_try_advisory_xact_lock(CAST(:base AS bigint) + shard) ORDER BY shard"
 )
 
 # SQLite wake-ups: one event per database URL, set when a transaction that enqueued commits.
@@ -150,8 +155,7 @@ class OutboxRelay:
             if self.database.is_postgresql:
                 query = query.with_for_update(skip_locked=True)
             rows = (await conn.execute(query)).all()
-            for row in rows:
-                await self.bus.publish(row.topic, Envelope.from_bytes(row.body.encode()))
+            await self._publish(rows)
             if rows:
                 await conn.execute(
                     outbox_messages.update()
@@ -160,17 +164,28 @@ class OutboxRelay:
                 )
             return len(rows)
 
+    async def _publish(self, rows: Sequence[Any]) -> None:
+        """Publish rows in position order per key; keys go at once, not one confirm after
+        another (a failure fails the batch, which is published again)."""
+        by_key: dict[str, list[tuple[str, Envelope]]] = {}
+        for row in rows:
+            envelope = Envelope.from_bytes(row.body.encode())
+            by_key.setdefault(envelope.key, []).append((row.topic, envelope))
+
+        async def in_order(envelopes: list[tuple[str, Envelope]]) -> None:
+            for topic, envelope in envelopes:
+                await self.bus.publish(topic, envelope)
+
+        async with asyncio.TaskGroup() as group:
+            for envelopes in by_key.values():
+                group.create_task(in_order(envelopes))
+
     async def _lock_shards(self, conn: AsyncConnection) -> list[int]:
         if not self.database.is_postgresql:
             return list(range(SHARDS))  # SQLite: the write lock makes this relay the only one
-        got = []
-        for shard in range(SHARDS):
-            locked = await conn.scalar(
-                sa.text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": LOCK_BASE + shard}
-            )
-            if locked:
-                got.append(shard)
-        return got
+        # Every shard no other relay holds, tried in one statement (not a round trip each).
+        locked = await conn.execute(_TRY_LOCK_SHARDS, {"shards": SHARDS, "base": LOCK_BASE})
+        return [row.shard for row in locked]
 
     async def prune(self) -> int:
         """Delete rows sent longer ago than `retention`."""
