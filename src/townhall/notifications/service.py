@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from townhall.notifications.adapters.sql import (
     DeliveryRecord,
-    IdempotencyClash,
     InboxItem,
+    NewNotification,
     Rendering,
     SqlNotificationStore,
 )
@@ -64,7 +64,7 @@ DELIVERY_REQUESTED = "notifications.DeliveryRequested"
 # this many times in a row, then leaves the message to the bus's retry.
 CLAIM_READS = 3
 CLAIM_RETRY_SECONDS = 1.0
-BATCH_SIZE = 100  # at most this many deliveries per statement of a worker
+BATCH_SIZE = 100  # at most this many notifications or deliveries per batched statement
 
 
 def topic_for(channel: Channel) -> str:
@@ -170,6 +170,9 @@ class NotificationService:
         self._renderer = renderer
         self._directory = directory
         self._clock = clock
+        # Concurrent requests share their recipients' lookup and their transaction.
+        self._recipients = Batcher(self._recipient_batch, max_size=BATCH_SIZE)
+        self._adds = Batcher(self._add_batch, max_size=BATCH_SIZE)
 
     async def request(
         self,
@@ -185,29 +188,55 @@ class NotificationService:
             if earlier is not None:
                 return earlier
         notification, renderings = await self._prepare(request)
-        try:
-            async with self._db.transaction() as conn:
-                await self._store.add(
-                    conn,
-                    notification,
-                    renderings,
-                    requested_by=requested_by,
-                    idempotency_key=idempotency_key,
-                    request_hash=fingerprint,
-                )
-                for channel in notification.deliveries:
-                    envelope = delivery_envelope(
-                        str(notification.id), channel, str(notification.recipient)
-                    )
-                    await enqueue(conn, topic_for(channel), envelope)
-        except IdempotencyClash:
+        added = await self._adds.submit(
+            NewNotification(notification, renderings, requested_by, idempotency_key, fingerprint)
+        )
+        if not added:
             # An identical request raced us and won: answer as it was answered.
             assert idempotency_key is not None
             earlier = await self._earlier(requested_by, idempotency_key, fingerprint)
             if earlier is None:
-                raise
+                raise RuntimeError(f"the Idempotency-Key {idempotency_key!r} is taken, by nothing")
             return earlier
         return Accepted(str(notification.id), notification.status, created=True)
+
+    async def _add_batch(self, items: Sequence[NewNotification]) -> list[bool | BaseException]:
+        """Record the notifications of many requests in one transaction (group commit):
+        whether each was added (False: its idempotency key was taken). If the transaction
+        fails, each is tried again in its own, so one bad request fails only itself."""
+        try:
+            return list(await self._add_together(items))
+        except Exception:
+            if len(items) == 1:
+                raise
+        outcomes: list[bool | BaseException] = []
+        for item in items:
+            try:
+                outcomes += await self._add_together([item])
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _add_together(self, items: Sequence[NewNotification]) -> list[bool]:
+        async with self._db.transaction() as conn:
+            added = await self._store.add_many(conn, items)
+            by_topic: dict[str, list[Envelope]] = {}
+            for item in items:
+                notification = item.notification
+                if str(notification.id) not in added:
+                    continue
+                for channel in notification.deliveries:
+                    envelope = delivery_envelope(
+                        str(notification.id), channel, str(notification.recipient)
+                    )
+                    by_topic.setdefault(topic_for(channel), []).append(envelope)
+            for topic, envelopes in by_topic.items():
+                await enqueue(conn, topic, *envelopes)
+        return [str(item.notification.id) in added for item in items]
+
+    async def _recipient_batch(self, user_ids: Sequence[str]) -> list[Recipient | None]:
+        found = await self._directory.contacts(set(user_ids))
+        return [found.get(user_id) for user_id in user_ids]
 
     async def _earlier(
         self, requested_by: str, key: str, fingerprint: str | None
@@ -241,10 +270,9 @@ class NotificationService:
             raise UnknownRecipient(
                 f"{request.recipient!r} is not a user id", field="recipient"
             ) from None
-        try:
-            recipient = await self._directory.contact(request.recipient)
-        except errors.Invalid:
-            raise UnknownRecipient(f"no user {request.recipient}", field="recipient") from None
+        recipient = await self._recipients.submit(request.recipient)
+        if recipient is None:
+            raise UnknownRecipient(f"no user {request.recipient}", field="recipient")
         locale = request.locale or recipient.locale
         renderings: dict[Channel, Rendering] = {}
         for channel in channels:

@@ -54,6 +54,14 @@ outbox_inbox = sa.Table(
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The advisory lock of every key, in one statement. Taken in the order of the lock ids, so two
+# transactions enqueueing overlapping keys cannot each hold a lock the other waits for (two
+# keys may share a hash, so ordering by key would not be enough).
+_LOCK_KEYS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
+    "(SELECT DISTINCT hashtext(key) AS lock_id FROM unnest(CAST(:keys AS text[])) AS key "
+    "ORDER BY lock_id) AS ordered"
+)
 _TRY_LOCK_SHARDS = sa.text(
     "SELECT shard FROM generate_series(0, :shards - 1) AS shard "
     "WHERE pg_try_advisory_xact_lock(CAST(:base AS bigint) + shard) ORDER BY shard"
@@ -88,8 +96,7 @@ async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> No
     if conn.dialect.name == "postgresql":
         # Two transactions enqueueing one key commit one after the other, so positions of a
         # key follow commit order and the relay never overtakes an uncommitted earlier row.
-        for key in sorted({e.key for e in envelopes}):
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        await conn.execute(_LOCK_KEYS, {"keys": sorted({e.key for e in envelopes})})
     await conn.execute(
         outbox_messages.insert(),
         [

@@ -17,7 +17,13 @@ from townhall.notifications.adapters.smtp import SmtpEmailSender
 from townhall.notifications.adapters.sql import SqlNotificationStore
 from townhall.notifications.adapters.tables import deliveries
 from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
-from townhall.notifications.service import DeliveryWorker, delivery_envelope, topic_for
+from townhall.notifications.events import NotificationRequested
+from townhall.notifications.service import (
+    Accepted,
+    DeliveryWorker,
+    delivery_envelope,
+    topic_for,
+)
 from townhall.platform.messaging import Retry
 
 pytestmark = pytest.mark.timeout(90)
@@ -478,3 +484,42 @@ async def test_copies_of_one_delivery_handled_at_once_send_it_once(app, smtp):
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert state["status"] == "SENT"
     assert len(state["attempts"]) == 6  # the first send and one per round, no more
+
+
+async def test_requests_made_at_once_are_each_answered_and_one_the_database_refuses_fails_alone(
+    app, smtp
+):
+    """Requests arriving together are recorded together (one transaction). One that the
+    database refuses (here: data that cannot be stored as JSON) fails that transaction; then
+    each is recorded on its own, so only the bad one fails and none of the others is lost.
+    Identical requests with one Idempotency-Key among them still make one notification."""
+    client, runtime, _ = app
+    uid, _ = await user(client, email="many@example.org")
+    facade = runtime.platform.facades["notifications"]
+
+    def request(subject: str, **extra) -> NotificationRequested:
+        return NotificationRequested(
+            recipient=uid, channels=["email"], subject=subject, body="b", **extra
+        )
+
+    requests = [request(f"n{i}") for i in range(6)]
+    requests.insert(3, request("bad", data={"unstorable": object()}))
+    requests += [request("keyed", idempotency_key="same") for _ in range(3)]
+    outcomes = await asyncio.gather(
+        *(facade.notify(r, requested_by="test") for r in requests), return_exceptions=True
+    )
+    assert isinstance(outcomes[3], Exception), outcomes[3]
+    distinct, keyed = outcomes[:3] + outcomes[4:7], outcomes[7:]
+    assert all(isinstance(o, Accepted) and o.created for o in distinct), distinct
+    assert len({o.id for o in keyed}) == 1
+    assert sorted(o.created for o in keyed) == [False, False, True]
+    expected = {o.id for o in distinct} | {keyed[0].id}
+    assert len(expected) == 7
+
+    async def all_sent():
+        return all(len(emails_for(smtp, nid)) >= 1 for nid in expected)
+
+    await eventually(all_sent)
+    await asyncio.sleep(0.3)
+    assert all(len(emails_for(smtp, nid)) == 1 for nid in expected)
+    assert not [m for m in smtp.received if b"Subject: bad" in m]

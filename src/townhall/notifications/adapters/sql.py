@@ -84,8 +84,15 @@ class DeliveryRecord:
     version: int
 
 
-class IdempotencyClash(Exception):
-    """Another notification holds this (requester, key)."""
+@dataclass(frozen=True)
+class NewNotification:
+    """A notification to insert, with what each channel will send and who asked, how."""
+
+    notification: Notification
+    renderings: dict[Channel, Rendering]
+    requested_by: str
+    idempotency_key: str | None
+    request_hash: str | None
 
 
 # The workers' statements, built once: constructing a statement (and its cache key) costs
@@ -197,58 +204,56 @@ _FINISH_MANY = sa.text(
 class SqlNotificationStore:
     # --- requests ---------------------------------------------------------------------------
 
-    async def add(
-        self,
-        conn: AsyncConnection,
-        notification: Notification,
-        renderings: dict[Channel, Rendering],
-        *,
-        requested_by: str,
-        idempotency_key: str | None,
-        request_hash: str | None,
-    ) -> None:
-        """Insert the notification and its PENDING deliveries; `IdempotencyClash` when the
-        key is taken (nothing is written then, and the caller's transaction stays usable).
+    async def add_many(self, conn: AsyncConnection, new: Sequence[NewNotification]) -> set[str]:
+        """Insert notifications and their PENDING deliveries, two statements for all: the ids
+        inserted. One whose (requester, idempotency key) is taken, by an earlier notification
+        or an earlier one of `new`, is not inserted (nothing of it is written).
 
-        The key is claimed by `INSERT ... ON CONFLICT DO NOTHING`, not by catching the unique
-        violation inside a savepoint: one round trip instead of three on PostgreSQL."""
-        content = notification.content
+        The keys are claimed by `INSERT ... ON CONFLICT DO NOTHING`, not by catching a unique
+        violation inside a savepoint per row."""
+        if not new:
+            return set()
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        added = await conn.execute(
+        statement = (
             insert(notifications)
-            .values(
-                id=str(notification.id),
-                recipient=str(notification.recipient),
-                category=notification.category,
-                template=content.template,
-                data=dict(content.data),
-                subject=content.subject,
-                body=content.body,
-                locale=notification.locale,
-                created_at=notification.created_at,
-                requested_by=requested_by,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-            )
             .on_conflict_do_nothing(index_elements=["requested_by", "idempotency_key"])
+            .returning(notifications.c.id)
         )
-        if added.rowcount != 1:
-            raise IdempotencyClash(idempotency_key)
-        await conn.execute(
-            deliveries.insert(),
-            [
-                {
-                    "notification_id": str(notification.id),
-                    "channel": channel.value,
-                    "status": DeliveryStatus.PENDING.value,
-                    "subject": renderings[channel].subject,
-                    "body": renderings[channel].body,
-                    "html": renderings[channel].html,
-                    "updated_at": notification.created_at,
-                }
-                for channel in notification.deliveries
-            ],
-        )
+        rows = [
+            {
+                "id": str(item.notification.id),
+                "recipient": str(item.notification.recipient),
+                "category": item.notification.category,
+                "template": item.notification.content.template,
+                "data": dict(item.notification.content.data),
+                "subject": item.notification.content.subject,
+                "body": item.notification.content.body,
+                "locale": item.notification.locale,
+                "created_at": item.notification.created_at,
+                "requested_by": item.requested_by,
+                "idempotency_key": item.idempotency_key,
+                "request_hash": item.request_hash,
+            }
+            for item in new
+        ]
+        added = set((await conn.execute(statement, rows)).scalars())
+        delivery_rows = [
+            {
+                "notification_id": str(item.notification.id),
+                "channel": channel.value,
+                "status": DeliveryStatus.PENDING.value,
+                "subject": item.renderings[channel].subject,
+                "body": item.renderings[channel].body,
+                "html": item.renderings[channel].html,
+                "updated_at": item.notification.created_at,
+            }
+            for item in new
+            if str(item.notification.id) in added
+            for channel in item.notification.deliveries
+        ]
+        if delivery_rows:
+            await conn.execute(deliveries.insert(), delivery_rows)
+        return added
 
     async def by_idempotency_key(
         self, conn: AsyncConnection, requested_by: str, key: str
