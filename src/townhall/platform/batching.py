@@ -46,6 +46,11 @@ class Batcher(Generic[T, R]):
             self._runner = asyncio.create_task(self._drain())
         return await future
 
+    async def idle(self) -> None:
+        """Wait until no batch is under way (before closing what `run` uses)."""
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+
     async def _drain(self) -> None:
         try:
             while self._waiting:

@@ -92,3 +92,18 @@ async def test_a_cancelled_call_does_not_disturb_the_others():
     assert await keep == 20
     with pytest.raises(asyncio.CancelledError):
         await drop
+
+
+async def test_idle_waits_for_the_batch_under_way():
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_size=10)
+    await batcher.idle()  # nothing under way: returns at once
+    recorder.gate.clear()
+    call = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(batcher.idle())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    recorder.gate.set()
+    await waiter
+    assert call.done() and call.result() == 20

@@ -12,7 +12,6 @@ claims them (XPENDING + XCLAIM; never its own, which may be in a handler right n
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from townhall.platform.batching import Batcher
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
 
 PIPELINE_MOST = 500  # publishes per pipeline
@@ -121,8 +121,10 @@ class RedisTransport:
         self.renew = self.client.register_script(RENEW)
         self.release = self.client.register_script(RELEASE)
         self.maxlen = int(options.extra["maxlen"]) if "maxlen" in options.extra else None
-        self._outgoing: list[tuple[str, bytes, asyncio.Future[None]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        # Publishes made while an earlier pipeline is on its way go together in the next.
+        self._publishes: Batcher[tuple[str, bytes], None] = Batcher(
+            self._xadd_all, max_size=PIPELINE_MOST
+        )
 
     @classmethod
     async def open(cls, url: str, options: BusOptions) -> RedisTransport:
@@ -139,35 +141,14 @@ class RedisTransport:
     async def publish(self, topic: str, partition: int, body: bytes) -> None:
         """Returns once Redis replied to this XADD. Publishes made while an earlier batch is
         on its way are sent together in one pipeline (one round trip), in call order."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outgoing.append((self.stream(topic, partition), body, done))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send())
-        await done
+        await self._publishes.submit((self.stream(topic, partition), body))
 
-    async def _send(self) -> None:
-        try:
-            while self._outgoing:
-                batch, self._outgoing = (
-                    self._outgoing[:PIPELINE_MOST],
-                    self._outgoing[PIPELINE_MOST:],
-                )
-                try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for stream, body, _ in batch:
-                            pipe.xadd(stream, {"b": body}, maxlen=self.maxlen, approximate=True)
-                        replies = await pipe.execute(raise_on_error=False)
-                except Exception as exc:
-                    replies = [exc] * len(batch)
-                for (_, _, done), reply in zip(batch, replies, strict=True):
-                    if done.done():  # the publisher was cancelled
-                        continue
-                    if isinstance(reply, Exception):
-                        done.set_exception(reply)
-                    else:
-                        done.set_result(None)
-        finally:
-            self._sender = None
+    async def _xadd_all(self, batch: Sequence[tuple[str, bytes]]) -> list[Exception | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, body in batch:
+                pipe.xadd(stream, {"b": body}, maxlen=self.maxlen, approximate=True)
+            replies = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, Exception) else None for reply in replies]
 
     async def ensure_group(self, topic: str, group: str) -> None:
         for partition in range(self.options.partitions):
@@ -241,8 +222,7 @@ class RedisTransport:
         await self.client.ping()
 
     async def close(self) -> None:
-        if self._sender is not None:
-            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._publishes.idle()
         await self.client.aclose()
         await self.reader_client.aclose()
 
