@@ -118,19 +118,12 @@ _DELIVERIES_TO_SEND = _TO_SEND.where(
     deliveries.c.channel == sa.bindparam("w_channel"),
     deliveries.c.notification_id.in_(sa.bindparam("w_notification_ids", expanding=True)),
 )
-_STATE = (
-    "status",
-    "skip_reason",
-    "held_until",
-    "provider_id",
-    "last_error",
-    "claimed_until",
-    "updated_at",
-)
+_STATE = ("status", "skip_reason", "held_until", "provider_id", "last_error", "updated_at")
 
 
 def _write_delivery(*conditions: sa.ColumnElement[bool]) -> sa.Update:
-    """UPDATE of a delivery's state, bumping its version, if it is still at `v_version`."""
+    """UPDATE of a delivery's state, bumping its version, if it is still at `v_version`. It
+    ends any claim: claims are written only by `_CLAIM_MANY`."""
     return (
         deliveries.update()
         .where(_THIS_DELIVERY, deliveries.c.version == sa.bindparam("v_version"), *conditions)
@@ -140,6 +133,7 @@ def _write_delivery(*conditions: sa.ColumnElement[bool]) -> sa.Update:
                     name: sa.bindparam(f"s_{name}", type_=deliveries.c[name].type)
                     for name in _STATE
                 },
+                "claimed_until": None,
                 "version": deliveries.c.version + 1,
             }
         )
@@ -391,7 +385,7 @@ class SqlNotificationStore:
         """Write the delivery if its version is still `read_version`: the new version, or
         None, writing nothing, if another writer came first. One statement unless there are
         attempts to add (then run it in a transaction)."""
-        params = _delivery_params(delivery, now, None, read_version)
+        params = _delivery_params(delivery, now, read_version)
         if (await conn.execute(_SAVE_DELIVERY, params)).rowcount != 1:
             return None
         await self._add_attempts(conn, delivery, new_attempts)
@@ -408,7 +402,7 @@ class SqlNotificationStore:
         """Record a send's outcome and its attempt if the delivery is still the version this
         worker claimed (so still SENDING, by this worker); False, writing nothing, if another
         worker took it over or finished it. Two statements: run it in a transaction."""
-        params = _delivery_params(delivery, now, None, claimed_version)
+        params = _delivery_params(delivery, now, claimed_version)
         if (await conn.execute(_FINISH_SENDING, params)).rowcount != 1:
             return False
         await self._add_attempts(conn, delivery, [attempt])
@@ -616,9 +610,7 @@ def _attempt(row: Any) -> Attempt:
     return Attempt(at=_aware(row.at), provider=row.provider, outcome=outcome)  # type: ignore[arg-type]
 
 
-def _delivery_params(
-    delivery: Delivery, now: datetime, claimed_until: datetime | None, version: int
-) -> dict[str, Any]:
+def _delivery_params(delivery: Delivery, now: datetime, version: int) -> dict[str, Any]:
     """Parameters of `_write_delivery`'s statements: which delivery, at which version, and
     its new state."""
     return {
@@ -630,7 +622,6 @@ def _delivery_params(
         "s_held_until": delivery.held_until,
         "s_provider_id": delivery.provider_id,
         "s_last_error": delivery.last_error,
-        "s_claimed_until": claimed_until,
         "s_updated_at": now,
     }
 
