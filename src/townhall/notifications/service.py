@@ -424,7 +424,7 @@ class DeliveryWorker:
         self, items: Sequence[tuple[str, str]]
     ) -> list[tuple[DeliveryRecord | None, Recipient | None, tuple[DeviceToken, ...]]]:
         """Deliveries of many `(notification id, recipient id)`, their recipients' contacts
-        (and devices, for push): two queries for the lot."""
+        (and devices, for push): two queries for the lot, three for push."""
         recipient_ids = {recipient_id for _, recipient_id in items}
         contacts = await self._directory.contacts(recipient_ids)
         devices: dict[str, tuple[DeviceToken, ...]] = {}
@@ -433,8 +433,7 @@ class DeliveryWorker:
                 conn, {notification_id for notification_id, _ in items}, self.channel
             )
             if self.channel is Channel.PUSH:
-                for recipient_id in recipient_ids:
-                    devices[recipient_id] = await self._store.devices(conn, recipient_id)
+                devices = await self._store.devices_of(conn, recipient_ids)
         return [
             (found.get(notification_id), contacts.get(recipient_id), devices.get(recipient_id, ()))
             for notification_id, recipient_id in items

@@ -523,3 +523,22 @@ async def test_requests_made_at_once_are_each_answered_and_one_the_database_refu
     await asyncio.sleep(0.3)
     assert all(len(emails_for(smtp, nid)) == 1 for nid in expected)
     assert not [m for m in smtp.received if b"Subject: bad" in m]
+
+
+async def test_the_devices_of_many_users_are_read_at_once_each_under_its_owner(app):
+    """A batch of push deliveries reads its recipients' devices in one query; each user gets
+    only their own tokens, oldest first, and a user without any is absent."""
+    client, runtime, _ = app
+    owners = {}
+    for name, tokens in (("ann", ["ann-token-1", "ann-token-2"]), ("bob", ["bob-token-1"])):
+        uid, auth = await user(client, name)
+        owners[uid] = tokens
+        for token in tokens:
+            added = await client.post(
+                "/api/v1/me/devices", headers=auth, json={"platform": "apns", "token": token}
+            )
+            assert added.status_code == 201
+    nobody, _ = await user(client, "cid")
+    async with runtime.platform.database.connect() as conn:
+        found = await SqlNotificationStore().devices_of(conn, [*owners, nobody])
+    assert {uid: [d.token for d in tokens] for uid, tokens in found.items()} == owners

@@ -473,13 +473,23 @@ class SqlNotificationStore:
             await conn.execute(preferences.insert().values(user_id=user_id, **values))
 
     async def devices(self, conn: AsyncConnection, user_id: str) -> tuple[DeviceToken, ...]:
+        return (await self.devices_of(conn, [user_id])).get(user_id, ())
+
+    async def devices_of(
+        self, conn: AsyncConnection, user_ids: Collection[str]
+    ) -> dict[str, tuple[DeviceToken, ...]]:
+        """The push devices of each of `user_ids` that has any, oldest first, in one query."""
         query = (
-            sa.select(devices.c.platform, devices.c.token)
-            .where(devices.c.user_id == user_id)
+            sa.select(devices.c.user_id, devices.c.platform, devices.c.token)
+            .where(devices.c.user_id.in_(list(user_ids)))
             .order_by(devices.c.created_at)
         )
-        rows = await conn.execute(query)
-        return tuple(DeviceToken(PushPlatform(r.platform), r.token) for r in rows)
+        found: dict[str, list[DeviceToken]] = {}
+        for row in await conn.execute(query):
+            found.setdefault(row.user_id, []).append(
+                DeviceToken(PushPlatform(row.platform), row.token)
+            )
+        return {user_id: tuple(tokens) for user_id, tokens in found.items()}
 
     async def add_device(
         self, conn: AsyncConnection, user_id: str, device: DeviceToken, now: datetime
