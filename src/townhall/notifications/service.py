@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.notifications.adapters.sql import (
     DeliveryRecord,
@@ -156,6 +158,19 @@ def delivery_envelope(
     return Envelope(type=DELIVERY_REQUESTED, key=notification_id, payload=payload)
 
 
+async def enqueue_deliveries(
+    conn: AsyncConnection, wanted: Iterable[tuple[str, Channel, str]]
+) -> None:
+    """Ask the channels' workers, through the outbox, to deliver each (notification id,
+    channel, recipient): one enqueue per channel's topic."""
+    by_topic: dict[str, list[Envelope]] = {}
+    for notification_id, channel, recipient in wanted:
+        envelope = delivery_envelope(notification_id, channel, recipient)
+        by_topic.setdefault(topic_for(channel), []).append(envelope)
+    for topic, envelopes in by_topic.items():
+        await enqueue(conn, topic, *envelopes)
+
+
 class NotificationService:
     def __init__(
         self,
@@ -220,18 +235,15 @@ class NotificationService:
     async def _add_together(self, items: Sequence[NewNotification]) -> list[bool]:
         async with self._db.transaction() as conn:
             added = await self._store.add_many(conn, items)
-            by_topic: dict[str, list[Envelope]] = {}
-            for item in items:
-                notification = item.notification
-                if str(notification.id) not in added:
-                    continue
-                for channel in notification.deliveries:
-                    envelope = delivery_envelope(
-                        str(notification.id), channel, str(notification.recipient)
-                    )
-                    by_topic.setdefault(topic_for(channel), []).append(envelope)
-            for topic, envelopes in by_topic.items():
-                await enqueue(conn, topic, *envelopes)
+            await enqueue_deliveries(
+                conn,
+                (
+                    (str(n.id), channel, str(n.recipient))
+                    for n in (item.notification for item in items)
+                    if str(n.id) in added
+                    for channel in n.deliveries
+                ),
+            )
         return [str(item.notification.id) in added for item in items]
 
     async def _recipient_batch(self, user_ids: Sequence[str]) -> list[Recipient | None]:
@@ -516,9 +528,8 @@ class HeldReleaser:
     async def release_due(self) -> int:
         async with self._db.transaction() as conn:
             due = await self._store.due_held(conn, self._clock.now())
-            for notification_id, channel in due:
-                await self._store.release_held(conn, notification_id, channel)
-                await enqueue(conn, topic_for(channel), delivery_envelope(notification_id, channel))
+            await self._store.release_held(conn, [(nid, channel) for nid, channel, _ in due])
+            await enqueue_deliveries(conn, due)
         return len(due)
 
 

@@ -4,10 +4,12 @@ SMTP server; on SQLite + the in-process bus, and on PostgreSQL + RabbitMQ / Redi
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, status_of, user
@@ -21,10 +23,12 @@ from townhall.notifications.events import NotificationRequested
 from townhall.notifications.service import (
     Accepted,
     DeliveryWorker,
+    HeldReleaser,
     delivery_envelope,
     topic_for,
 )
 from townhall.platform.messaging import Retry
+from townhall.platform.outbox import outbox_messages
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -370,8 +374,8 @@ async def test_a_recipient_sees_their_notification_status_and_others_do_not(app)
 
 
 async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, smtp):
-    """Messages published before the recipient rode along (or by the quiet-hours releaser)
-    name only the notification; the worker reads the recipient itself."""
+    """Messages published before the recipient rode along name only the notification; the
+    worker reads the recipient itself."""
     client, runtime, boss = app
     uid, _ = await user(client, email="old@example.org")
     nid = await notify(
@@ -542,3 +546,47 @@ async def test_the_devices_of_many_users_are_read_at_once_each_under_its_owner(a
     async with runtime.platform.database.connect() as conn:
         found = await SqlNotificationStore().devices_of(conn, [*owners, nobody])
     assert {uid: [d.token for d in tokens] for uid, tokens in found.items()} == owners
+
+
+async def test_a_held_delivery_is_released_once_its_hold_is_over_and_sent_once(app, smtp):
+    """The releaser finds held deliveries whose hold ended, ends the hold and puts them back
+    on the bus, recipient included; the email then goes out once."""
+    client, runtime, boss = app
+    uid, auth = await user(client, email="later@example.org")
+    answer = await client.put(
+        "/api/v1/me/notification-preferences",
+        headers=auth,
+        json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
+    )
+    assert answer.status_code == 200
+    nid = await notify(
+        client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
+    )
+
+    async def held():
+        return (await status_of(client, boss, nid))["channels"]["email"]["held_until"]
+
+    await eventually(held)
+    answer = await client.put("/api/v1/me/notification-preferences", headers=auth, json={})
+    assert answer.status_code == 200
+    database = runtime.platform.database
+    async with database.transaction() as conn:  # as if the quiet hours were over
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.notification_id == nid)
+            .values(held_until=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    releaser = HeldReleaser(database, SqlNotificationStore(), runtime.platform.clock)
+    assert await releaser.release_due() == 1
+    assert await releaser.release_due() == 0  # released once
+    async with database.connect() as conn:
+        bodies = (
+            await conn.execute(
+                sa.select(outbox_messages.c.body).where(outbox_messages.c.key == nid)
+            )
+        ).scalars()
+        released = [json.loads(b)["payload"] for b in bodies]
+    assert {"notification_id": nid, "channel": "email", "recipient": uid} in released
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    await asyncio.sleep(0.3)
+    assert len(emails_for(smtp, nid)) == 1

@@ -419,10 +419,12 @@ class SqlNotificationStore:
 
     async def due_held(
         self, conn: AsyncConnection, now: datetime, limit: int = 500
-    ) -> list[tuple[str, Channel]]:
-        """Held deliveries whose quiet hours are over (locked, skipping locked ones)."""
+    ) -> list[tuple[str, Channel, str]]:
+        """Held deliveries whose quiet hours are over, as (notification id, channel,
+        recipient); locked on PostgreSQL, skipping locked ones."""
         query = (
-            sa.select(deliveries.c.notification_id, deliveries.c.channel)
+            sa.select(deliveries.c.notification_id, deliveries.c.channel, notifications.c.recipient)
+            .join(notifications, notifications.c.id == deliveries.c.notification_id)
             .where(
                 deliveries.c.held_until.is_not(None),
                 deliveries.c.held_until <= now,
@@ -431,17 +433,23 @@ class SqlNotificationStore:
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return [(r.notification_id, Channel(r.channel)) for r in (await conn.execute(query))]
+            query = query.with_for_update(of=deliveries, skip_locked=True)
+        return [
+            (r.notification_id, Channel(r.channel), r.recipient) for r in await conn.execute(query)
+        ]
 
     async def release_held(
-        self, conn: AsyncConnection, notification_id: str, channel: Channel
+        self, conn: AsyncConnection, released: Sequence[tuple[str, Channel]]
     ) -> None:
+        """End the hold of each (notification id, channel), in one statement."""
+        if not released:
+            return
         await conn.execute(
             deliveries.update()
             .where(
-                deliveries.c.notification_id == notification_id,
-                deliveries.c.channel == channel.value,
+                sa.tuple_(deliveries.c.notification_id, deliveries.c.channel).in_(
+                    [(notification_id, channel.value) for notification_id, channel in released]
+                )
             )
             .values(held_until=None, version=deliveries.c.version + 1)
         )
