@@ -96,7 +96,7 @@ async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> No
     if conn.dialect.name == "postgresql":
         # Two transactions enqueueing one key commit one after the other, so positions of a
         # key follow commit order and the relay never overtakes an uncommitted earlier row.
-        await conn.execute(_LOCK_KEYS, {"keys": sorted({e.key for e in envelopes})})
+        await conn.execute(_LOCK_KEYS, {"keys": list({e.key for e in envelopes})})
     await conn.execute(
         outbox_messages.insert(),
         [
