@@ -17,7 +17,7 @@ from support.services import create_database, database_name, drop_database, requ
 from support.smtp_server import ScriptedServer
 from townhall.notifications.adapters.smtp import SmtpEmailSender
 from townhall.notifications.adapters.sql import SqlNotificationStore
-from townhall.notifications.adapters.tables import deliveries
+from townhall.notifications.adapters.tables import deliveries, inbox
 from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
 from townhall.notifications.events import NotificationRequested
 from townhall.notifications.service import (
@@ -590,3 +590,38 @@ async def test_a_held_delivery_is_released_once_its_hold_is_over_and_sent_once(a
     await eventually(lambda: _status_is(client, boss, nid, "SENT"))
     await asyncio.sleep(0.3)
     assert len(emails_for(smtp, nid)) == 1
+
+
+async def test_copies_of_one_in_app_delivery_handled_at_once_make_one_inbox_item(app):
+    """The inbox row is the in-app delivery: copies handled at once by two workers write it
+    once (the losers' version-checked UPDATE finds it SENT already) and none of them fails."""
+    client, runtime, boss = app
+    uid, auth = await user(client)
+    nid = await notify(client, boss, {"recipient": uid, "channels": ["in_app"], "body": "hi"})
+    await eventually(lambda: _status_is(client, boss, nid, "SENT"))
+    platform = runtime.platform
+    workers = [
+        DeliveryWorker(
+            Channel.IN_APP,
+            platform.database,
+            SqlNotificationStore(),
+            platform.facades["identity"],
+            None,
+            platform.clock,
+            max_attempts=3,
+        )
+        for _ in range(2)
+    ]
+    async with platform.database.transaction() as conn:  # as if never delivered
+        await conn.execute(inbox.delete().where(inbox.c.id == nid))
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.notification_id == nid)
+            .values(status="PENDING", version=deliveries.c.version + 1)
+        )
+    envelope = delivery_envelope(nid, Channel.IN_APP, uid)
+    results = await asyncio.gather(*(worker.handle(envelope) for worker in [*workers, workers[0]]))
+    assert results == [None, None, None]
+    items = (await client.get("/api/v1/me/inbox", headers=auth)).json()["items"]
+    assert [item["id"] for item in items].count(nid) == 1  # beside the welcome item
+    assert (await status_of(client, boss, nid))["channels"]["in_app"]["status"] == "SENT"

@@ -527,18 +527,19 @@ class SqlNotificationStore:
         rendering: Rendering,
         at: datetime,
     ) -> None:
-        exists = await conn.execute(sa.select(inbox.c.id).where(inbox.c.id == notification_id))
-        if exists.first() is None:
-            await conn.execute(
-                inbox.insert().values(
-                    id=notification_id,
-                    user_id=user_id,
-                    category=category,
-                    subject=rendering.subject,
-                    body=rendering.body,
-                    created_at=at,
-                )
+        """The in-app delivery itself. Written in the transaction whose version-checked UPDATE
+        marks the delivery SENT, so it is written once; the primary key (the notification's
+        id) refuses a second row should anything else try."""
+        await conn.execute(
+            inbox.insert().values(
+                id=notification_id,
+                user_id=user_id,
+                category=category,
+                subject=rendering.subject,
+                body=rendering.body,
+                created_at=at,
             )
+        )
 
     async def inbox_page(
         self, conn: AsyncConnection, user_id: str, before: str | None, limit: int
