@@ -81,6 +81,33 @@ async def app(stack, smtp, tmp_path):
         yield client, runtime, boss
 
 
+async def quiet_all_day(client, auth) -> None:
+    """Quiet hours covering the whole day but one minute, so "now" is inside them."""
+    answer = await client.put(
+        "/api/v1/me/notification-preferences",
+        headers=auth,
+        json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
+    )
+    assert answer.status_code == 200
+
+
+def two_workers(runtime, channel: Channel, sender) -> list[DeliveryWorker]:
+    """Two workers of `channel` beside the app's own, on its database and identity."""
+    platform = runtime.platform
+    return [
+        DeliveryWorker(
+            channel,
+            platform.database,
+            SqlNotificationStore(),
+            platform.facades["identity"],
+            sender,
+            platform.clock,
+            max_attempts=3,
+        )
+        for _ in range(2)
+    ]
+
+
 async def notify(client, admin, body) -> str:
     """POST a notification as an administrator; its id."""
     answer = await client.post("/api/v1/notifications", headers=admin, json=body)
@@ -284,13 +311,7 @@ async def test_opt_out_skips_and_security_cannot_be_muted(app, smtp):
 async def test_quiet_hours_hold_email_but_not_in_app(app, smtp):
     client, _, boss = app
     uid, auth = await user(client, email="night@example.org")
-    # A window covering the whole day but one minute, so "now" is inside it.
-    answer = await client.put(
-        "/api/v1/me/notification-preferences",
-        headers=auth,
-        json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
-    )
-    assert answer.status_code == 200
+    await quiet_all_day(client, auth)
     nid = await notify(
         client,
         boss,
@@ -455,18 +476,7 @@ async def test_copies_of_one_delivery_handled_at_once_send_it_once(app, smtp):
     await eventually(lambda: _status_is(client, boss, nid, "SENT"))
     platform = runtime.platform
     sender = SmtpEmailSender(smtp.url, "townhall@example.org")
-    workers = [
-        DeliveryWorker(
-            Channel.EMAIL,
-            platform.database,
-            SqlNotificationStore(),
-            platform.facades["identity"],
-            sender,
-            platform.clock,
-            max_attempts=3,
-        )
-        for _ in range(2)
-    ]
+    workers = two_workers(runtime, Channel.EMAIL, sender)
     envelope = delivery_envelope(nid, Channel.EMAIL, uid)
     try:
         for round_ in range(1, 6):
@@ -553,12 +563,7 @@ async def test_a_held_delivery_is_released_once_its_hold_is_over_and_sent_once(a
     on the bus, recipient included; the email then goes out once."""
     client, runtime, boss = app
     uid, auth = await user(client, email="later@example.org")
-    answer = await client.put(
-        "/api/v1/me/notification-preferences",
-        headers=auth,
-        json={"quiet_hours": {"start": "00:00", "end": "23:59", "time_zone": "UTC"}},
-    )
-    assert answer.status_code == 200
+    await quiet_all_day(client, auth)
     nid = await notify(
         client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
     )
@@ -600,18 +605,7 @@ async def test_copies_of_one_in_app_delivery_handled_at_once_make_one_inbox_item
     nid = await notify(client, boss, {"recipient": uid, "channels": ["in_app"], "body": "hi"})
     await eventually(lambda: _status_is(client, boss, nid, "SENT"))
     platform = runtime.platform
-    workers = [
-        DeliveryWorker(
-            Channel.IN_APP,
-            platform.database,
-            SqlNotificationStore(),
-            platform.facades["identity"],
-            None,
-            platform.clock,
-            max_attempts=3,
-        )
-        for _ in range(2)
-    ]
+    workers = two_workers(runtime, Channel.IN_APP, None)
     async with platform.database.transaction() as conn:  # as if never delivered
         await conn.execute(inbox.delete().where(inbox.c.id == nid))
         await conn.execute(
