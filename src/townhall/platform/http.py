@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -460,7 +461,10 @@ def create_edge(
 ) -> FastAPI:
     """The gateway: every module's router under /api/v1, plus health, readiness and metrics."""
     registry = registry or CollectorRegistry()
-    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    # Townhall exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would ask
+    # the global providers on every request for nothing.
+    telemetry = TelemetryConfig(tracing=False, metrics=False, logs=False)
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=telemetry)
     app.state.tokens = tokens
     app.state.rate_limiter = rate_limiter
     app.state.registry = registry

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,11 @@ class RabbitReader:
         self.queue = queue
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.tag: str | None = None
+        # Delivery tags fetched and not yet covered by an ack, in the order the broker sent
+        # them (one consumer per channel, so tags only grow), and those among them already
+        # acked on their own because an earlier one was still being handled.
+        self.outstanding: deque[int] = deque()
+        self.acked_alone: set[int] = set()
 
     async def start(self) -> None:
         self.tag = await self.queue.consume(self.inbox.put)
@@ -35,6 +41,7 @@ class RabbitReader:
         got = [first]
         while len(got) < count and not self.inbox.empty():
             got.append(self.inbox.get_nowait())
+        self.outstanding.extend(m.delivery_tag for m in got if m.delivery_tag is not None)
         return [self._delivery(message) for message in got]
 
     @staticmethod
@@ -46,11 +53,27 @@ class RabbitReader:
     batch_acks = True
 
     async def ack(self, delivery: Delivery) -> None:
-        await delivery.ref.ack()
+        await self.ack_many([delivery])
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:  # each ack is one frame out, no round trip
-            await delivery.ref.ack()
+        """One `multiple` ack for the run of handled messages at the head of the channel (the
+        usual case: one frame for the whole batch); a message handled while an earlier one is
+        still in hand (a retry waiting out its backoff) is acked on its own, so it is never
+        held back."""
+        by_tag = {delivery.ref.delivery_tag: delivery for delivery in deliveries}
+        head: Delivery | None = None
+        outstanding, acked_alone = self.outstanding, self.acked_alone
+        while outstanding and (outstanding[0] in by_tag or outstanding[0] in acked_alone):
+            tag = outstanding.popleft()
+            if tag in acked_alone:
+                acked_alone.discard(tag)
+            else:
+                head = by_tag.pop(tag)
+        if head is not None:
+            await head.ref.ack(multiple=True)
+        for tag, delivery in by_tag.items():
+            await delivery.ref.ack()  # one frame out each, no round trip
+            acked_alone.add(tag)
 
     async def renew(self) -> bool:
         return not self.channel.is_closed
