@@ -112,12 +112,15 @@ class Runtime:
         await self.platform.bus.close()
         await self.platform.database.dispose()
 
-    def create_app(self, *, on_ready: Hook | None = None, consumers: bool = True) -> FastAPI:
-        """The edge app; its lifespan starts and stops the runtime (consumers optional)."""
+    def create_app(
+        self, *, on_ready: Hook | None = None, consumers: bool = True, relay: bool = True
+    ) -> FastAPI:
+        """The edge app; its lifespan starts and stops the runtime (consumers and the outbox
+        relay optional)."""
 
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-            await self.start(groups=None if consumers else [])
+            await self.start(relay=relay, groups=None if consumers else [])
             if on_ready is not None:
                 await on_ready()
             try:

@@ -97,6 +97,13 @@ def serve(
             help="Run the modules' consumer groups here (off when `townhall worker`s run them).",
         ),
     ] = True,
+    relay: Annotated[
+        bool,
+        typer.Option(
+            "--relay/--no-relay",
+            help="Run the outbox relay here (off when `townhall relay` processes run it).",
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP edge and the selected modules in this process."""
     import uvicorn
@@ -109,7 +116,9 @@ def serve(
     async def main() -> None:
         runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
         config = uvicorn.Config(
-            runtime.create_app(on_ready=lambda: _announce(settings), consumers=consumers),
+            runtime.create_app(
+                on_ready=lambda: _announce(settings), consumers=consumers, relay=relay
+            ),
             host=settings.host,
             port=settings.port,
             log_config=None,
