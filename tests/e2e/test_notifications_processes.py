@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -18,7 +17,7 @@ import pytest
 
 from support.app import PASSWORD
 from support.notifications import bus_url
-from support.process import run_cli, serving, townhall_env
+from support.process import run_cli, serving, start_townhall, stop_all, townhall_env
 from support.services import require
 from support.smtp_receiver import SmtpReceiver
 
@@ -30,12 +29,7 @@ BUS = os.environ.get("TOWNHALL_TEST_STREAM_BUS", "redis")
 
 
 def start_worker(env: dict[str, str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "townhall", "worker", "notifications.email"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return start_townhall("worker", "notifications.email", env=env, log=log)
 
 
 async def post_all(base: str, admin: str, recipient: str, ids: list[str]) -> None:
@@ -133,14 +127,7 @@ def test_a_stream_of_1000_survives_a_killed_worker_with_every_email_once(postgre
                     time.sleep(0.2)
                 time.sleep(1)  # let any late duplicate arrive before counting
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+            stop_all(workers)
             for log in logs:
                 log.close()
         counts = smtp.receiver.by_notification()

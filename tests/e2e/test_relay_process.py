@@ -3,9 +3,7 @@ nothing; a `townhall relay` started later publishes what was waiting, and the em
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -13,26 +11,11 @@ import pytest
 
 from support.app import PASSWORD
 from support.notifications import bus_url
-from support.process import run_cli, serving, townhall_env
+from support.process import run_cli, serving, start_townhall, stop_all, townhall_env
 from support.services import require
 from support.smtp_receiver import SmtpReceiver
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
-
-
-def start(env: dict[str, str], log, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "townhall", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def test_serve_without_its_relay_leaves_the_outbox_to_a_relay_process(postgres_url, tmp_path):
@@ -51,7 +34,7 @@ def test_serve_without_its_relay_leaves_the_outbox_to_a_relay_process(postgres_u
         made = run_cli("users", "create-admin", "boss", "--password", PASSWORD, env=env)
         assert made.returncode == 0, made.stderr
         with open(tmp_path / "processes.log", "w") as log:
-            worker = start(env, log, "worker", "notifications.email")
+            worker = start_townhall("worker", "notifications.email", env=env, log=log)
             relay: subprocess.Popen | None = None
             try:
                 with serving(
@@ -84,7 +67,7 @@ def test_serve_without_its_relay_leaves_the_outbox_to_a_relay_process(postgres_u
                     time.sleep(3)  # a relay in serve would have published it by now
                     assert smtp.receiver.by_notification().get(notification_id) is None
 
-                    relay = start(env, log, "relay")
+                    relay = start_townhall("relay", env=env, log=log)
                     deadline = time.monotonic() + 30
                     while smtp.receiver.by_notification().get(notification_id) is None:
                         assert time.monotonic() < deadline, "the relay process sent nothing"
@@ -92,6 +75,4 @@ def test_serve_without_its_relay_leaves_the_outbox_to_a_relay_process(postgres_u
                     time.sleep(0.5)
                     assert smtp.receiver.by_notification()[notification_id] == 1
             finally:
-                for process in (worker, relay):
-                    if process is not None:
-                        stop(process)
+                stop_all([worker, relay])

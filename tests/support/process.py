@@ -8,9 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -37,18 +38,34 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
     )
 
 
+def start_townhall(*args: str, env: dict[str, str], log: IO[str]) -> subprocess.Popen:
+    """`townhall ARGS...` as a background process, its output into `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "townhall", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def stop_all(processes: Iterable[subprocess.Popen | None], timeout: float = 20) -> None:
+    """SIGTERM every process still running (they drain at once, side by side), wait for each,
+    and kill one that outlasts `timeout`."""
+    running = [p for p in processes if p is not None and p.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def serving(env: dict[str, str], *args: str, log: Path, timeout: float = 60) -> Iterator[str]:
     """Start `townhall serve`, wait until /healthz answers, yield its base URL, then SIGTERM."""
     port = free_port()
     env = {**env, "TOWNHALL_PORT": str(port), "TOWNHALL_HOST": "127.0.0.1"}
     with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "townhall", "serve", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_townhall("serve", *args, env=env, log=out)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -65,9 +82,4 @@ def serving(env: dict[str, str], *args: str, log: Path, timeout: float = 60) -> 
             time.sleep(0.1)
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_all([process], timeout=15)
