@@ -1,4 +1,5 @@
-"""Redis Streams adapter tests: a bus on the real Redis under a fresh prefix, removed after."""
+"""Adapter tests on the real brokers: a bus under a fresh prefix, its queues or streams
+removed after."""
 
 from __future__ import annotations
 
@@ -6,21 +7,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from support.services import REDIS_URL, RUN_ID, require
+from support.services import AMQP_URL, REDIS_URL, RUN_ID, require
 from townhall.platform.messaging import connect
 from townhall.platform.messaging.engine import PartitionedBus
 
 OpenBus = Callable[[str, str], Awaitable[PartitionedBus]]
 
 
-@pytest.fixture
-async def redis_bus() -> AsyncIterator[OpenBus]:
-    """`await redis_bus(label, options)`: a Redis bus under prefix t{RUN_ID}{label}."""
+async def _buses(base: str, service: tuple[str, str, int]) -> AsyncIterator[OpenBus]:
     opened: list[PartitionedBus] = []
 
     async def open_bus(label: str, options: str) -> PartitionedBus:
-        require("Redis", "127.0.0.1", 6379)
-        bus = await connect(f"{REDIS_URL}?prefix=t{RUN_ID}{label}&{options}")
+        require(*service)
+        bus = await connect(f"{base}?prefix=t{RUN_ID}{label}&{options}")
         assert isinstance(bus, PartitionedBus)
         opened.append(bus)
         return bus
@@ -29,3 +28,17 @@ async def redis_bus() -> AsyncIterator[OpenBus]:
     for bus in opened:
         await bus.transport.delete_everything()  # type: ignore[attr-defined]
         await bus.close()
+
+
+@pytest.fixture
+async def redis_bus() -> AsyncIterator[OpenBus]:
+    """`await redis_bus(label, options)`: a Redis bus under prefix t{RUN_ID}{label}."""
+    async for open_bus in _buses(REDIS_URL, ("Redis", "127.0.0.1", 6379)):
+        yield open_bus
+
+
+@pytest.fixture
+async def rabbit_bus() -> AsyncIterator[OpenBus]:
+    """`await rabbit_bus(label, options)`: a RabbitMQ bus under prefix t{RUN_ID}{label}."""
+    async for open_bus in _buses(AMQP_URL, ("RabbitMQ", "127.0.0.1", 5672)):
+        yield open_bus

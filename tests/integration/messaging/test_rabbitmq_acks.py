@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from support.services import AMQP_URL, RUN_ID, require
 from townhall.platform.messaging.adapters.rabbitmq import RabbitReader, RabbitTransport
-from townhall.platform.messaging.transport import BusOptions, Delivery
+from townhall.platform.messaging.transport import Delivery
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def transport():
-    require("RabbitMQ", "127.0.0.1", 5672)
-    options = BusOptions.from_url(f"{AMQP_URL}?prefix=t{RUN_ID}acks&partitions=1&queue_expires=60")
-    opened = await RabbitTransport.open(AMQP_URL, options)
-    await opened.ensure_group("jobs", "workers")
-    yield opened
-    await opened.delete_everything()
-    await opened.close()
+async def transport(rabbit_bus) -> RabbitTransport:
+    bus = await rabbit_bus("acks", "partitions=1&queue_expires=60")
+    await bus.transport.ensure_group("jobs", "workers")
+    return bus.transport
 
 
 async def fetch_all(reader: RabbitReader, count: int) -> list[Delivery]:
