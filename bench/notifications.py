@@ -296,6 +296,23 @@ def cpu_by_command(commands: tuple[str, ...]) -> dict[str, float]:
 SERVICES = ("postgres", "beam.smp")
 
 
+class CpuSpent:
+    """CPU the whole machine and the services spend from creation on, per item of work."""
+
+    def __init__(self) -> None:
+        self._services = cpu_by_command(SERVICES)
+        self._machine = machine_cpu_seconds()
+
+    def per_item(self, items: int) -> tuple[float, dict[str, float]]:
+        """Milliseconds per item: the whole machine's, and each service's by command name."""
+        machine = (machine_cpu_seconds() - self._machine) / items * 1000
+        services = {
+            name: (seconds - self._services[name]) / items * 1000
+            for name, seconds in cpu_by_command(SERVICES).items()
+        }
+        return machine, services
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -596,7 +613,7 @@ def townhall_phases(
     # Phase 1: as fast as possible.
     names = ["serve", "relay", "worker1", "worker2"]
     cpu_before = procs.cpu_of(names)
-    services_before, machine_before = cpu_by_command(SERVICES), machine_cpu_seconds()
+    spent = CpuSpent()
     started = time.perf_counter()
     first = asyncio.run(post_as_fast_as_possible(poster, args.count, args.concurrency))
     post_seconds = time.perf_counter() - started
@@ -605,8 +622,7 @@ def townhall_phases(
     receiver.settle()
     result = account(receiver, ids, first)
     cpu = {name: seconds - cpu_before[name] for name, seconds in procs.cpu_of(names).items()}
-    machine_ms = (machine_cpu_seconds() - machine_before) / len(ids) * 1000
-    services = {k: v - services_before[k] for k, v in cpu_by_command(SERVICES).items()}
+    machine_ms, services_ms = spent.per_item(len(ids))
     serve_ms = (cpu.get("serve", 0.0) + cpu.get("relay", 0.0)) / len(ids) * 1000
     worker_ms = (cpu.get("worker1", 0.0) + cpu.get("worker2", 0.0)) / len(ids) * 1000
     rows += [
@@ -619,8 +635,8 @@ def townhall_phases(
             f"{serve_ms:.1f} + {worker_ms:.1f} ms",
             "serve (edge) and relay + both workers; PostgreSQL and RabbitMQ not counted"),
         Row("Townhall", "CPU per notification, PostgreSQL / RabbitMQ",
-            f"{services['postgres'] / len(ids) * 1000:.1f} / "
-            f"{services['beam.smp'] / len(ids) * 1000:.1f} ms", "their server processes"),
+            f"{services_ms['postgres']:.1f} / {services_ms['beam.smp']:.1f} ms",
+            "their server processes"),
         Row("Townhall", "CPU per notification, whole machine", f"{machine_ms:.1f} ms",
             f"every process, this client and the SMTP receiver too; {os.cpu_count()} cores "
             f"allow at most {os.cpu_count() * 1000 / machine_ms:,.0f}/s at this cost"),
@@ -741,12 +757,11 @@ def celery_phases(procs: Processes, receiver: Receiver, args: Any, queue: str) -
     warm, _, _ = send_many(50)
     receiver.wait_for(warm)
 
-    services_before, machine_before = cpu_by_command(SERVICES), machine_cpu_seconds()
+    spent = CpuSpent()
     ids, first, seconds = send_many(args.count)
     receiver.wait_for(ids)
     receiver.settle()
-    machine_ms = (machine_cpu_seconds() - machine_before) / len(ids) * 1000
-    rabbit_ms = (cpu_by_command(SERVICES)["beam.smp"] - services_before["beam.smp"]) / len(ids)
+    machine_ms, services_ms = spent.per_item(len(ids))
     result = account(receiver, ids, first)
     workers = f"2 workers, {args.celery_pool} x{args.celery_concurrency}"
     rows += [
@@ -755,7 +770,7 @@ def celery_phases(procs: Processes, receiver: Receiver, args: Any, queue: str) -
             f"first delay -> last email {(result.last_arrival or 0) - first:.2f} s"),
         Row("Celery", "duplicates / losses", f"{result.duplicates} / {result.lost}"),
         Row("Celery", "CPU per email, RabbitMQ / whole machine",
-            f"{rabbit_ms * 1000:.1f} / {machine_ms:.1f} ms",
+            f"{services_ms['beam.smp']:.1f} / {machine_ms:.1f} ms",
             "no database: Celery records no status, attempts or idempotency key"),
     ]  # fmt: skip
 
