@@ -9,7 +9,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 class ScriptedServer:
-    """An SMTP server answering DATA with the scripted replies in turn (then 250)."""
+    """An SMTP server answering DATA with the scripted replies in turn (then 250); a message
+    to an address in `replies_to` takes that address's scripted replies first."""
 
     def __init__(
         self,
@@ -21,6 +22,7 @@ class ScriptedServer:
     ) -> None:
         self.idle_timeout = idle_timeout
         self.replies = list(replies)
+        self.replies_to: dict[str, list[str]] = {}
         self.starttls = starttls
         self.implicit_tls = implicit_tls
         self.tls_sessions = 0
@@ -31,7 +33,12 @@ class ScriptedServer:
         self._server: asyncio.Server | None = None
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        reply = self.replies.pop(0) if self.replies else "250 2.0.0 Ok: queued"
+        scripted = next(
+            (self.replies_to[a] for a in envelope.rcpt_tos if self.replies_to.get(a)), None
+        )
+        if scripted is None and self.replies:
+            scripted = self.replies
+        reply = scripted.pop(0) if scripted else "250 2.0.0 Ok: queued"
         if reply.startswith("250"):
             self.received.append(envelope.content)
             if server.transport is not None and server.transport.get_extra_info("sslcontext"):

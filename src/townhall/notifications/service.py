@@ -9,6 +9,7 @@ is never sent again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -67,6 +68,7 @@ DELIVERY_REQUESTED = "notifications.DeliveryRequested"
 CLAIM_READS = 3
 CLAIM_RETRY_SECONDS = 1.0
 BATCH_SIZE = 100  # at most this many notifications or deliveries per batched statement
+IN_FLIGHT = 100  # at most this many deliveries under way in one worker
 
 
 def topic_for(channel: Channel) -> str:
@@ -150,25 +152,48 @@ class Accepted:
 def delivery_envelope(
     notification_id: str, channel: Channel, recipient: str | None = None
 ) -> Envelope:
-    """What a channel's worker is asked to deliver. The recipient rides along (when known) so
-    the worker can look the contact points up without reading the notification first."""
+    """What a channel's worker is asked to deliver: one notification's delivery. The recipient
+    rides along (when known) so the worker can look the contact points up without reading the
+    notification first."""
     payload = {"notification_id": notification_id, "channel": channel.value}
     if recipient is not None:
         payload["recipient"] = recipient
     return Envelope(type=DELIVERY_REQUESTED, key=notification_id, payload=payload)
 
 
+def deliveries_envelope(channel: Channel, wanted: Sequence[tuple[str, str]]) -> Envelope:
+    """One message asking a channel's worker for the deliveries of many notifications, each
+    `(notification id, recipient)`: what one group commit accepted, so the relay, the broker
+    and the worker handle one message for them all instead of one each."""
+    if len(wanted) == 1:
+        return delivery_envelope(wanted[0][0], channel, wanted[0][1])
+    payload = {"channel": channel.value, "deliveries": [list(pair) for pair in wanted]}
+    return Envelope(type=DELIVERY_REQUESTED, key=wanted[0][0], payload=payload)
+
+
+def deliveries_asked(envelope: Envelope) -> list[tuple[str, str | None]]:
+    """The `(notification id, recipient or None)` a `DeliveryRequested` message asks for."""
+    payload = envelope.payload
+    if "deliveries" in payload:
+        return [(str(nid), str(recipient)) for nid, recipient in payload["deliveries"]]
+    recipient = payload.get("recipient")
+    return [(str(payload["notification_id"]), None if recipient is None else str(recipient))]
+
+
 async def enqueue_deliveries(
     conn: AsyncConnection, wanted: Iterable[tuple[str, Channel, str]]
 ) -> None:
     """Ask the channels' workers, through the outbox, to deliver each (notification id,
-    channel, recipient): one enqueue per channel's topic."""
-    by_topic: dict[str, list[Envelope]] = {}
+    channel, recipient): one message per channel for up to `BATCH_SIZE` of them."""
+    by_channel: dict[Channel, list[tuple[str, str]]] = {}
     for notification_id, channel, recipient in wanted:
-        envelope = delivery_envelope(notification_id, channel, recipient)
-        by_topic.setdefault(topic_for(channel), []).append(envelope)
-    for topic, envelopes in by_topic.items():
-        await enqueue(conn, topic, *envelopes)
+        by_channel.setdefault(channel, []).append((notification_id, recipient))
+    for channel, pairs in by_channel.items():
+        envelopes = [
+            deliveries_envelope(channel, pairs[start : start + BATCH_SIZE])
+            for start in range(0, len(pairs), BATCH_SIZE)
+        ]
+        await enqueue(conn, topic_for(channel), *envelopes)
 
 
 class NotificationService:
@@ -345,19 +370,51 @@ class DeliveryWorker:
         self._reads = Batcher(self._read_batch, max_size=BATCH_SIZE)
         self._claims = Batcher(self._claim_batch, max_size=BATCH_SIZE)
         self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE)
+        # Deliveries under way at once, across messages: a message may ask for many, and a
+        # delivery is claimed only once it has a slot, so a claim is sent well before it ends.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     async def handle(self, envelope: Envelope) -> None:
-        notification_id = str(envelope.payload["notification_id"])
+        """Deliver what the message asks for: one delivery, or many (then concurrently, each
+        on its own). If some fail, the message is retried (or dead-lettered on its last
+        attempt) as a whole; on the retry, what was sent or skipped meanwhile is not sent
+        again, nor is a delivery that failed for good unless an operator replays the message.
+        """
+        wanted = deliveries_asked(envelope)
+        if len(wanted) == 1:
+            await self._deliver(envelope, *wanted[0])
+            return
+        outcomes = await asyncio.gather(
+            *(self._deliver(envelope, nid, recipient) for nid, recipient in wanted),
+            return_exceptions=True,
+        )
+        failures: list[Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                failures.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome  # cancelled: we are stopping
+        if failures:
+            raise _one_failure(failures, len(wanted))
+
+    async def _deliver(
+        self, envelope: Envelope, notification_id: str, recipient_id: str | None
+    ) -> None:
+        async with self._in_flight:
+            await self._deliver_now(envelope, notification_id, recipient_id)
+
+    async def _deliver_now(
+        self, envelope: Envelope, notification_id: str, recipient_id: str | None
+    ) -> None:
         # Who to reach is looked up first, on its own connection: a handler never holds one
         # connection while it waits for another (prefetch x 2 would drain the pool).
-        recipient_id = envelope.payload.get("recipient")
         if recipient_id is None:  # a message from before the recipient rode along
             async with self._db.connect() as conn:
                 recipient_id = await self._store.recipient_of(conn, notification_id)
         if recipient_id is None:
             log.warning("notification not found", notification_id=notification_id)
             return
-        claim = await self._claim(notification_id, recipient_id)
+        claim = await self._claim(notification_id, recipient_id, resend_failed=envelope.replayed)
         if claim is None:
             return  # nothing to send: done already, skipped, held or put in the inbox
         delivery, version, contacts, rendering = claim
@@ -381,7 +438,7 @@ class DeliveryWorker:
             raise TransientFailure(outcome.error)
 
     async def _claim(
-        self, notification_id: str, recipient_id: str
+        self, notification_id: str, recipient_id: str, *, resend_failed: bool
     ) -> tuple[Delivery, int, ContactPoints, Rendering] | None:
         """Decide what to do with the delivery and write that decision: skip, hold, put in
         the inbox, or claim it for sending (SENDING until now + the claim time). Returns the
@@ -390,7 +447,10 @@ class DeliveryWorker:
 
         No lock is held: the delivery is read, the decision made, and written only if the
         delivery's version is still the one read. A writer that came in between (a second
-        copy of the message, the releaser of held deliveries) makes this read again."""
+        copy of the message, the releaser of held deliveries) makes this read again.
+
+        A FAILED delivery is sent again only if `resend_failed` (a replayed message): the
+        retry of a message for many deliveries must not resend one that failed for good."""
         for _ in range(CLAIM_READS):
             found, recipient, devices = await self._reads.submit((notification_id, recipient_id))
             now = self._clock.now()
@@ -399,6 +459,8 @@ class DeliveryWorker:
                 return None
             if not found.delivery.should_send:
                 return None  # SENT or SKIPPED already: a redelivered message sends nothing
+            if found.delivery.status is DeliveryStatus.FAILED and not resend_failed:
+                return None  # failed for good by an earlier attempt; a replay sends it again
             if recipient is None:
                 raise UnknownRecipient(f"no user {recipient_id}", field="recipient")
             delivery, claimed = found.delivery, found.claimed_until
@@ -515,6 +577,20 @@ class DeliveryWorker:
 
 class TransientFailure(Exception):
     """A transient provider answer: the bus retries with its backoff and jitter."""
+
+
+def _one_failure(failures: Sequence[Exception], asked: int) -> Exception:
+    """What a message for `asked` deliveries raises when `failures` of them failed: an error
+    that is not a provider's transient answer if there is one (the bus backs off, or
+    dead-letters it), else a transient failure (backoff), else the longest `Retry`."""
+    summary = f"{len(failures)} of {asked} deliveries failed, first: {failures[0]}"
+    for failure in failures:
+        if not isinstance(failure, Retry | TransientFailure):
+            return failure
+    delays = [failure.after for failure in failures if isinstance(failure, Retry)]
+    if len(delays) < len(failures):
+        return TransientFailure(summary)
+    return Retry(max(delays), summary)
 
 
 class HeldReleaser:

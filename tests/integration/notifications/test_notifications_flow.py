@@ -24,10 +24,14 @@ from townhall.notifications.service import (
     Accepted,
     DeliveryWorker,
     HeldReleaser,
+    TransientFailure,
+    deliveries_asked,
+    deliveries_envelope,
     delivery_envelope,
     topic_for,
 )
-from townhall.platform.messaging import Retry
+from townhall.platform.messaging import Envelope, Retry
+from townhall.platform.messaging.envelope import REPLAY_HEADER
 from townhall.platform.outbox import outbox_messages
 
 pytestmark = pytest.mark.timeout(90)
@@ -619,3 +623,104 @@ async def test_copies_of_one_in_app_delivery_handled_at_once_make_one_inbox_item
     items = (await client.get("/api/v1/me/inbox", headers=auth)).json()["items"]
     assert [item["id"] for item in items].count(nid) == 1  # beside the welcome item
     assert (await status_of(client, boss, nid))["channels"]["in_app"]["status"] == "SENT"
+
+
+async def email_outbox_payloads(database) -> list[dict]:
+    async with database.connect() as conn:
+        bodies = (
+            await conn.execute(
+                sa.select(outbox_messages.c.body)
+                .where(outbox_messages.c.topic == "notifications.email")
+                .order_by(outbox_messages.c.position)
+            )
+        ).scalars()
+        return [json.loads(body)["payload"] for body in bodies]
+
+
+async def test_requests_committed_together_go_to_the_workers_as_one_message(app, smtp):
+    """The notifications of one group commit travel as one bus message per channel, and each
+    is still sent exactly once."""
+    client, runtime, boss = app
+    users = [(await user(client, email=f"many{i}@example.org"))[0] for i in range(4)]
+    recipients = [users[i % len(users)] for i in range(20)]
+    before = len(await email_outbox_payloads(runtime.platform.database))
+    nids = await asyncio.gather(
+        *(
+            notify(client, boss, {"recipient": uid, "channels": ["email"], "body": f"n{i}"})
+            for i, uid in enumerate(recipients)
+        )
+    )
+    for nid in nids:
+        await eventually(lambda nid=nid: _status_is(client, boss, nid, "SENT"))
+    payloads = (await email_outbox_payloads(runtime.platform.database))[before:]
+    asked = [pair for payload in payloads for pair in deliveries_asked_by(payload)]
+    assert sorted(nid for nid, _ in asked) == sorted(nids)  # each asked for once
+    assert dict(asked) == dict(zip(nids, recipients, strict=True))
+    assert len(payloads) < len(nids)  # fewer messages than notifications
+    await asyncio.sleep(0.3)
+    assert all(len(emails_for(smtp, nid)) == 1 for nid in nids)
+
+
+def deliveries_asked_by(payload: dict) -> list[tuple[str, str | None]]:
+    return deliveries_asked(
+        Envelope(type="notifications.DeliveryRequested", key="k", payload=payload)
+    )
+
+
+async def test_a_message_for_many_retries_only_what_failed_and_replay_resends_the_refused(
+    app, smtp
+):
+    """One message asks for three deliveries: one is sent, one gets a transient answer, one
+    a permanent one. The message fails as a whole with the transient failure; its retry sends
+    only the one that failed transiently (neither the sent one nor the refused one goes out
+    again); a replay of the message by an operator sends the refused one again."""
+    client, runtime, boss = app
+    people = {}
+    for name in ("fine", "flaky", "gone"):
+        uid, _ = await user(client, email=f"{name}@example.org")
+        await welcomed(smtp, f"{name}@example.org")
+        nid = await notify(
+            client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": name}
+        )
+        await eventually(lambda nid=nid: _status_is(client, boss, nid, "SENT"))
+        people[name] = (nid, uid)
+    database = runtime.platform.database
+    async with database.transaction() as conn:  # as if never sent
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.notification_id.in_([nid for nid, _ in people.values()]))
+            .values(status="PENDING", version=deliveries.c.version + 1)
+        )
+    smtp.replies_to = {
+        "flaky@example.org": ["451 4.3.0 try later"],
+        "gone@example.org": ["550 5.1.1 no such mailbox"],
+    }
+    sender = SmtpEmailSender(smtp.url, "townhall@example.org")
+    worker = two_workers(runtime, Channel.EMAIL, sender)[0]
+    envelope = deliveries_envelope(Channel.EMAIL, list(people.values()))
+    assert deliveries_asked(envelope) == list(people.values())
+
+    async def state(name: str) -> dict:
+        return (await status_of(client, boss, people[name][0]))["channels"]["email"]
+
+    def sent(name: str) -> int:
+        return len(emails_for(smtp, people[name][0]))
+
+    try:
+        with pytest.raises(TransientFailure, match="1 of 3 deliveries failed"):
+            await worker.handle(envelope.with_headers(attempt="1"))
+        assert [(await state(n))["status"] for n in people] == ["SENT", "PENDING", "FAILED"]
+        assert (sent("fine"), sent("flaky"), sent("gone")) == (2, 1, 1)
+
+        await worker.handle(envelope.with_headers(attempt="2"))  # the retry
+        assert [(await state(n))["status"] for n in people] == ["SENT", "SENT", "FAILED"]
+        assert (sent("fine"), sent("flaky"), sent("gone")) == (2, 2, 1)
+        gone = await state("gone")
+        assert [a["outcome"] for a in gone["attempts"]] == ["delivered", "permanent"]
+
+        replay = {REPLAY_HEADER: "notifications.email", "attempt": "1"}
+        await worker.handle(envelope.with_headers(**replay))
+        assert [(await state(n))["status"] for n in people] == ["SENT", "SENT", "SENT"]
+        assert (sent("fine"), sent("flaky"), sent("gone")) == (2, 2, 2)
+    finally:
+        await sender.aclose()

@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 
 from townhall.platform.ids import new_id
-from townhall.platform.messaging.envelope import Envelope, MalformedEnvelope, check_name
+from townhall.platform.messaging.envelope import (
+    REPLAY_HEADER,
+    Envelope,
+    MalformedEnvelope,
+    check_name,
+)
 from townhall.platform.messaging.metrics import BusMetrics, bus_metrics
 from townhall.platform.messaging.ports import DeadLetter, Handler
 from townhall.platform.messaging.retry import Backoff
@@ -26,8 +31,6 @@ from townhall.platform.messaging.transport import Delivery, PartitionReader, Tra
 
 log = logging.getLogger(__name__)
 
-# A replayed message goes back on the topic for one group; the other groups skip it.
-REPLAY_HEADER = "x-replay-group"
 FETCH_BATCH = 100
 FETCH_TIMEOUT = 0.25
 

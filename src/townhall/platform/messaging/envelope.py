@@ -24,6 +24,11 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+# A message put back from the dead-letter store goes back on its topic for one group only; the
+# header names that group (the other groups skip the message).
+REPLAY_HEADER = "x-replay-group"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -32,7 +37,8 @@ def _now() -> datetime:
 class Envelope:
     """A message. `key` orders: envelopes of one key are handled in publish order per group.
 
-    Headers carry `correlation_id`, `causation_id`, trace context and, on delivery, `attempt`.
+    Headers carry `correlation_id`, `causation_id`, trace context and, on delivery, `attempt`
+    (and `x-replay-group` when an operator replayed it from the dead-letter store).
     """
 
     type: str
@@ -45,6 +51,11 @@ class Envelope:
     @property
     def attempt(self) -> int:
         return int(self.headers.get("attempt", "1"))
+
+    @property
+    def replayed(self) -> bool:
+        """Whether an operator put this message back from the dead-letter store."""
+        return REPLAY_HEADER in self.headers
 
     def with_headers(self, **headers: str) -> Envelope:
         # The constructor with every field given: several times cheaper than replace().
