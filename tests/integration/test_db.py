@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from townhall.platform.db import Database, RecordRow, autocommit_driver
+from townhall.platform.db import Database
 
 
 async def test_a_rolled_back_transaction_writes_nothing(database_url):
@@ -105,31 +105,5 @@ async def test_after_postgresql_drops_every_connection_one_unit_of_work_fails_th
                 assert exc.connection_invalidated
                 outcomes.append("failed")
         assert outcomes[1:] == ["ok"] * 5  # at most the first fails, on a dead connection
-    finally:
-        await db.dispose()
-
-
-async def test_the_driver_connection_is_offered_only_where_each_statement_commits(database_url):
-    """`autocommit_driver` hands out asyncpg's connection for a hot path's statement only on
-    PostgreSQL's autocommit and read connections; inside `transaction()` (whose BEGIN
-    SQLAlchemy sends lazily) and on SQLite the caller gets None and uses SQLAlchemy."""
-    db = Database(database_url)
-    try:
-        async with db.transaction() as conn:
-            await conn.execute(text("CREATE TABLE d (x INTEGER PRIMARY KEY, label TEXT)"))
-            assert await autocommit_driver(conn) is None
-        async with db.autocommit() as conn:
-            driver = await autocommit_driver(conn)
-            if not db.is_postgresql:
-                assert driver is None
-                return
-            await driver.execute("INSERT INTO d VALUES (1, 'one')")
-        async with db.connect() as conn:
-            driver = await autocommit_driver(conn)
-            assert driver is not None
-            row = RecordRow(await driver.fetchrow("SELECT x, label FROM d"))
-            assert (row.x, row.label) == (1, "one")  # committed by itself, read by attribute
-            with pytest.raises(AttributeError):
-                _ = row.missing
     finally:
         await db.dispose()

@@ -104,36 +104,6 @@ class Database:
         await self.engine.dispose()
 
 
-async def autocommit_driver(conn: AsyncConnection) -> Any | None:
-    """asyncpg's own connection under `conn` if `conn` is an autocommit PostgreSQL connection
-    (`Database.autocommit()` or `connect()`), else None.
-
-    For a hot path's statement: SQLAlchemy's work per statement (parameters, result rows,
-    events, the greenlet hop) costs several times what asyncpg's does. Only where each
-    statement commits by itself: in `transaction()` SQLAlchemy begins the transaction lazily,
-    on its own first statement, and a statement sent around it could run outside."""
-    if conn.dialect.name != "postgresql":
-        return None
-    fairy = await conn.get_raw_connection()
-    return fairy.driver_connection if getattr(fairy.dbapi_connection, "autocommit", False) else None
-
-
-class RecordRow:
-    """A driver's record (asyncpg's `Record`) read by attribute, like a SQLAlchemy row, so one
-    mapping function serves rows from either."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._record[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is always DEFERRED).
     dbapi_connection.isolation_level = None

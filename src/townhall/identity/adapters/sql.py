@@ -12,13 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.identity.adapters.tables import refresh_tokens, users
 from townhall.identity.domain import RefreshToken, User, UsernameTaken
-from townhall.platform.db import RecordRow, autocommit_driver
 
 # Built once: constructing a statement costs more than running a cached one.
 USER_BY_ID = users.select().where(users.c.id == bindparam("user_id"))
 USER_BY_NAME = users.select().where(users.c.username == bindparam("username"))
 USERS_BY_IDS = users.select().where(users.c.id.in_(bindparam("user_ids", expanding=True)))
-_PG_USERS_BY_IDS = "SELECT * FROM identity_users WHERE id = ANY($1::varchar[])"
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -62,10 +60,6 @@ class SqlUserRepository:
         """The users of `user_ids` that exist, in no particular order."""
         if not user_ids:
             return []
-        driver = await autocommit_driver(conn)  # a hot path: every batch of requests
-        if driver is not None:
-            records = await driver.fetch(_PG_USERS_BY_IDS, list(user_ids))
-            return [_user(RecordRow(record)) for record in records]
         rows = await conn.execute(USERS_BY_IDS, {"user_ids": list(user_ids)})
         return [_user(row) for row in rows]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from townhall.notifications.domain import (
     SkipReason,
     Transient,
 )
-from townhall.platform.db import RecordRow, autocommit_driver
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -197,36 +195,6 @@ _FINISH_MANY = sa.text(
 )
 
 
-# The same three statements for asyncpg itself (see `autocommit_driver`): the workers' hot
-# path on PostgreSQL.
-_PG_DELIVERIES_TO_SEND = """
-    SELECT d.*, n.recipient, n.category, p.opted_out AS pref_opted_out,
-           p.quiet_start AS pref_quiet_start, p.quiet_end AS pref_quiet_end,
-           p.time_zone AS pref_time_zone
-    FROM notifications_deliveries AS d
-    JOIN notifications_notifications AS n ON n.id = d.notification_id
-    LEFT JOIN notifications_preferences AS p ON p.user_id = n.recipient
-    WHERE d.channel = $1 AND d.notification_id = ANY($2::varchar[])
-"""
-_PG_CLAIM_MANY = """
-    UPDATE notifications_deliveries AS d
-    SET status = 'SENDING', held_until = NULL, claimed_until = $3, updated_at = $4,
-        version = d.version + 1
-    FROM unnest($2::varchar[], $5::integer[]) AS c(notification_id, version)
-    WHERE d.channel = $1 AND d.notification_id = c.notification_id AND d.version = c.version
-    RETURNING d.notification_id
-"""
-_FINISH_MANY_PARAMETERS = (
-    "channel", "ids", "versions", "statuses", "provider_ids", "last_errors", "updated", "at",
-    "providers", "outcomes", "answers", "errors",
-)  # fmt: skip
-_PG_FINISH_MANY = re.sub(
-    r"(?<!:):(\w+)",
-    lambda bound: f"${_FINISH_MANY_PARAMETERS.index(bound.group(1)) + 1}",
-    _FINISH_MANY.text,
-)
-
-
 class SqlNotificationStore:
     # --- requests ---------------------------------------------------------------------------
 
@@ -346,12 +314,6 @@ class SqlNotificationStore:
         delivery is absent)."""
         if not notification_ids:
             return {}
-        driver = await autocommit_driver(conn)
-        if driver is not None:
-            records = await driver.fetch(
-                _PG_DELIVERIES_TO_SEND, channel.value, list(notification_ids)
-            )
-            return {r["notification_id"]: _record(RecordRow(r)) for r in records}
         params = {"w_channel": channel.value, "w_notification_ids": list(notification_ids)}
         rows = await conn.execute(_DELIVERIES_TO_SEND, params)
         return {row.notification_id: _record(row) for row in rows}
@@ -368,13 +330,6 @@ class SqlNotificationStore:
         version read)` that is still at that version, in one statement: the ids claimed."""
         if not claims:
             return set()
-        driver = await autocommit_driver(conn)
-        if driver is not None:
-            ids, versions = [nid for nid, _ in claims], [version for _, version in claims]
-            records = await driver.fetch(
-                _PG_CLAIM_MANY, channel.value, ids, claimed_until, now, versions
-            )
-            return {record[0] for record in records}
         params = {
             "w_channel": channel.value,
             "w_claims": list(claims),
@@ -415,12 +370,7 @@ class SqlNotificationStore:
             "answers": [a["answer"] for _, _, a, _ in rows],
             "errors": [a["error"] for _, _, a, _ in rows],
         }
-        driver = await autocommit_driver(conn)
-        if driver is not None:
-            arguments = [params[name] for name in _FINISH_MANY_PARAMETERS]
-            written = {tuple(r) for r in await driver.fetch(_PG_FINISH_MANY, *arguments)}
-        else:
-            written = {tuple(row) for row in await conn.execute(_FINISH_MANY, params)}
+        written = {tuple(row) for row in await conn.execute(_FINISH_MANY, params)}
         return [(str(d.notification_id), version) in written for d, version, _, _ in rows]
 
     async def save_delivery(
