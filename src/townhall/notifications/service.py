@@ -171,9 +171,8 @@ def deliveries_envelope(channel: Channel, wanted: Sequence[tuple[str, str]]) -> 
     return Envelope(type=DELIVERY_REQUESTED, key=wanted[0][0], payload=payload)
 
 
-def deliveries_asked(envelope: Envelope) -> list[tuple[str, str | None]]:
-    """The `(notification id, recipient or None)` a `DeliveryRequested` message asks for."""
-    payload = envelope.payload
+def deliveries_asked(payload: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """The `(notification id, recipient or None)` a `DeliveryRequested` payload asks for."""
     if "deliveries" in payload:
         return [(str(nid), str(recipient)) for nid, recipient in payload["deliveries"]]
     recipient = payload.get("recipient")
@@ -380,7 +379,7 @@ class DeliveryWorker:
         attempt) as a whole; on the retry, what was sent or skipped meanwhile is not sent
         again, nor is a delivery that failed for good unless an operator replays the message.
         """
-        wanted = deliveries_asked(envelope)
+        wanted = deliveries_asked(envelope.payload)
         if len(wanted) == 1:
             await self._deliver(envelope, *wanted[0])
             return
