@@ -179,20 +179,41 @@ def deliveries_asked(payload: Mapping[str, Any]) -> list[tuple[str, str | None]]
     return [(str(payload["notification_id"]), None if recipient is None else str(recipient))]
 
 
-async def enqueue_deliveries(
-    conn: AsyncConnection, wanted: Iterable[tuple[str, Channel, str]]
-) -> None:
-    """Ask the channels' workers, through the outbox, to deliver each (notification id,
+def delivery_messages(wanted: Iterable[tuple[str, Channel, str]]) -> list[tuple[str, Envelope]]:
+    """The (topic, envelope) asking the channels' workers to deliver each (notification id,
     channel, recipient): one message per channel for up to `BATCH_SIZE` of them."""
     by_channel: dict[Channel, list[tuple[str, str]]] = {}
     for notification_id, channel, recipient in wanted:
         by_channel.setdefault(channel, []).append((notification_id, recipient))
-    for channel, pairs in by_channel.items():
-        envelopes = [
-            deliveries_envelope(channel, pairs[start : start + BATCH_SIZE])
-            for start in range(0, len(pairs), BATCH_SIZE)
-        ]
-        await enqueue(conn, topic_for(channel), *envelopes)
+    return [
+        (topic_for(channel), deliveries_envelope(channel, pairs[start : start + BATCH_SIZE]))
+        for channel, pairs in by_channel.items()
+        for start in range(0, len(pairs), BATCH_SIZE)
+    ]
+
+
+async def enqueue_deliveries(
+    conn: AsyncConnection, wanted: Iterable[tuple[str, Channel, str]]
+) -> None:
+    """Ask for the deliveries `wanted` (see `delivery_messages`) through the outbox, in the
+    transaction of `conn`."""
+    by_topic: dict[str, list[Envelope]] = {}
+    for topic, envelope in delivery_messages(wanted):
+        by_topic.setdefault(topic, []).append(envelope)
+    for topic, envelopes in by_topic.items():
+        await enqueue(conn, topic, *envelopes)
+
+
+def _deliveries_of(
+    items: Sequence[NewNotification], added: Collection[str] | None = None
+) -> list[tuple[str, Channel, str]]:
+    """(notification id, channel, recipient) of each delivery of `items` (of those `added`)."""
+    return [
+        (str(n.id), channel, str(n.recipient))
+        for n in (item.notification for item in items)
+        if added is None or str(n.id) in added
+        for channel in n.deliveries
+    ]
 
 
 class NotificationService:
@@ -257,17 +278,18 @@ class NotificationService:
         return outcomes
 
     async def _add_together(self, items: Sequence[NewNotification]) -> list[bool]:
+        if self._db.is_postgresql and all(item.idempotency_key is None for item in items):
+            # Nothing here can be taken already, so all of it is added: one statement that
+            # commits by itself writes it and the messages asking for its deliveries, one
+            # round trip instead of six (BEGIN, four statements, COMMIT).
+            async with self._db.autocommit() as conn:
+                await self._store.add_many_enqueueing(
+                    conn, items, delivery_messages(_deliveries_of(items))
+                )
+            return [True] * len(items)
         async with self._db.transaction() as conn:
             added = await self._store.add_many(conn, items)
-            await enqueue_deliveries(
-                conn,
-                (
-                    (str(n.id), channel, str(n.recipient))
-                    for n in (item.notification for item in items)
-                    if str(n.id) in added
-                    for channel in n.deliveries
-                ),
-            )
+            await enqueue_deliveries(conn, _deliveries_of(items, added))
         return [str(item.notification.id) in added for item in items]
 
     async def _recipient_batch(self, user_ids: Sequence[str]) -> list[Recipient | None]:

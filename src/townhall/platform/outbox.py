@@ -54,14 +54,47 @@ outbox_inbox = sa.Table(
     sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# The advisory lock of every key, in one statement. Taken in the order of the lock ids, so two
-# transactions enqueueing overlapping keys cannot each hold a lock the other waits for (two
-# keys may share a hash, so ordering by key would not be enough).
-_LOCK_KEYS = sa.text(
-    "SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
-    "(SELECT DISTINCT hashtext(key) AS lock_id FROM unnest(CAST(:keys AS text[])) AS key "
-    "ORDER BY lock_id) AS ordered"
+# PostgreSQL: the rows of one enqueue in one statement, whatever their number (one array per
+# column, so the statement's text, and its prepared plan, never change). Before its first row
+# takes a position, it takes the advisory lock of every key, held to the end of the
+# transaction: two transactions enqueueing one key commit one after the other, so positions
+# of a key follow commit order and the relay never overtakes an uncommitted earlier row. The
+# locks go in the order of their ids, so two transactions enqueueing overlapping keys cannot
+# each hold a lock the other waits for (two keys may share a hash: ordering by key would not
+# do). The WHERE is a one-time filter, evaluated before any row is produced.
+_PG_INSERT = (
+    "INSERT INTO outbox_messages (id, topic, key, shard, body, created_at) "
+    "SELECT m.id, m.topic, m.key, m.shard, m.body, CAST(:outbox_at AS timestamptz) "
+    "FROM unnest(CAST(:outbox_ids AS varchar[]), CAST(:outbox_topics AS varchar[]), "
+    "CAST(:outbox_keys AS varchar[]), CAST(:outbox_shards AS integer[]), "
+    "CAST(:outbox_bodies AS text[])) AS m(id, topic, key, shard, body) "
+    "WHERE (SELECT count(pg_advisory_xact_lock(lock_id)) FROM "
+    "(SELECT DISTINCT hashtext(k) AS lock_id FROM unnest(CAST(:outbox_keys AS text[])) AS k "
+    "ORDER BY lock_id) AS ordered) >= 0"
 )
+_PG_ENQUEUE = sa.text(_PG_INSERT)
+
+ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
+"""PostgreSQL: an enqueue as a common table expression, for a caller that writes its own
+state in one statement and wants the outbox rows in that statement too: one round trip, and
+on an autocommit connection no BEGIN or COMMIT. Put it in the statement's WITH clause and
+`enqueue_parameters(...)` in its parameters; the rows commit, or not, with the statement."""
+
+
+def enqueue_parameters(messages: Sequence[tuple[str, Envelope]]) -> dict[str, Any]:
+    """The parameters of `ENQUEUE_CTE` (and of an enqueue) for `(topic, envelope)` pairs."""
+    for topic in {topic for topic, _ in messages}:
+        check_name("topic", topic)
+    return {
+        "outbox_at": datetime.now(UTC),
+        "outbox_ids": [str(e.id) for _, e in messages],
+        "outbox_topics": [topic for topic, _ in messages],
+        "outbox_keys": [e.key for _, e in messages],
+        "outbox_shards": [_shard(e.key) for _, e in messages],
+        "outbox_bodies": [e.to_bytes().decode() for _, e in messages],
+    }
+
+
 _TRY_LOCK_SHARDS = sa.text(
     "SELECT shard FROM generate_series(0, :shards - 1) AS shard "
     "WHERE pg_try_advisory_xact_lock(CAST(:base AS bigint) + shard) ORDER BY shard"
@@ -92,11 +125,10 @@ async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> No
     check_name("topic", topic)
     if not envelopes:
         return
+    if conn.dialect.name == "postgresql":  # the table's trigger NOTIFYs (outbox_0002)
+        await conn.execute(_PG_ENQUEUE, enqueue_parameters([(topic, e) for e in envelopes]))
+        return
     now = datetime.now(UTC)
-    if conn.dialect.name == "postgresql":
-        # Two transactions enqueueing one key commit one after the other, so positions of a
-        # key follow commit order and the relay never overtakes an uncommitted earlier row.
-        await conn.execute(_LOCK_KEYS, {"keys": list({e.key for e in envelopes})})
     await conn.execute(
         outbox_messages.insert(),
         [
@@ -111,8 +143,7 @@ async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> No
             for e in envelopes
         ],
     )
-    if conn.dialect.name != "postgresql":  # PostgreSQL: the table's trigger NOTIFYs (outbox_0002)
-        conn.sync_connection.info["outbox_dirty"] = True  # type: ignore[union-attr]
+    conn.sync_connection.info["outbox_dirty"] = True  # type: ignore[union-attr]
 
 
 class OutboxRelay:

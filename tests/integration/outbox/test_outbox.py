@@ -19,8 +19,10 @@ from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, connect
 from townhall.platform.migrations import migrate
 from townhall.platform.outbox import (
+    ENQUEUE_CTE,
     OutboxRelay,
     enqueue,
+    enqueue_parameters,
     idempotent,
     outbox_messages,
     prune_inbox,
@@ -106,6 +108,41 @@ async def test_a_new_row_wakes_the_relay_at_once_without_polling(db):
     assert time.monotonic() - started < 2
     await relay.stop()
     await bus.close()
+
+
+@pytest.mark.parametrize("form", ["enqueue", "statement"])
+async def test_an_enqueue_of_a_key_waits_for_an_uncommitted_one_of_that_key(db, form):
+    """PostgreSQL: positions of a key follow commit order, so the relay, reading by position,
+    never publishes a key's later envelope before an earlier one that commits after it."""
+    if not db.is_postgresql:
+        pytest.skip("SQLite has one writer at a time")
+    key = f"order-{next(_runs)}"
+
+    async def enqueue_in_one_statement(n: int, of_key: str) -> None:
+        statement = sa.text(f"WITH {ENQUEUE_CTE} SELECT 1")
+        async with db.autocommit() as conn:
+            await conn.execute(statement, enqueue_parameters([("orders", placed(n, of_key))]))
+
+    async def enqueue_in_a_transaction(n: int, of_key: str) -> None:
+        async with db.transaction() as conn:
+            await enqueue(conn, "orders", placed(n, key=of_key))
+
+    second = enqueue_in_one_statement if form == "statement" else enqueue_in_a_transaction
+    async with db.transaction() as conn:
+        await enqueue(conn, "orders", placed(1, key=key))
+        waiting = asyncio.create_task(second(2, key))
+        await asyncio.wait_for(second(3, f"{key}-other"), 5)  # another key does not wait
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # it waits for this transaction's commit
+    await asyncio.wait_for(waiting, 5)
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            sa.select(outbox_messages.c.body)
+            .where(outbox_messages.c.key == key)
+            .order_by(outbox_messages.c.position)
+        )
+        numbers = [Envelope.from_bytes(body.encode()).payload["n"] for body in rows.scalars()]
+    assert numbers == [1, 2]
 
 
 async def test_two_relays_at_once_publish_each_envelope_once_in_key_order(db):

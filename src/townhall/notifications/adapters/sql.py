@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -36,12 +37,32 @@ from townhall.notifications.domain import (
     SkipReason,
     Transient,
 )
+from townhall.platform.messaging import Envelope
+from townhall.platform.outbox import ENQUEUE_CTE, enqueue_parameters
 
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)  # SQLite hands datetimes back naive; they are UTC
     return value
+
+
+# PostgreSQL: a batch of new notifications without idempotency keys, their PENDING deliveries
+# and the outbox messages asking for those, in one statement (one array per column, so the
+# text and its prepared plan never change).
+_ADD_AND_ENQUEUE = sa.text(
+    f"WITH added AS (INSERT INTO {notifications.name} (id, recipient, category, template, data, "
+    "subject, body, locale, created_at, requested_by) SELECT * FROM unnest("
+    "CAST(:ids AS varchar[]), CAST(:recipients AS varchar[]), CAST(:categories AS varchar[]), "
+    "CAST(:templates AS varchar[]), CAST(:data AS json[]), CAST(:subjects AS text[]), "
+    "CAST(:bodies AS text[]), CAST(:locales AS varchar[]), CAST(:created AS timestamptz[]), "
+    "CAST(:requested_by AS varchar[]))), "
+    f"queued AS (INSERT INTO {deliveries.name} (notification_id, channel, status, subject, "
+    "body, html, updated_at) SELECT * FROM unnest(CAST(:d_ids AS varchar[]), "
+    "CAST(:d_channels AS varchar[]), CAST(:d_statuses AS varchar[]), "
+    "CAST(:d_subjects AS text[]), CAST(:d_bodies AS text[]), CAST(:d_html AS text[]), "
+    f"CAST(:d_updated AS timestamptz[]))), {ENQUEUE_CTE} SELECT 1"
+)
 
 
 @dataclass(frozen=True)
@@ -248,6 +269,46 @@ class SqlNotificationStore:
         if delivery_rows:
             await conn.execute(deliveries.insert(), delivery_rows)
         return added
+
+    async def add_many_enqueueing(
+        self,
+        conn: AsyncConnection,
+        new: Sequence[NewNotification],
+        messages: Sequence[tuple[str, Envelope]],
+    ) -> None:
+        """PostgreSQL: insert notifications without idempotency keys, their PENDING deliveries
+        and the outbox `messages` (topic, envelope) in one statement, so that on an autocommit
+        connection they commit together in one round trip. Without a key, nothing of `new`
+        can conflict with what is stored: all of it is inserted, or the statement fails."""
+        if any(item.idempotency_key is not None for item in new):
+            raise ValueError("a notification with an idempotency key may be taken already")
+        wanted = [
+            (item, channel, item.renderings[channel])
+            for item in new
+            for channel in item.notification.deliveries
+        ]
+        added = [item.notification for item in new]
+        parameters = {
+            "ids": [str(x.id) for x in added],
+            "recipients": [str(x.recipient) for x in added],
+            "categories": [x.category for x in added],
+            "templates": [x.content.template for x in added],
+            "data": [json.dumps(dict(x.content.data)) for x in added],
+            "subjects": [x.content.subject for x in added],
+            "bodies": [x.content.body for x in added],
+            "locales": [x.locale for x in added],
+            "created": [x.created_at for x in added],
+            "requested_by": [item.requested_by for item in new],
+            "d_ids": [str(item.notification.id) for item, _, _ in wanted],
+            "d_channels": [channel.value for _, channel, _ in wanted],
+            "d_statuses": [DeliveryStatus.PENDING.value] * len(wanted),
+            "d_subjects": [rendering.subject for _, _, rendering in wanted],
+            "d_bodies": [rendering.body for _, _, rendering in wanted],
+            "d_html": [rendering.html for _, _, rendering in wanted],
+            "d_updated": [item.notification.created_at for item, _, _ in wanted],
+            **enqueue_parameters(messages),
+        }
+        await conn.execute(_ADD_AND_ENQUEUE, parameters)
 
     async def by_idempotency_key(
         self, conn: AsyncConnection, requested_by: str, key: str
