@@ -59,6 +59,7 @@ from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, Retry
 from townhall.platform.observability import get_logger
 from townhall.platform.outbox import enqueue
+from townhall.platform.slots import Slots
 
 log = get_logger("townhall.notifications")
 
@@ -393,7 +394,9 @@ class DeliveryWorker:
         self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE)
         # Deliveries under way at once, across messages: a message may ask for many, and a
         # delivery is claimed only once it has a slot, so a claim is sent well before it ends.
-        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        # A message's deliveries take their slots together, so they are read and claimed
+        # together too (taken one by one as others end, they went a few per statement).
+        self._in_flight = Slots(IN_FLIGHT)
 
     async def handle(self, envelope: Envelope) -> None:
         """Deliver what the message asks for: one delivery, or many (then concurrently, each
@@ -403,12 +406,15 @@ class DeliveryWorker:
         """
         wanted = deliveries_asked(envelope.payload)
         if len(wanted) == 1:
-            await self._deliver(envelope, *wanted[0])
+            await self._in_flight.take(1)
+            try:
+                await self._deliver_now(envelope, *wanted[0])
+            finally:
+                self._in_flight.give()
             return
-        outcomes = await asyncio.gather(
-            *(self._deliver(envelope, nid, recipient) for nid, recipient in wanted),
-            return_exceptions=True,
-        )
+        outcomes: list[BaseException | None] = []
+        for start in range(0, len(wanted), IN_FLIGHT):
+            outcomes += await self._deliver_together(envelope, wanted[start : start + IN_FLIGHT])
         failures: list[Exception] = []
         for outcome in outcomes:
             if isinstance(outcome, Exception):
@@ -418,11 +424,28 @@ class DeliveryWorker:
         if failures:
             raise _one_failure(failures, len(wanted))
 
-    async def _deliver(
-        self, envelope: Envelope, notification_id: str, recipient_id: str | None
-    ) -> None:
-        async with self._in_flight:
-            await self._deliver_now(envelope, notification_id, recipient_id)
+    async def _deliver_together(
+        self, envelope: Envelope, wanted: Sequence[tuple[str, str | None]]
+    ) -> list[BaseException | None]:
+        """Deliver `wanted` concurrently once there are slots for all of them, so that their
+        reads and claims go as one batch each; each gives its slot back when it ends."""
+        await self._in_flight.take(len(wanted))
+        given = 0
+
+        async def deliver(notification_id: str, recipient_id: str | None) -> None:
+            nonlocal given
+            try:
+                await self._deliver_now(envelope, notification_id, recipient_id)
+            finally:
+                given += 1
+                self._in_flight.give()
+
+        try:
+            return await asyncio.gather(
+                *(deliver(nid, recipient) for nid, recipient in wanted), return_exceptions=True
+            )
+        finally:
+            self._in_flight.give(len(wanted) - given)  # those cancelled before they started
 
     async def _deliver_now(
         self, envelope: Envelope, notification_id: str, recipient_id: str | None
