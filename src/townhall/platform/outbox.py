@@ -73,6 +73,10 @@ _PG_INSERT = (
     "ORDER BY lock_id) AS ordered) >= 0"
 )
 _PG_ENQUEUE = sa.text(_PG_INSERT)
+_MARK_SENT_PG = sa.text(
+    "UPDATE outbox_messages SET sent_at = :sent_at "
+    "WHERE position = ANY(CAST(:positions AS bigint[]))"
+)
 
 ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
 """PostgreSQL: an enqueue as a common table expression, for a caller that writes its own
@@ -195,11 +199,17 @@ class OutboxRelay:
             rows = (await conn.execute(query)).all()
             await self._publish(rows)
             if rows:
-                await conn.execute(
-                    outbox_messages.update()
-                    .where(outbox_messages.c.position.in_([row.position for row in rows]))
-                    .values(sent_at=datetime.now(UTC))
-                )
+                positions = [row.position for row in rows]
+                if self.database.is_postgresql:  # one statement text for any number of rows
+                    await conn.execute(
+                        _MARK_SENT_PG, {"positions": positions, "sent_at": datetime.now(UTC)}
+                    )
+                else:
+                    await conn.execute(
+                        outbox_messages.update()
+                        .where(outbox_messages.c.position.in_(positions))
+                        .values(sent_at=datetime.now(UTC))
+                    )
             return len(rows)
 
     async def _publish(self, rows: Sequence[Any]) -> None:

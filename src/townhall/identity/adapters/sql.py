@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import bindparam
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +19,12 @@ from townhall.identity.domain import RefreshToken, User, UsernameTaken
 USER_BY_ID = users.select().where(users.c.id == bindparam("user_id"))
 USER_BY_NAME = users.select().where(users.c.username == bindparam("username"))
 USERS_BY_IDS = users.select().where(users.c.id.in_(bindparam("user_ids", expanding=True)))
+# PostgreSQL: the ids as one array, so the statement's text (and the prepared statement the
+# driver keeps per connection) is the same however many there are; an expanding IN is a new
+# statement, prepared again, for every number of ids.
+USERS_BY_ID_ARRAY = users.select().where(
+    users.c.id == sa.any_(bindparam("user_ids", type_=postgresql.ARRAY(sa.String)))
+)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -60,7 +68,8 @@ class SqlUserRepository:
         """The users of `user_ids` that exist, in no particular order."""
         if not user_ids:
             return []
-        rows = await conn.execute(USERS_BY_IDS, {"user_ids": list(user_ids)})
+        query = USERS_BY_ID_ARRAY if conn.dialect.name == "postgresql" else USERS_BY_IDS
+        rows = await conn.execute(query, {"user_ids": list(user_ids)})
         return [_user(row) for row in rows]
 
     async def by_username(self, conn: AsyncConnection, username: str) -> User | None:

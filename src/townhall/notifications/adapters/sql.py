@@ -139,6 +139,13 @@ _DELIVERIES_TO_SEND = _TO_SEND.where(
     deliveries.c.channel == sa.bindparam("w_channel"),
     deliveries.c.notification_id.in_(sa.bindparam("w_notification_ids", expanding=True)),
 )
+# PostgreSQL: the ids as one array, one statement text for any number of them (an expanding
+# IN is a new statement, prepared again by the driver, for every number of ids).
+_DELIVERIES_TO_SEND_ARRAY = _TO_SEND.where(
+    deliveries.c.channel == sa.bindparam("w_channel"),
+    deliveries.c.notification_id
+    == sa.any_(sa.bindparam("w_notification_ids", type_=postgresql.ARRAY(sa.String))),
+)
 _STATE = ("status", "skip_reason", "held_until", "provider_id", "last_error", "updated_at")
 
 
@@ -376,7 +383,10 @@ class SqlNotificationStore:
         if not notification_ids:
             return {}
         params = {"w_channel": channel.value, "w_notification_ids": list(notification_ids)}
-        rows = await conn.execute(_DELIVERIES_TO_SEND, params)
+        query = (
+            _DELIVERIES_TO_SEND_ARRAY if conn.dialect.name == "postgresql" else _DELIVERIES_TO_SEND
+        )
+        rows = await conn.execute(query, params)
         return {row.notification_id: _record(row) for row in rows}
 
     async def claim_many(
