@@ -11,9 +11,11 @@ priority (`--background-nice`, default 10; 0 puts everything at one priority), a
 deploy them beside the edge on one machine. Phases:
 1. N notifications POSTed as fast as a concurrent client can: end-to-end emails/s, duplicates,
    losses. 2. POSTs paced at a fixed rate (open loop) for ~10 s: POST p50/p99, measured from
-   each request's scheduled start. 3. A stream of 1,000 during which one worker is SIGKILLed
-   mid-way and restarted: losses and duplicates. Then Celery: `delay()` p50/p99 at the same
-   fixed rate, and end-to-end emails/s with 2 workers sending with smtplib.
+   each request's scheduled start; then again with the workers paused (SIGSTOP), the edge's
+   own latency with no delivery work beside it (the deliveries go on SIGCONT). 3. A stream
+   of 1,000 during which one worker is SIGKILLed mid-way and restarted: losses and
+   duplicates. Then Celery: `delay()` p50/p99 at the same fixed rate, and end-to-end
+   emails/s with 2 workers sending with smtplib.
 Prints tables; asserts nothing about time. Every process, the database and the RabbitMQ
 queues it creates are removed at the end, also on errors.
 """
@@ -254,6 +256,11 @@ class Processes:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+    def signal(self, names: list[str], sig: int) -> None:
+        """Send `sig` to the process groups of `names` (SIGSTOP pauses, SIGCONT resumes)."""
+        for name in names:
+            os.killpg(self.running[name].pid, sig)
 
     def stop_all(self) -> None:
         for name in list(self.running):
@@ -655,6 +662,26 @@ def townhall_phases(
             f"achieved {achieved:.0f}/s; from the send: {percentile(service, 50):.2f} / "
             f"{percentile(service, 99):.2f} ms"),
         Row("Townhall", "phase 2 duplicates / losses", f"{paced.duplicates} / {paced.lost}"),
+    ]  # fmt: skip
+    poster.ids.clear()
+
+    # Phase 2b: the same, with the workers paused (SIGSTOP): the edge's own latency, with
+    # no delivery work on the same cores. Deliveries wait in RabbitMQ and go on SIGCONT.
+    workers = ["worker1", "worker2"]
+    procs.signal(workers, signal.SIGSTOP)
+    try:
+        scheduled, service, achieved = asyncio.run(post_paced(poster, args.rate, args.seconds))
+    finally:
+        procs.signal(workers, signal.SIGCONT)
+    ids = set(poster.ids)
+    receiver.wait_for(ids)
+    receiver.settle()
+    paused = account(receiver, ids, 0.0)
+    rows += [
+        Row("Townhall", f"POST at {args.rate:g}/s p50 / p99, workers paused",
+            f"{percentile(scheduled, 50):.2f} / {percentile(scheduled, 99):.2f} ms",
+            f"achieved {achieved:.0f}/s; delivered after SIGCONT: {paused.duplicates} dup / "
+            f"{paused.lost} lost"),
     ]  # fmt: skip
     poster.ids.clear()
 
