@@ -145,6 +145,29 @@ async def test_an_enqueue_of_a_key_waits_for_an_uncommitted_one_of_that_key(db, 
     assert numbers == [1, 2]
 
 
+async def test_commits_made_while_the_woken_relay_lingers_go_out_in_one_batch(db):
+    bus, received = await memory_bus_with_recorder()
+    relay = OutboxRelay(db, bus, poll_interval=60, linger=0.5)
+    batches: list[int] = []
+    publish_batch = relay.publish_batch
+
+    async def recorded() -> int:
+        batches.append(await publish_batch())
+        return batches[-1]
+
+    relay.publish_batch = recorded  # type: ignore[method-assign]
+    await relay.start()
+    await asyncio.sleep(0.3)  # the relay is asleep now
+    for n in range(3):  # the first commit wakes it; the other two come while it lingers
+        async with db.transaction() as conn:
+            await enqueue(conn, "orders", placed(n))
+    await eventually(lambda: len(received) == 3, within=5)
+    await relay.stop()
+    assert [env.payload["n"] for env in received] == [0, 1, 2]
+    assert batches[:1] == [3]
+    await bus.close()
+
+
 async def test_two_relays_at_once_publish_each_envelope_once_in_key_order(db):
     bus, received = await memory_bus_with_recorder()
     relays = [OutboxRelay(db, bus, batch_size=5, poll_interval=0.1) for _ in range(2)]
