@@ -651,11 +651,7 @@ def townhall_phases(
     poster.ids.clear()
 
     # Phase 2: fixed rate, open loop.
-    scheduled, service, achieved = asyncio.run(post_paced(poster, args.rate, args.seconds))
-    ids = set(poster.ids)
-    receiver.wait_for(ids)
-    receiver.settle()
-    paced = account(receiver, ids, 0.0)
+    scheduled, service, achieved, paced = paced_phase(poster, receiver, procs, args, pause=[])
     rows += [
         Row("Townhall", f"POST at {args.rate:g}/s p50 / p99",
             f"{percentile(scheduled, 50):.2f} / {percentile(scheduled, 99):.2f} ms",
@@ -663,31 +659,39 @@ def townhall_phases(
             f"{percentile(service, 99):.2f} ms"),
         Row("Townhall", "phase 2 duplicates / losses", f"{paced.duplicates} / {paced.lost}"),
     ]  # fmt: skip
-    poster.ids.clear()
 
     # Phase 2b: the same, with the workers paused (SIGSTOP): the edge's own latency, with
     # no delivery work on the same cores. Deliveries wait in RabbitMQ and go on SIGCONT.
     workers = ["worker1", "worker2"]
-    procs.signal(workers, signal.SIGSTOP)
-    try:
-        scheduled, service, achieved = asyncio.run(post_paced(poster, args.rate, args.seconds))
-    finally:
-        procs.signal(workers, signal.SIGCONT)
-    ids = set(poster.ids)
-    receiver.wait_for(ids)
-    receiver.settle()
-    paused = account(receiver, ids, 0.0)
+    scheduled, _, achieved, paused = paced_phase(poster, receiver, procs, args, pause=workers)
     rows += [
         Row("Townhall", f"POST at {args.rate:g}/s p50 / p99, workers paused",
             f"{percentile(scheduled, 50):.2f} / {percentile(scheduled, 99):.2f} ms",
             f"achieved {achieved:.0f}/s; delivered after SIGCONT: {paused.duplicates} dup / "
             f"{paused.lost} lost"),
     ]  # fmt: skip
-    poster.ids.clear()
 
     # Phase 3: a stream during which one worker is SIGKILLed and restarted.
     rows += kill_phase(procs, env, poster, receiver, args)
     return rows
+
+
+def paced_phase(
+    poster: Poster, receiver: Receiver, procs: Processes, args: Any, pause: list[str]
+) -> tuple[list[float], list[float], float, Delivery]:
+    """POSTs at the fixed rate with the processes `pause` stopped meanwhile, then every email
+    of them awaited: latencies from the scheduled start and from the send, the rate achieved,
+    and what was delivered."""
+    procs.signal(pause, signal.SIGSTOP)
+    try:
+        scheduled, service, achieved = asyncio.run(post_paced(poster, args.rate, args.seconds))
+    finally:
+        procs.signal(pause, signal.SIGCONT)
+    ids = set(poster.ids)
+    receiver.wait_for(ids)
+    receiver.settle()
+    poster.ids.clear()
+    return scheduled, service, achieved, account(receiver, ids, 0.0)
 
 
 def kill_phase(
