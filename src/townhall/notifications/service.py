@@ -58,7 +58,7 @@ from townhall.platform.clock import Clock
 from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, Retry
 from townhall.platform.observability import get_logger
-from townhall.platform.outbox import enqueue
+from townhall.platform.outbox import enqueue_all
 from townhall.platform.slots import Slots
 
 log = get_logger("townhall.notifications")
@@ -201,11 +201,7 @@ async def enqueue_deliveries(
 ) -> None:
     """Ask for the deliveries `wanted` (see `delivery_messages`) through the outbox, in the
     transaction of `conn`."""
-    by_topic: dict[str, list[Envelope]] = {}
-    for topic, envelope in delivery_messages(wanted):
-        by_topic.setdefault(topic, []).append(envelope)
-    for topic, envelopes in by_topic.items():
-        await enqueue(conn, topic, *envelopes)
+    await enqueue_all(conn, delivery_messages(wanted))
 
 
 def _deliveries_of(

@@ -85,10 +85,14 @@ on an autocommit connection no BEGIN or COMMIT. Put it in the statement's WITH c
 `enqueue_parameters(...)` in its parameters; the rows commit, or not, with the statement."""
 
 
-def enqueue_parameters(messages: Sequence[tuple[str, Envelope]]) -> dict[str, Any]:
-    """The parameters of `ENQUEUE_CTE` (and of an enqueue) for `(topic, envelope)` pairs."""
+def _check_topics(messages: Sequence[tuple[str, Envelope]]) -> None:
     for topic in {topic for topic, _ in messages}:
         check_name("topic", topic)
+
+
+def enqueue_parameters(messages: Sequence[tuple[str, Envelope]]) -> dict[str, Any]:
+    """The parameters of `ENQUEUE_CTE` (and of an enqueue) for `(topic, envelope)` pairs."""
+    _check_topics(messages)
     return {
         "outbox_at": datetime.now(UTC),
         "outbox_ids": [str(e.id) for _, e in messages],
@@ -127,26 +131,30 @@ def _shard(key: str) -> int:
 async def enqueue(conn: AsyncConnection, topic: str, *envelopes: Envelope) -> None:
     """Write `envelopes` to the outbox in the caller's transaction; they go out on commit."""
     check_name("topic", topic)
-    if not envelopes:
+    await enqueue_all(conn, [(topic, e) for e in envelopes])
+
+
+async def enqueue_all(conn: AsyncConnection, messages: Sequence[tuple[str, Envelope]]) -> None:
+    """`enqueue` for `(topic, envelope)` pairs of any topics, in one statement."""
+    if not messages:
         return
     if conn.dialect.name == "postgresql":  # the table's trigger NOTIFYs (outbox_0002)
-        await conn.execute(_PG_ENQUEUE, enqueue_parameters([(topic, e) for e in envelopes]))
+        await conn.execute(_PG_ENQUEUE, enqueue_parameters(messages))
         return
+    _check_topics(messages)
     now = datetime.now(UTC)
-    await conn.execute(
-        outbox_messages.insert(),
-        [
-            {
-                "id": str(e.id),
-                "topic": topic,
-                "key": e.key,
-                "shard": _shard(e.key),
-                "body": e.to_bytes().decode(),
-                "created_at": now,
-            }
-            for e in envelopes
-        ],
-    )
+    rows = [
+        {
+            "id": str(e.id),
+            "topic": topic,
+            "key": e.key,
+            "shard": _shard(e.key),
+            "body": e.to_bytes().decode(),
+            "created_at": now,
+        }
+        for topic, e in messages
+    ]
+    await conn.execute(outbox_messages.insert(), rows)
     conn.sync_connection.info["outbox_dirty"] = True  # type: ignore[union-attr]
 
 
