@@ -404,13 +404,6 @@ class DeliveryWorker:
         again, nor is a delivery that failed for good unless an operator replays the message.
         """
         wanted = deliveries_asked(envelope.payload)
-        if len(wanted) == 1:
-            await self._in_flight.take(1)
-            try:
-                await self._deliver_now(envelope, *wanted[0])
-            finally:
-                self._in_flight.give()
-            return
         outcomes: list[BaseException | None] = []
         for start in range(0, len(wanted), IN_FLIGHT):
             outcomes += await self._deliver_together(envelope, wanted[start : start + IN_FLIGHT])
@@ -625,7 +618,10 @@ class TransientFailure(Exception):
 def _one_failure(failures: Sequence[Exception], asked: int) -> Exception:
     """What a message for `asked` deliveries raises when `failures` of them failed: an error
     that is not a provider's transient answer if there is one (the bus backs off, or
-    dead-letters it), else a transient failure (backoff), else the longest `Retry`."""
+    dead-letters it), else a transient failure (backoff), else the longest `Retry`. A
+    message for one delivery raises that delivery's error as it is."""
+    if asked == 1:
+        return failures[0]
     summary = f"{len(failures)} of {asked} deliveries failed, first: {failures[0]}"
     for failure in failures:
         if not isinstance(failure, Retry | TransientFailure):
