@@ -179,12 +179,12 @@ class OutboxRelay:
         linger: float = 0.01,
     ) -> None:
         self.database = database
-        self.linger = linger
         self.bus = bus
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.retention = retention
         self.prune_interval = prune_interval
+        self.linger = linger
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
