@@ -3,12 +3,14 @@ PostgreSQL + RabbitMQ with 2 email worker processes, beside the same workload as
 
     .venv/bin/python bench/notifications.py [--quick] [--count 2000] [--rate 500] [--seconds 10]
 
-Processes: an aiosmtpd receiver (its own process; it records every message's
-`X-Townhall-Notification` id and arrival time), `townhall serve --no-consumers --no-relay`
-(the HTTP edge), `townhall relay`, 2 x `townhall worker notifications.email`, and later 2 Celery
-workers. The relay and the workers (Celery's too) are background work and run at a lower CPU
-priority (`--background-nice`, default 10; 0 puts everything at one priority), as one would
-deploy them beside the edge on one machine. Phases:
+Processes: an SMTP receiver (`bench/smtp_receiver.py`, its own process; it records every
+message's `X-Townhall-Notification` id and arrival time), the HTTP edge (`townhall serve
+--no-consumers --no-relay`), `townhall relay`, 2 x `townhall worker notifications.email`, and
+later 2 Celery workers. The relay and the workers (Celery's too) are background work: they go
+into an idle cgroup where the machine allows one (`--background idle`, the default), else run
+at a lower nice (`--background nice`, `--background-nice`, default 10; 0 puts everything at
+one priority), as one would deploy them beside the edge on one machine
+(`bench/cpu_priority.py`). Phases:
 1. N notifications POSTed as fast as a concurrent client can: end-to-end emails/s, duplicates,
    losses. 2. POSTs paced at a fixed rate (open loop) for ~10 s: POST p50/p99, measured from
    each request's scheduled start; then again with the workers paused (SIGSTOP), the edge's
@@ -25,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
-import re
 import secrets
 import signal
 import socket
@@ -45,98 +45,13 @@ from typing import Any
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from cpu_priority import IdleGroup, renice  # noqa: E402  (bench/ is on the path)
+from smtp_receiver import KINDS, Receiver, smtp_capacity  # noqa: E402
+
 AMQP = ("127.0.0.1", 5672)
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN, PASSWORD = "benchadmin", "benchmark password"
-ID_HEADER = re.compile(rb"^X-Townhall-Notification:[ \t]*(\S+)", re.M | re.I)
-
-
-# --- the SMTP receiver: its own process, so it shares no event loop with what it measures ---
-
-
-def receiver_main(conn: Any) -> None:
-    from aiosmtpd.smtp import SMTP
-
-    arrivals: list[tuple[str, float]] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            head = envelope.content.split(b"\r\n\r\n", 1)[0]
-            found = ID_HEADER.search(head)
-            arrivals.append((found.group(1).decode() if found else "", time.time()))
-            return "250 OK"
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        handler = Handler()
-        server = await loop.create_server(
-            lambda: SMTP(handler, hostname="bench-receiver"), "127.0.0.1", 0, backlog=1024
-        )
-        conn.send(server.sockets[0].getsockname()[1])
-        while True:
-            command = await loop.run_in_executor(None, conn.recv)
-            if command == "take":
-                taken = arrivals[:]
-                del arrivals[: len(taken)]
-                conn.send(taken)
-            else:
-                break
-        server.close()
-
-    asyncio.run(main())
-
-
-class Receiver:
-    """The main process's handle on the receiver: arrival times per notification id."""
-
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(target=receiver_main, args=(child,), daemon=True)
-        self.process.start()
-        if not self._conn.poll(30):
-            raise SystemExit("the SMTP receiver did not start")
-        self.port: int = self._conn.recv()
-        self.arrivals: dict[str, list[float]] = {}
-        self.total = 0
-
-    def poll(self) -> None:
-        self._conn.send("take")
-        for notification_id, at in self._conn.recv():
-            self.arrivals.setdefault(notification_id, []).append(at)
-            self.total += 1
-
-    def received(self, ids: set[str]) -> int:
-        self.poll()
-        return sum(1 for i in ids if i in self.arrivals)
-
-    def wait_for(self, ids: set[str], *, stall: float = 30.0) -> None:
-        """Until every id arrived, or nothing new arrived for `stall` seconds."""
-        last, last_change = -1, time.monotonic()
-        while True:
-            got = self.received(ids)
-            if got >= len(ids):
-                return
-            if got != last:
-                last, last_change = got, time.monotonic()
-            elif time.monotonic() - last_change > stall:
-                return
-            time.sleep(0.1)
-
-    def settle(self, seconds: float = 1.0) -> None:
-        """Give late duplicates a moment to show up, then collect them."""
-        time.sleep(seconds)
-        self.poll()
-
-    def stop(self) -> None:
-        try:
-            self._conn.send("stop")
-        except OSError:
-            pass
-        self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
 
 
 @dataclass
@@ -165,34 +80,18 @@ def account(receiver: Receiver, ids: set[str], first_accepted: float) -> Deliver
     )
 
 
-async def smtp_capacity(port: int, count: int, connections: int) -> float:
-    """Emails/s the receiver takes from a plain aiosmtplib client (a lower bound)."""
-    import aiosmtplib
-
-    message = b"From: a@b.test\r\nTo: c@d.test\r\nSubject: capacity\r\n\r\nHello\r\n"
-    per_connection = count // connections
-
-    async def one() -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
-        await client.connect()
-        for _ in range(per_connection):
-            await client.sendmail("a@b.test", ["c@d.test"], message)
-        await client.quit()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(connections)))
-    return per_connection * connections / (time.perf_counter() - started)
-
-
 # --- processes ----------------------------------------------------------------------------
 
 
 class Processes:
     """Every child process the benchmark starts, each in its own process group."""
 
-    def __init__(self, logs: Path, background_nice: int = 0) -> None:
+    def __init__(
+        self, logs: Path, background_nice: int = 0, idle_group: IdleGroup | None = None
+    ) -> None:
         self.logs = logs
         self.background_nice = background_nice
+        self.idle_group = idle_group
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self._log_start: dict[str, int] = {}  # a restarted process appends to its log
 
@@ -205,7 +104,8 @@ class Processes:
         *,
         background: bool = False,
     ) -> None:
-        """Start `name`; a background process (relay, workers) gets the lower CPU priority."""
+        """Start `name`; a background process (relay, workers) goes into the idle group if
+        there is one, else gets the lower nice."""
         log = open(self.logs / f"{name}.log", "ab")
         self._log_start[name] = log.tell()
         self.running[name] = subprocess.Popen(
@@ -217,8 +117,10 @@ class Processes:
             start_new_session=True,
         )
         log.close()
-        if background and self.background_nice:
-            lower_priority(self.running[name].pid, self.background_nice)
+        if background and self.idle_group is not None:
+            self.idle_group.add(self.running[name].pid)
+        elif background and self.background_nice:
+            renice(self.running[name].pid, self.background_nice)
 
     def cpu_seconds(self, name: str) -> float:
         """User + system CPU time the process has used so far (Linux /proc)."""
@@ -265,16 +167,6 @@ class Processes:
     def stop_all(self) -> None:
         for name in list(self.running):
             self.kill(name, signal.SIGTERM)
-
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Nice a process. With Linux's autogroup scheduling (on by default) every session is one
-    scheduling group and a process's own nice counts only inside it; the processes here each
-    run in their own session, so the group's nice is the one set."""
-    autogroup = Path(f"/proc/{pid}/autogroup")
-    if autogroup.exists():
-        autogroup.write_text(str(nice))
-    os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def machine_cpu_seconds() -> float:
@@ -902,11 +794,25 @@ def main() -> None:
     parser.add_argument("--celery-concurrency", type=int, default=1)
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument(
+        "--receiver",
+        default="lean",
+        choices=KINDS,
+        help="the SMTP server that receives the emails (see bench/smtp_receiver.py)",
+    )
+    parser.add_argument(
+        "--background",
+        default="idle",
+        choices=["idle", "nice"],
+        help="how the relay and the workers, Townhall's and Celery's, yield the CPU to the edge "
+        "and the load client: an idle cgroup (falls back to nice where none can be made) or "
+        "--background-nice (see bench/cpu_priority.py)",
+    )
+    parser.add_argument(
         "--background-nice",
         type=int,
         default=10,
-        help="CPU priority (nice) of the relay and the workers, Townhall's and Celery's; the "
-        "edge and the load client keep 0. 0: everything at one priority",
+        help="nice of the relay and the workers with --background nice; 0: everything at one "
+        "priority",
     )
     args = parser.parse_args()
     if args.quick:
@@ -919,8 +825,13 @@ def main() -> None:
     database, prefix = f"townhall_nbench_{run_id}", f"nbench{run_id}"
     celery_queue = f"townhall_nbench_celery_{run_id}"
     logs = Path(tempfile.mkdtemp(prefix="townhall-notifbench-"))
-    procs = Processes(logs, args.background_nice)
-    receiver = Receiver()
+    idle_group = (
+        IdleGroup.create(f"townhall-nbench-{run_id}") if args.background == "idle" else None
+    )
+    if args.background == "idle" and idle_group is None:
+        print("no cgroup with a writable cpu.idle here; background at nice", file=sys.stderr)
+    procs = Processes(logs, args.background_nice, idle_group)
+    receiver = Receiver(args.receiver)
     rows: list[Row] = []
     database_created = False
     try:
@@ -931,7 +842,7 @@ def main() -> None:
             rows.append(
                 Row(
                     "receiver",
-                    "aiosmtpd capacity, 8 connections",
+                    f"{receiver.kind} capacity, 8 connections",
                     f"{capacity:,.0f} emails/s",
                     "aiosmtplib client, one process",
                 )
@@ -952,6 +863,8 @@ def main() -> None:
                 rows += celery_phases(procs, receiver, args, celery_queue)
     finally:
         cleanup("processes", procs.stop_all)
+        if idle_group is not None:
+            cleanup("idle cgroup", idle_group.remove)
         cleanup("receiver", receiver.stop)
         topics = outbox_topics(database) if database_created else []
         groups = [("notifications.email", "notifications.email")]
@@ -968,7 +881,8 @@ def main() -> None:
     print_table(
         f"Notifications end to end on PostgreSQL + RabbitMQ, 2-core machine shared; "
         f"N={args.count}, paced {args.rate:g}/s for {args.seconds:g} s; relay and workers "
-        f"at nice {args.background_nice}",
+        + ("in an idle cgroup" if idle_group else f"at nice {args.background_nice}")
+        + f"; {receiver.kind} SMTP receiver",
         rows,
     )
 
