@@ -198,6 +198,35 @@ async def test_silent_server_times_out_as_transient() -> None:
     assert isinstance(outcome, Transient) and "imeout" in outcome.error
 
 
+async def test_server_silent_mid_conversation_times_out_and_its_connection_is_dropped() -> None:
+    connections: list[int] = []
+
+    async def stalls_after_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        writer.write(b"220 stalling ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250 stalling\r\n")
+        await reader.read()  # MAIL FROM is never answered
+        writer.close()
+
+    server = await asyncio.start_server(stalls_after_ehlo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test", timeout=0.3)
+    try:
+        started = asyncio.get_running_loop().time()
+        first = await asyncio.wait_for(sender.send(email_to()), 5)  # fails rather than hangs
+        elapsed = asyncio.get_running_loop().time() - started
+        second = await sender.send(email_to())
+    finally:
+        await sender.aclose()
+        server.close()
+        await server.wait_closed()
+    assert isinstance(first, Transient) and "imeout" in first.error
+    assert elapsed < 2.0
+    assert isinstance(second, Transient)
+    assert len(connections) == 2  # the stalled connection was not handed out again
+
+
 async def test_starttls_url_upgrades_before_sending_and_plain_url_is_refused_by_such_a_server(
     certificate: tuple[Path, Path],
 ) -> None:
