@@ -21,6 +21,7 @@ from townhall.config import ConfigError, Settings, load_settings
 from townhall.platform.errors import DomainError
 from townhall.platform.eventstore import Projections
 from townhall.platform.eventstore.cli import projections_cli
+from townhall.platform.heap import settle_heap
 from townhall.platform.messaging import MessageBus
 from townhall.platform.messaging.cli import dlq_app, run_relay
 from townhall.platform.observability import configure_logging
@@ -116,9 +117,7 @@ def serve(
     async def main() -> None:
         runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
         config = uvicorn.Config(
-            runtime.create_app(
-                on_ready=lambda: _announce(settings), consumers=consumers, relay=relay
-            ),
+            runtime.create_app(on_ready=lambda: _ready(settings), consumers=consumers, relay=relay),
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -136,6 +135,11 @@ def serve(
             raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{settings.port}")
 
     _run(main(), server=True)
+
+
+async def _ready(settings: Settings) -> None:
+    settle_heap()
+    await _announce(settings)
 
 
 async def _announce(settings: Settings) -> None:
@@ -222,6 +226,7 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         try:
             await runtime.start(relay=False, groups=groups)
+            settle_heap()
             typer.echo(f"worker running {', '.join(groups)}", err=True)
             await stop.wait()
         finally:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import typer
 
 from townhall.platform.db import Database
+from townhall.platform.heap import settle_heap
 from townhall.platform.messaging.ports import MessageBus
 from townhall.platform.outbox import OutboxRelay
 
@@ -80,6 +81,7 @@ async def run_relay(database: Database, connect_bus: BusFactory, **options: floa
 
     bus = await connect_bus()
     relay = OutboxRelay(database, bus, **options)  # type: ignore[arg-type]
+    settle_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(relay.stop()))
