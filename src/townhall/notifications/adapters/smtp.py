@@ -80,16 +80,10 @@ def build_message(
     mime: Message = text
     if message.html is not None:
         mime = MIMEMultipart("alternative", _subparts=[text, _text_part(message.html, "html")])
-    mime["From"] = _from_header(sender)
-    mime["To"] = message.to
-    mime["Subject"] = (
-        message.subject
-        if message.subject.isascii()
-        else Header(message.subject, "utf-8", header_name="Subject").encode()
-    )
-    mime["Date"] = email.utils.format_datetime(clock.now())
-    mime["Message-ID"] = message_id_for(message.notification_id, Channel.EMAIL, message_id_domain)
-    mime["X-Townhall-Notification"] = str(message.notification_id)
+    for name, value in _headers(message, sender, message_id_domain, clock).items():
+        if name == "Subject" and not value.isascii():
+            value = Header(value, "utf-8", header_name=name).encode()
+        mime[name] = value
     return mime
 
 
@@ -112,27 +106,34 @@ def render_message(
     `build_message(...).as_bytes()` gives, at a fraction of its cost. Anything else (HTML,
     non-ASCII text or headers, a header that would fold) goes through `build_message`.
     """
-    message_id = message_id_for(message.notification_id, Channel.EMAIL, message_id_domain)
     if message.html is None and message.text.isascii():
-        headers = (
-            ("From", _from_header(sender)),
-            ("To", message.to),
-            ("Subject", message.subject),
-            ("Date", email.utils.format_datetime(clock.now())),
-            ("Message-ID", message_id),
-            ("X-Townhall-Notification", str(message.notification_id)),
-        )
-        lines = [f"{header}: {value}" for header, value in headers]
+        headers = _headers(message, sender, message_id_domain, clock)
+        lines = [f"{name}: {value}" for name, value in headers.items()]
         if all(
             len(line) <= _MAX_LINE and _PLAIN_VALUE.fullmatch(value)
-            for line, (_, value) in zip(lines, headers, strict=True)
+            for line, value in zip(lines, headers.values(), strict=True)
         ):
             # The generator ends every body line with "\n", whatever it ended with before.
             body = message.text.replace("\r\n", "\n").replace("\r", "\n")
             text = _PLAIN_TEXT_HEAD + "\n".join(lines) + "\n\n" + body
-            return text.encode("ascii"), message_id
+            return text.encode("ascii"), headers["Message-ID"]
     mime = build_message(message, sender, message_id_domain, clock)
-    return mime.as_bytes(), message_id
+    return mime.as_bytes(), str(mime["Message-ID"])
+
+
+def _headers(
+    message: EmailMessage, sender: str, message_id_domain: str, clock: Clock
+) -> dict[str, str]:
+    """The message's headers in their order, as plain values (`build_message` encodes a
+    non-ASCII subject)."""
+    return {
+        "From": _from_header(sender),
+        "To": message.to,
+        "Subject": message.subject,
+        "Date": email.utils.format_datetime(clock.now()),
+        "Message-ID": message_id_for(message.notification_id, Channel.EMAIL, message_id_domain),
+        "X-Townhall-Notification": str(message.notification_id),
+    }
 
 
 @functools.lru_cache(maxsize=16)
