@@ -46,12 +46,15 @@ class IdleGroup:
         path = hierarchy / name
         try:
             path.mkdir()
+        except OSError:  # no permission, or the name is taken: leave whatever is there
+            return None
+        group = cls(path)
+        try:
             (path / "cpu.idle").write_text("1")
         except OSError:
-            if path.exists():
-                path.rmdir()
+            group.remove()
             return None
-        return cls(path)
+        return group
 
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(str(pid))  # every thread of the process
