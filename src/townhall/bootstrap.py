@@ -146,8 +146,8 @@ class Runtime:
         )
 
 
-async def build_platform(settings: Settings) -> Platform:
-    database = Database(settings.database_url)
+async def build_platform(settings: Settings, *, custom_plans: bool = False) -> Platform:
+    database = Database(settings.database_url, custom_plans=custom_plans)
     await _reachable("TOWNHALL_DATABASE_URL", mask_url(settings.database_url), database.ping)
     secret = (
         settings.secret_key.get_secret_value()
@@ -215,11 +215,16 @@ async def migrate_modules(platform: Platform, specs: Sequence[ModuleSpec]) -> No
 
 
 async def assemble(
-    settings: Settings, module_names: Sequence[str] | None = None, *, run_migrations: bool = True
+    settings: Settings,
+    module_names: Sequence[str] | None = None,
+    *,
+    run_migrations: bool = True,
+    custom_plans: bool = False,
 ) -> Runtime:
-    """Build the adapters once, migrate, and install the selected modules."""
+    """Build the adapters once, migrate, and install the selected modules. `custom_plans`:
+    see `Database` (a worker process's batch statements want it; the edge's do not)."""
     specs = select_modules(module_names)
-    platform = await build_platform(settings)
+    platform = await build_platform(settings, custom_plans=custom_plans)
     try:
         if run_migrations:
             # The schema belongs to the database, not to this process's composition: every

@@ -219,7 +219,7 @@ def worker(
     settings = _settings()
 
     async def main() -> None:
-        runtime = await assemble(settings)
+        runtime = await assemble(settings, custom_plans=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -241,7 +241,8 @@ def relay() -> None:
     from townhall.platform.db import Database
 
     settings = _settings()
-    _run(run_relay(Database(settings.database_url), lambda: _open_bus(settings)), server=True)
+    database = Database(settings.database_url, custom_plans=True)
+    _run(run_relay(database, lambda: _open_bus(settings)), server=True)
 
 
 async def _open_bus(settings: Settings) -> MessageBus:

@@ -107,3 +107,72 @@ async def test_after_postgresql_drops_every_connection_one_unit_of_work_fails_th
         assert outcomes[1:] == ["ok"] * 5  # at most the first fails, on a dead connection
     finally:
         await db.dispose()
+
+
+# A batch statement of the shape the notification workers run: an UPDATE of rows of one
+# channel joined to an array of ids.
+_BATCH_UPDATE = text(
+    "UPDATE grows AS g SET v = g.v + 1 FROM unnest(CAST(:ids AS integer[])) AS o(id) "
+    "WHERE g.id = o.id AND g.channel = :channel"
+)
+_ROWS_READ = text(
+    "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+    "WHERE relname = 'grows'"
+)
+
+
+async def _rows_read_after_growth(url: str, *, custom_plans: bool) -> int:
+    """Run the batch statement 10 times on one connection while its table is empty, grow the
+    table to 20,000 rows (no ANALYZE), run it once more for 3 ids: how many rows of the table
+    that last run read."""
+    db = Database(url, custom_plans=custom_plans, pool_size=1)  # one connection, one cache
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                text(
+                    "CREATE TABLE grows (id INTEGER, channel VARCHAR(16), v INTEGER, "
+                    "PRIMARY KEY (id, channel))"
+                )
+            )
+        for _ in range(10):
+            async with db.transaction() as conn:
+                await conn.execute(_BATCH_UPDATE, {"ids": [1, 2, 3], "channel": "email"})
+        async with db.transaction() as conn:
+            await conn.execute(
+                text("INSERT INTO grows SELECT n, 'email', 0 FROM generate_series(1, 20000) n")
+            )
+        async with db.transaction() as conn:  # counts of this backend not yet reported
+            before = (await conn.execute(_ROWS_READ)).scalar_one()
+            await conn.execute(_BATCH_UPDATE, {"ids": [5, 500, 5000], "channel": "email"})
+            return (await conn.execute(_ROWS_READ)).scalar_one() - before
+    finally:
+        await db.dispose()
+
+
+async def test_custom_plans_keep_a_batch_statement_on_the_index_as_its_table_grows(
+    postgres_url,
+):
+    """The trap `custom_plans` avoids, shown both ways: the plan cached while the table was
+    empty reads all 20,000 rows to update 3; planned for each run, the statement reads 3."""
+    assert await _rows_read_after_growth(postgres_url, custom_plans=False) >= 20_000
+    await _drop_grows(postgres_url)
+    assert await _rows_read_after_growth(postgres_url, custom_plans=True) == 3
+
+
+async def _drop_grows(url: str) -> None:
+    db = Database(url)
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(text("DROP TABLE grows"))
+    finally:
+        await db.dispose()
+
+
+async def test_custom_plans_is_a_setting_of_every_connection_and_off_by_default(postgres_url):
+    for custom_plans, expected in ((True, "force_custom_plan"), (False, "auto")):
+        db = Database(postgres_url, custom_plans=custom_plans)
+        try:
+            async with db.connect() as conn:
+                assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == expected
+        finally:
+            await db.dispose()

@@ -19,7 +19,17 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 20, echo: bool = False, custom_plans: bool = False
+    ) -> None:
+        """`custom_plans` (PostgreSQL): plan each statement for the values it runs with
+        (`plan_cache_mode = force_custom_plan`) instead of reusing a generic plan. For
+        processes whose statements are batches over growing tables (bus workers, the relay).
+        After five runs of a prepared statement PostgreSQL may switch to a generic plan, made
+        for the table as it was then, and keeps it until the table's statistics change. One
+        made while a table was nearly empty is a sequential scan; with no ANALYZE since
+        (autovacuum off, or not yet run) it stays one however large the table grows. Each
+        statement then costs a planning step instead, tens of microseconds."""
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()  # "sqlite" | "postgresql"
@@ -40,6 +50,10 @@ class Database:
             # and the next burst opened it again, a new PostgreSQL backend (fork, TLS
             # negotiation, authentication) per request under steady concurrency.
             kwargs.update(pool_size=pool_size, max_overflow=0)
+            if custom_plans:
+                kwargs["connect_args"] = {
+                    "server_settings": {"plan_cache_mode": "force_custom_plan"}
+                }
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_engine = self.engine
         self._read_engine = self.engine
