@@ -70,9 +70,6 @@ CLAIM_READS = 3
 CLAIM_RETRY_SECONDS = 1.0
 BATCH_SIZE = 100  # at most this many notifications or deliveries per batched statement
 IN_FLIGHT = 100  # at most this many deliveries under way in one worker
-# Sends that start together end a few milliseconds apart: their outcomes wait this long so
-# they are written together, not a few per statement.
-FINISH_LINGER = 0.005
 
 
 def topic_for(channel: Channel) -> str:
@@ -390,7 +387,9 @@ class DeliveryWorker:
         # next one (one statement for all, instead of one each).
         self._reads = Batcher(self._read_batch, max_size=BATCH_SIZE)
         self._claims = Batcher(self._claim_batch, max_size=BATCH_SIZE)
-        self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE, linger=FINISH_LINGER)
+        # Outcomes go at once (no linger): the time between a provider's acceptance and the
+        # commit of SENT is the window in which a crash makes a resend.
+        self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE)
         # Deliveries under way at once, across messages: a message may ask for many, and a
         # delivery is claimed only once it has a slot, so a claim is sent well before it ends.
         # A message's deliveries take their slots together, so they are read and claimed
