@@ -387,8 +387,8 @@ class DeliveryWorker:
         # next one (one statement for all, instead of one each).
         self._reads = Batcher(self._read_batch, max_size=BATCH_SIZE)
         self._claims = Batcher(self._claim_batch, max_size=BATCH_SIZE)
-        # Outcomes go at once (no linger): the time between a provider's acceptance and the
-        # commit of SENT is the window in which a crash makes a resend.
+        # Outcomes are not held back to make bigger batches: the time between a provider's
+        # acceptance and the commit of SENT is the window in which a crash makes a resend.
         self._finishes = Batcher(self._finish_batch, max_size=BATCH_SIZE)
         # Deliveries under way at once, across messages: a message may ask for many, and a
         # delivery is claimed only once it has a slot, so a claim is sent well before it ends.

@@ -5,10 +5,6 @@ pays a round trip and the driver's per-statement cost; a `Batcher` sends them as
 instead. The first call goes at once, as a batch of one, so nothing waits when the system is
 idle; calls made while a batch is under way queue up and go together as the next batch. The
 busier the system, the bigger the batches, and the latency a call can add is one batch's time.
-
-Calls that arrive spread over a few milliseconds (the ends of sends that started together)
-would still go a few per batch. A `linger` makes each batch wait that long for more calls
-before it goes, unless it is full already: a little latency for fewer, bigger batches.
 """
 
 from __future__ import annotations
@@ -28,24 +24,16 @@ class Batcher(Generic[T, R]):
 
     `run(items)` returns one outcome per item, in the items' order: a result, or an exception
     that `submit` raises for that item alone. If `run` raises, every call of that batch raises
-    it. One batch runs at a time, of at most `max_size` items, after waiting `linger` seconds
-    for more items if it is not full.
+    it. One batch runs at a time, of at most `max_size` items.
     """
 
     def __init__(
-        self,
-        run: Callable[[Sequence[T]], Awaitable[Sequence[Outcome[R]]]],
-        *,
-        max_size: int,
-        linger: float = 0.0,
+        self, run: Callable[[Sequence[T]], Awaitable[Sequence[Outcome[R]]]], *, max_size: int
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
-        if linger < 0:
-            raise ValueError("linger cannot be negative")
         self._run = run
         self._max_size = max_size
-        self._linger = linger
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.batches = 0  # how many batches ran, and with how many items in all
@@ -66,12 +54,6 @@ class Batcher(Generic[T, R]):
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                if self._linger and len(self._waiting) < self._max_size:
-                    try:
-                        await asyncio.sleep(self._linger)
-                    except BaseException:  # cancelled: so are the calls waiting
-                        self._cancel_waiting([])
-                        raise
                 batch = self._waiting[: self._max_size]
                 del self._waiting[: self._max_size]
                 self.batches += 1
@@ -85,7 +67,10 @@ class Batcher(Generic[T, R]):
                 except Exception as exc:
                     outcomes = [exc] * len(batch)
                 except BaseException:  # cancelled: the calls waiting on it are cancelled too
-                    self._cancel_waiting(batch)
+                    for _, future in [*batch, *self._waiting]:
+                        if not future.done():
+                            future.cancel()
+                    self._waiting.clear()
                     raise
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():  # its caller was cancelled meanwhile
@@ -96,9 +81,3 @@ class Batcher(Generic[T, R]):
                         future.set_result(outcome)
         finally:
             self._runner = None
-
-    def _cancel_waiting(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        for _, future in [*batch, *self._waiting]:
-            if not future.done():
-                future.cancel()
-        self._waiting.clear()

@@ -107,34 +107,3 @@ async def test_idle_waits_for_the_batch_under_way():
     recorder.gate.set()
     await waiter
     assert call.done() and call.result() == 20
-
-
-async def test_with_a_linger_calls_arriving_within_it_go_as_one_batch():
-    recorder = Recorder()
-    batcher = Batcher(recorder.run, max_size=100, linger=0.2)
-    first = asyncio.create_task(batcher.submit(0))
-    await asyncio.sleep(0.05)  # the first call waits for company instead of going alone
-    assert recorder.batches == []
-    rest = [asyncio.create_task(batcher.submit(i)) for i in (2, 4)]
-    assert await asyncio.gather(first, *rest) == [0, 20, 40]
-    assert recorder.batches == [[0, 2, 4]]
-
-
-async def test_a_batch_that_is_full_already_does_not_linger():
-    recorder = Recorder()
-    batcher = Batcher(recorder.run, max_size=2, linger=30.0)
-    calls = [asyncio.create_task(batcher.submit(i)) for i in (2, 4)]
-    assert await asyncio.wait_for(asyncio.gather(*calls), 5) == [20, 40]
-
-
-async def test_a_batcher_cancelled_while_it_lingers_cancels_the_calls_waiting():
-    """As at shutdown, when the loop cancels every task: no call is left waiting forever."""
-    recorder = Recorder()
-    batcher = Batcher(recorder.run, max_size=100, linger=30.0)
-    call = asyncio.create_task(batcher.submit(2))
-    await asyncio.sleep(0.01)
-    (runner,) = asyncio.all_tasks() - {asyncio.current_task(), call}
-    runner.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(call, 5)
-    assert recorder.batches == []
