@@ -60,6 +60,7 @@ from townhall.platform.messaging import Envelope, Retry
 from townhall.platform.observability import get_logger
 from townhall.platform.outbox import enqueue_all
 from townhall.platform.slots import Slots
+from townhall.platform.ttl_cache import TtlCache
 
 log = get_logger("townhall.notifications")
 
@@ -70,6 +71,11 @@ CLAIM_READS = 3
 CLAIM_RETRY_SECONDS = 1.0
 BATCH_SIZE = 100  # at most this many notifications or deliveries per batched statement
 IN_FLIGHT = 100  # at most this many deliveries under way in one worker
+# Accepting a request needs of its recipient only that they exist and their locale; the
+# worker reads where to reach them when it sends. Users are never deleted, so a cached
+# recipient can be stale only in its locale, for at most this long after a change.
+KNOWN_RECIPIENTS_TTL = timedelta(seconds=30)
+KNOWN_RECIPIENTS_MAX = 10_000
 
 
 def topic_for(channel: Channel) -> str:
@@ -229,6 +235,9 @@ class NotificationService:
         self._clock = clock
         # Concurrent requests share their recipients' lookup and their transaction.
         self._recipients = Batcher(self._recipient_batch, max_size=BATCH_SIZE)
+        self._known: TtlCache[str, Recipient] = TtlCache(
+            clock, ttl=KNOWN_RECIPIENTS_TTL, max_entries=KNOWN_RECIPIENTS_MAX
+        )
         self._adds = Batcher(self._add_batch, max_size=BATCH_SIZE)
 
     async def request(
@@ -325,9 +334,12 @@ class NotificationService:
             raise UnknownRecipient(
                 f"{request.recipient!r} is not a user id", field="recipient"
             ) from None
-        recipient = await self._recipients.submit(request.recipient)
+        recipient = self._known.get(request.recipient)
         if recipient is None:
-            raise UnknownRecipient(f"no user {request.recipient}", field="recipient")
+            recipient = await self._recipients.submit(request.recipient)
+            if recipient is None:
+                raise UnknownRecipient(f"no user {request.recipient}", field="recipient")
+            self._known.put(request.recipient, recipient)
         locale = request.locale or recipient.locale
         renderings: dict[Channel, Rendering] = {}
         for channel in channels:

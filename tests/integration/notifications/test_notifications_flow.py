@@ -21,15 +21,21 @@ from townhall.notifications.adapters.tables import deliveries, inbox
 from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
 from townhall.notifications.events import NotificationRequested
 from townhall.notifications.service import (
+    KNOWN_RECIPIENTS_TTL,
     Accepted,
     DeliveryWorker,
     HeldReleaser,
+    NotificationRequest,
+    NotificationService,
     TransientFailure,
+    UnknownRecipient,
     deliveries_asked,
     deliveries_envelope,
     delivery_envelope,
     topic_for,
 )
+from townhall.notifications.templates import TemplateRenderer
+from townhall.platform.clock import FrozenClock
 from townhall.platform.messaging import Retry
 from townhall.platform.messaging.envelope import REPLAY_HEADER
 from townhall.platform.outbox import outbox_messages
@@ -724,3 +730,62 @@ async def test_a_message_for_many_retries_only_what_failed_and_replay_resends_th
         assert (sent("fine"), sent("flaky"), sent("gone")) == (2, 2, 2)
     finally:
         await sender.aclose()
+
+
+class CountingDirectory:
+    """Identity's facade, counting the users asked for."""
+
+    def __init__(self, directory) -> None:
+        self._directory = directory
+        self.asked: list[str] = []
+
+    async def contact(self, user_id):
+        self.asked.append(user_id)
+        return await self._directory.contact(user_id)
+
+    async def contacts(self, user_ids):
+        self.asked += user_ids
+        return await self._directory.contacts(user_ids)
+
+
+async def test_a_recipient_is_looked_up_once_then_known_until_the_entry_expires(app):
+    client, runtime, _ = app
+    platform = runtime.platform
+    clock = FrozenClock(datetime.now(UTC))
+    directory = CountingDirectory(platform.facades["identity"])
+    store = SqlNotificationStore()
+    service = NotificationService(platform.database, store, TemplateRenderer(), directory, clock)
+    ada, auth = await user(client)
+
+    async def welcome_subject() -> str:
+        request = NotificationRequest(
+            recipient=ada, channels=["in_app"], template="welcome", data={"name": "Ada"}
+        )
+        accepted = await service.request(request, requested_by="test")
+        async with platform.database.connect() as conn:
+            found = await conn.execute(
+                sa.select(deliveries.c.subject).where(deliveries.c.notification_id == accepted.id)
+            )
+            return found.scalar_one()
+
+    assert await welcome_subject() == "Welcome, Ada!"
+    assert directory.asked == [ada]
+    changed = await client.patch("/api/v1/me", headers=auth, json={"locale": "fr"})
+    assert changed.status_code == 200, changed.text
+    # Within its time the known recipient is used as it was: its locale may be stale.
+    clock.advance(seconds=KNOWN_RECIPIENTS_TTL.total_seconds() - 1)
+    assert await welcome_subject() == "Welcome, Ada!"
+    assert directory.asked == [ada]
+    clock.advance(seconds=1)
+    assert await welcome_subject() == "Bienvenue, Ada !"
+    assert directory.asked == [ada, ada]
+
+    # An unknown recipient is not remembered: each request asks again.
+    nobody = str(uuid.uuid4())
+    for _ in range(2):
+        with pytest.raises(UnknownRecipient):
+            await service.request(
+                NotificationRequest(recipient=nobody, channels=["email"], body="x"),
+                requested_by="test",
+            )
+    assert directory.asked == [ada, ada, nobody, nobody]
