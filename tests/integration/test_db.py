@@ -3,7 +3,7 @@ import asyncio
 import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from townhall.platform.db import Database
 
@@ -162,10 +162,48 @@ async def test_custom_plans_keep_a_batch_statement_on_the_index_as_its_table_gro
 
 
 async def test_custom_plans_is_a_setting_of_every_connection_and_off_by_default(postgres_url):
+    show = text("SHOW plan_cache_mode")
     for custom_plans, expected in ((True, "force_custom_plan"), (False, "auto")):
         db = Database(postgres_url, custom_plans=custom_plans)
         try:
             async with db.connect() as conn:
-                assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == expected
+                assert (await conn.execute(show)).scalar_one() == expected
+            assert await db.run_on_driver(show, {}) == [(expected,)]  # the driver path too
         finally:
             await db.dispose()
+
+
+async def test_a_statement_on_the_driver_path_takes_named_parameters_and_commits_itself(
+    postgres_url,
+):
+    db = Database(postgres_url)
+    try:
+        assert db.has_driver_path
+        async with db.transaction() as conn:
+            await conn.execute(text("CREATE TABLE d (x INTEGER PRIMARY KEY, label TEXT)"))
+        insert = text(
+            "INSERT INTO d SELECT x, :label || x FROM unnest(CAST(:xs AS integer[])) AS x "
+            "WHERE :label <> '' RETURNING x, label"
+        )
+        rows = await db.run_on_driver(insert, {"xs": [2, 1], "label": "n", "unused": 0})
+        assert sorted(rows) == [(1, "n1"), (2, "n2")]
+        async with db.connect() as conn:  # committed: another connection sees it
+            assert (await conn.execute(text("SELECT count(*) FROM d"))).scalar_one() == 2
+        # A failed statement is SQLAlchemy's error, and writes nothing of itself.
+        with pytest.raises(IntegrityError):
+            await db.run_on_driver(insert, {"xs": [3, 1], "label": "m"})
+        with pytest.raises(KeyError):  # a parameter the statement names is missing
+            await db.run_on_driver(insert, {"xs": [4]})
+        assert await db.run_on_driver(text("SELECT x FROM d ORDER BY x"), {}) == [(1,), (2,)]
+    finally:
+        await db.dispose()
+
+
+async def test_the_driver_path_is_only_on_postgresql(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    try:
+        assert not db.has_driver_path
+        with pytest.raises(RuntimeError, match="PostgreSQL"):
+            await db.run_on_driver(text("SELECT 1"), {})
+    finally:
+        await db.dispose()

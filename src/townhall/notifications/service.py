@@ -284,14 +284,13 @@ class NotificationService:
         return outcomes
 
     async def _add_together(self, items: Sequence[NewNotification]) -> list[bool]:
-        if self._db.is_postgresql and all(item.idempotency_key is None for item in items):
+        if self._db.has_driver_path and all(item.idempotency_key is None for item in items):
             # Nothing here can be taken already, so all of it is added: one statement that
             # commits by itself writes it and the messages asking for its deliveries, one
             # round trip instead of six (BEGIN, four statements, COMMIT).
-            async with self._db.autocommit() as conn:
-                await self._store.add_many_enqueueing(
-                    conn, items, delivery_messages(_deliveries_of(items))
-                )
+            await self._store.add_many_enqueueing(
+                self._db, items, delivery_messages(_deliveries_of(items))
+            )
             return [True] * len(items)
         async with self._db.transaction() as conn:
             added = await self._store.add_many(conn, items)

@@ -7,15 +7,19 @@ rolls back together.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from townhall.platform.driver import AsyncpgPath
+
+_CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 
 
 class Database:
@@ -51,10 +55,14 @@ class Database:
             # negotiation, authentication) per request under steady concurrency.
             kwargs.update(pool_size=pool_size, max_overflow=0)
             if custom_plans:
-                kwargs["connect_args"] = {
-                    "server_settings": {"plan_cache_mode": "force_custom_plan"}
-                }
+                kwargs["connect_args"] = {"server_settings": _CUSTOM_PLANS}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._driver: AsyncpgPath | None = None
+        self._on_driver: dict[str, tuple[str, tuple[str, ...]]] = {}
+        if self.is_postgresql and parsed.get_driver_name() == "asyncpg":
+            self._driver = AsyncpgPath(
+                url, max_size=pool_size, server_settings=_CUSTOM_PLANS if custom_plans else None
+            )
         self._write_engine = self.engine
         self._read_engine = self.engine
         if self.is_postgresql:
@@ -109,12 +117,38 @@ class Database:
             async with self.transaction() as conn:
                 yield conn
 
+    @property
+    def has_driver_path(self) -> bool:
+        """Whether `run_on_driver` is available (PostgreSQL over asyncpg)."""
+        return self._driver is not None
+
+    async def run_on_driver(
+        self, statement: TextClause, parameters: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """PostgreSQL over asyncpg: run one `text()` statement with its named `parameters`
+        straight on the driver, as a unit of work that commits by itself (as `autocommit()`),
+        and return its rows. For the hot single statements of a request or a message: it
+        skips SQLAlchemy's layers (see `townhall.platform.driver`). Errors are SQLAlchemy's
+        (`IntegrityError`, `DBAPIError`), as on the other paths."""
+        if self._driver is None:
+            raise RuntimeError("run_on_driver needs PostgreSQL over asyncpg")
+        compiled = self._on_driver.get(statement.text)
+        if compiled is None:
+            positional = statement.compile(dialect=self.engine.dialect)
+            compiled = positional.string, tuple(positional.positiontup or ())
+            self._on_driver[statement.text] = compiled
+        sql, names = compiled
+        rows = await self._driver.fetch(sql, *(parameters[name] for name in names))
+        return [tuple(row) for row in rows]
+
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
         async with self.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
         await self.engine.dispose()
 
 

@@ -37,6 +37,7 @@ from townhall.notifications.domain import (
     SkipReason,
     Transient,
 )
+from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope
 from townhall.platform.outbox import ENQUEUE_CTE, enqueue_parameters
 
@@ -279,14 +280,15 @@ class SqlNotificationStore:
 
     async def add_many_enqueueing(
         self,
-        conn: AsyncConnection,
+        database: Database,
         new: Sequence[NewNotification],
         messages: Sequence[tuple[str, Envelope]],
     ) -> None:
         """PostgreSQL: insert notifications without idempotency keys, their PENDING deliveries
-        and the outbox `messages` (topic, envelope) in one statement, so that on an autocommit
-        connection they commit together in one round trip. Without a key, nothing of `new`
-        can conflict with what is stored: all of it is inserted, or the statement fails."""
+        and the outbox `messages` (topic, envelope) in one statement that commits by itself,
+        one round trip, on the database's driver path (the edge runs it once per request when
+        requests do not overlap). Without a key, nothing of `new` can conflict with what is
+        stored: all of it is inserted, or the statement fails."""
         if any(item.idempotency_key is not None for item in new):
             raise ValueError("a notification with an idempotency key may be taken already")
         wanted = [
@@ -315,7 +317,7 @@ class SqlNotificationStore:
             "d_updated": [item.notification.created_at for item, _, _ in wanted],
             **enqueue_parameters(messages),
         }
-        await conn.execute(_ADD_AND_ENQUEUE, parameters)
+        await database.run_on_driver(_ADD_AND_ENQUEUE, parameters)
 
     async def by_idempotency_key(
         self, conn: AsyncConnection, requested_by: str, key: str

@@ -50,7 +50,7 @@ from sqlalchemy.types import TypeDecorator
 
 from townhall.platform.clock import Clock, SystemClock
 from townhall.platform.db import Database
-from townhall.platform.eventstore.adapters.asyncpg_path import APPEND, AsyncpgPath
+from townhall.platform.driver import AsyncpgPath
 from townhall.platform.eventstore.adapters.sqlite_writer import Conflict, SqliteWriter
 from townhall.platform.eventstore.ports import (
     ANY,
@@ -145,6 +145,28 @@ snapshots_table = Table(
 )
 
 _e = events_table.c
+# PostgreSQL, on asyncpg: the whole append in one statement. Check the stream's version,
+# take positions from the counter (only when the check passed, so a failed check takes no
+# lock and moves nothing) and insert. It returns the versions written; none: the check failed.
+APPEND = """
+WITH current AS (
+  SELECT coalesce(max(version), 0) AS v FROM eventstore_events WHERE stream_id = $1::text
+), checked AS (
+  SELECT v FROM current WHERE $2::int < 0 OR v = $2::int
+), taken AS (
+  UPDATE eventstore_position SET last = last + $3::bigint
+  WHERE id = 1 AND EXISTS (SELECT 1 FROM checked) RETURNING last
+)
+INSERT INTO eventstore_events (position, stream_id, version, event_id, type,
+                               schema_version, data, metadata, recorded_at)
+SELECT taken.last - $3::bigint + e.ord, $1::text, checked.v + e.ord, e.event_id, e.type,
+       e.schema_version, e.data::json, e.metadata::json, $4::timestamptz
+FROM taken, checked,
+     unnest($5::text[], $6::text[], $7::int[], $8::text[], $9::text[])
+       WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, ord)
+RETURNING version
+"""
+
 _TAKE_POSITIONS = (
     update(position_table)
     .where(position_table.c.id == 1)
