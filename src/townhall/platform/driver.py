@@ -41,6 +41,7 @@ class AsyncpgPath:
                         min_size=1,
                         max_size=self._max_size,
                         server_settings=self._server_settings,
+                        reset=_keep_session,
                     )
         return self._pool
 
@@ -56,6 +57,13 @@ class AsyncpgPath:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Give a connection back to the pool as it is. The pool's default reset is a round trip
+    (`RESET ALL`, `UNLISTEN *`, advisory locks released, ...) on every release, for session
+    state that single statements never leave behind; a transaction left open is still rolled
+    back by asyncpg itself before this is called."""
 
 
 def translated(query: str, args: Any, error: asyncpg.PostgresError) -> DBAPIError:
