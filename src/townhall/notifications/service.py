@@ -577,8 +577,7 @@ class DeliveryWorker:
     async def _finish_batch(
         self, items: Sequence[tuple[Delivery, int, Attempt, datetime]]
     ) -> list[bool]:
-        async with self._db.autocommit() as conn:
-            return await self._store.finish_many(conn, self.channel, items)
+        return await self._store.finish_many(self._db, self.channel, items)
 
     async def _put_in_inbox(self, found: DeliveryRecord, recipient_id: str, now: datetime) -> bool:
         """The inbox row is the in-app delivery: written with SENT, exactly once. False if the

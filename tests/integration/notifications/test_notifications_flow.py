@@ -444,10 +444,9 @@ async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_h
     now = datetime.now(UTC)
     mine.record(now, "smtp", Delivered("first"), final=False)
     attempt = mine.attempts[0]
-    async with database.autocommit() as conn:
-        written = await store.finish_many(
-            conn, Channel.EMAIL, [(mine, skipped.version, attempt, now)]
-        )
+    written = await store.finish_many(
+        database, Channel.EMAIL, [(mine, skipped.version, attempt, now)]
+    )
     assert written == [False]
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert (state["status"], state["attempts"]) == ("SKIPPED", [])
@@ -459,13 +458,12 @@ async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_h
             .values(status="SENDING", skip_reason=None, version=deliveries.c.version + 1)
         )
     stale, current = skipped.version, skipped.version + 1
-    async with database.autocommit() as conn:
-        written = await store.finish_many(
-            conn, Channel.EMAIL, [(mine, stale, attempt, now), (mine, current, attempt, now)]
-        )
+    written = await store.finish_many(
+        database, Channel.EMAIL, [(mine, stale, attempt, now), (mine, current, attempt, now)]
+    )
     assert written == [False, True]
-    async with database.autocommit() as conn:  # now SENT, at the next version
-        written = await store.finish_many(conn, Channel.EMAIL, [(mine, current, attempt, now)])
+    # now SENT, at the next version
+    written = await store.finish_many(database, Channel.EMAIL, [(mine, current, attempt, now)])
     assert written == [False]
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert [a["outcome"] for a in state["attempts"]] == ["delivered"]

@@ -413,18 +413,20 @@ class SqlNotificationStore:
 
     async def finish_many(
         self,
-        conn: AsyncConnection,
+        database: Database,
         channel: Channel,
         finished: Sequence[tuple[Delivery, int, Attempt, datetime]],
     ) -> list[bool]:
         """`finish_sending` for many deliveries of one channel, each `(delivery, version
-        claimed, attempt, now)`: whether each was written. One statement on PostgreSQL; on
-        SQLite one `finish_sending` each (run it in a transaction)."""
-        if conn.dialect.name != "postgresql":
-            return [
-                await self.finish_sending(conn, delivery, now, version, attempt)
-                for delivery, version, attempt, now in finished
-            ]
+        claimed, attempt, now)`: whether each was written. On PostgreSQL one statement that
+        commits by itself, on the driver path; elsewhere one `finish_sending` each, in one
+        transaction."""
+        if not database.has_driver_path:
+            async with database.transaction() as conn:
+                return [
+                    await self.finish_sending(conn, delivery, now, version, attempt)
+                    for delivery, version, attempt, now in finished
+                ]
         rows = [
             (delivery, version, _attempt_row(delivery, attempt), now)
             for delivery, version, attempt, now in finished
@@ -443,7 +445,7 @@ class SqlNotificationStore:
             "answers": [a["answer"] for _, _, a, _ in rows],
             "errors": [a["error"] for _, _, a, _ in rows],
         }
-        written = {tuple(row) for row in await conn.execute(_FINISH_MANY, params)}
+        written = set(await database.run_on_driver(_FINISH_MANY, params))
         return [(str(d.notification_id), version) in written for d, version, _, _ in rows]
 
     async def save_delivery(
