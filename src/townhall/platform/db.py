@@ -57,10 +57,12 @@ class Database:
             if custom_plans:
                 kwargs["connect_args"] = {"server_settings": _CUSTOM_PLANS}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._driver: AsyncpgPath | None = None
+        # PostgreSQL over asyncpg: a small asyncpg pool beside SQLAlchemy's, for the hot single
+        # statements (`run_on_driver`, the event store's appends and reads). One per database.
+        self.driver: AsyncpgPath | None = None
         self._on_driver: dict[str, tuple[str, tuple[str, ...]]] = {}
         if self.is_postgresql and parsed.get_driver_name() == "asyncpg":
-            self._driver = AsyncpgPath(
+            self.driver = AsyncpgPath(
                 url, max_size=pool_size, server_settings=_CUSTOM_PLANS if custom_plans else None
             )
         self._write_engine = self.engine
@@ -120,7 +122,7 @@ class Database:
     @property
     def has_driver_path(self) -> bool:
         """Whether `run_on_driver` is available (PostgreSQL over asyncpg)."""
-        return self._driver is not None
+        return self.driver is not None
 
     async def run_on_driver(
         self, statement: TextClause, parameters: Mapping[str, Any]
@@ -130,7 +132,7 @@ class Database:
         and return its rows. For the hot single statements of a request or a message: it
         skips SQLAlchemy's layers (see `townhall.platform.driver`). Errors are SQLAlchemy's
         (`IntegrityError`, `DBAPIError`), as on the other paths."""
-        if self._driver is None:
+        if self.driver is None:
             raise RuntimeError("run_on_driver needs PostgreSQL over asyncpg")
         compiled = self._on_driver.get(statement.text)
         if compiled is None:
@@ -138,7 +140,7 @@ class Database:
             compiled = positional.string, tuple(positional.positiontup or ())
             self._on_driver[statement.text] = compiled
         sql, names = compiled
-        rows = await self._driver.fetch(sql, *(parameters[name] for name in names))
+        rows = await self.driver.fetch(sql, *(parameters[name] for name in names))
         return [tuple(row) for row in rows]
 
     async def ping(self) -> None:
@@ -147,8 +149,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self._driver is not None:
-            await self._driver.close()
+        if self.driver is not None:
+            await self.driver.close()
         await self.engine.dispose()
 
 

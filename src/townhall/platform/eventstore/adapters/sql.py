@@ -296,13 +296,12 @@ class SqlEventStore:
         event.listen(self._pool, "checkin", self._on_checkin)
         self._codec = _RowCodec(self._upcasters)
         self._writer: SqliteWriter | None = None
-        self._asyncpg: AsyncpgPath | None = None
+        # The database's asyncpg pool, on PostgreSQL over asyncpg: its owner closes it.
+        self._asyncpg: AsyncpgPath | None = database.driver
         url = database.engine.url
         path = url.database or ""
         if database.is_sqlite and path and path != ":memory:" and not url.query:
             self._writer = SqliteWriter(path)
-        if database.is_postgresql and url.get_driver_name() == "asyncpg":
-            self._asyncpg = AsyncpgPath(url.render_as_string(hide_password=False), max_size=10)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -620,8 +619,6 @@ class SqlEventStore:
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
-        if self._asyncpg is not None:
-            await self._asyncpg.close()
         if event.contains(self._pool, "checkin", self._on_checkin):
             event.remove(self._pool, "checkin", self._on_checkin)
         if self._listener is not None:
