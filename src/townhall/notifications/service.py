@@ -262,7 +262,10 @@ class NotificationService:
             assert idempotency_key is not None
             earlier = await self._earlier(requested_by, idempotency_key, fingerprint)
             if earlier is None:
-                raise RuntimeError(f"the Idempotency-Key {idempotency_key!r} is taken, by nothing")
+                raise RuntimeError(
+                    f"the Idempotency-Key {idempotency_key!r} is taken, but its notification"
+                    " could not be read back"
+                )
             return earlier
         return Accepted(str(notification.id), notification.status, created=True)
 
