@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 
 from cpu_priority import IdleGroup, renice  # noqa: E402  (bench/ is on the path)
 from smtp_receiver import KINDS, Receiver, smtp_capacity  # noqa: E402
+from townhall.platform.heap import settle_heap  # noqa: E402
 
 AMQP = ("127.0.0.1", 5672)
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -422,12 +423,11 @@ async def post_paced(
 @contextmanager
 def client_without_pauses() -> Iterator[None]:
     """While a timed phase runs, this process is the load client: a full collection of its
-    own heap (the receiver's arrivals and the ids of every earlier phase, hundreds of
-    thousands of objects) would stall it for tens of milliseconds, and every request in
-    flight would be measured that much late. Collect once before, then freeze what is there
-    so the collector leaves it alone (as the edge does with its startup heap)."""
-    gc.collect()
-    gc.freeze()
+    own heap (the receiver's arrivals and the ids of every earlier phase) stalls it, and
+    every request in flight is measured that much late (slow answers came in bursts of 20-80
+    within 100-300 ms until this was done). Collect once before and freeze what is left, as
+    the edge does with its start-up heap (`settle_heap`)."""
+    settle_heap()
     try:
         yield
     finally:
