@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from townhall.platform.db import Database
+from townhall.platform.db import DRIVER_POOL_MAX, Database
 
 
 async def test_a_rolled_back_transaction_writes_nothing(database_url):
@@ -205,5 +205,18 @@ async def test_the_driver_path_is_only_on_postgresql(tmp_path):
         assert not db.has_driver_path
         with pytest.raises(RuntimeError, match="PostgreSQL"):
             await db.run_on_driver(text("SELECT 1"), {})
+    finally:
+        await db.dispose()
+
+
+async def test_the_driver_path_opens_at_most_its_own_few_connections(postgres_url):
+    """However many statements run at once, and whatever SQLAlchemy's pool size: the
+    connections beside that pool count against PostgreSQL's max_connections too."""
+    db = Database(postgres_url, pool_size=20)
+    try:
+        sleeping = text("SELECT pg_backend_pid() FROM pg_sleep(0.2)")
+        answers = await asyncio.gather(*(db.run_on_driver(sleeping, {}) for _ in range(15)))
+        backends = {rows[0][0] for rows in answers}
+        assert len(backends) == DRIVER_POOL_MAX
     finally:
         await db.dispose()

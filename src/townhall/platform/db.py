@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from townhall.platform.driver import AsyncpgPath
 
 _CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
+DRIVER_POOL_MAX = 10
 
 
 class Database:
@@ -58,12 +59,17 @@ class Database:
                 kwargs["connect_args"] = {"server_settings": _CUSTOM_PLANS}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # PostgreSQL over asyncpg: a small asyncpg pool beside SQLAlchemy's, for the hot single
-        # statements (`run_on_driver`, the event store's appends and reads). One per database.
+        # statements (`run_on_driver`, the event store's appends and reads). One per database,
+        # of at most DRIVER_POOL_MAX connections: its callers batch (one statement under way
+        # per batcher), and every connection counts against PostgreSQL's max_connections,
+        # once for each process beside those of SQLAlchemy's pool.
         self.driver: AsyncpgPath | None = None
         self._on_driver: dict[str, tuple[str, tuple[str, ...]]] = {}
         if self.is_postgresql and parsed.get_driver_name() == "asyncpg":
             self.driver = AsyncpgPath(
-                url, max_size=pool_size, server_settings=_CUSTOM_PLANS if custom_plans else None
+                url,
+                max_size=min(pool_size, DRIVER_POOL_MAX),
+                server_settings=_CUSTOM_PLANS if custom_plans else None,
             )
         self._write_engine = self.engine
         self._read_engine = self.engine
