@@ -155,12 +155,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        field_errors = []
-        malformed = False
+        field_errors: list[dict[str, Any]] = []
         for error in exc.errors():
-            location = [str(part) for part in error.get("loc", ())]
             if error.get("type") == "json_invalid":
-                malformed = True
+                problem = _malformed_json(error, exc.body)
+                return problem_response(request, problem)
+            location = [str(part) for part in error.get("loc", ())]
             if location and location[0] in ("body", "query", "path", "header"):
                 where, location = location[0], location[1:]
             else:
@@ -168,8 +168,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             field_errors.append(
                 {"field": ".".join(location) or where, "in": where, "message": error.get("msg")}
             )
-        detail = "The body is not valid JSON" if malformed else "Some fields are invalid"
-        problem = Problem(422, "validation-error", "Invalid request", detail, errors=field_errors)
+        problem = Problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            "Some fields are invalid",
+            errors=field_errors,
+        )
         return problem_response(request, problem)
 
     async def on_rate_limited(request: Request, exc: Exception) -> JSONResponse:
@@ -188,6 +193,27 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(RateLimited, on_rate_limited)
+
+
+def _malformed_json(error: Mapping[str, Any], document: Any) -> Problem:
+    """A 422 saying the body is not JSON and where it breaks, as line and column (1-based)
+    rather than the parser's character offset."""
+    location = error.get("loc", ())
+    position = location[1] if len(location) > 1 and isinstance(location[1], int) else 0
+    reason = str((error.get("ctx") or {}).get("error") or "not valid JSON")
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)
+    message = f"{reason} at line {line}, column {column}"
+    return Problem(
+        422,
+        "validation-error",
+        "Invalid request",
+        f"The body is not valid JSON: {message}",
+        errors=[
+            {"field": "body", "in": "body", "message": message, "line": line, "column": column}
+        ],
+    )
 
 
 class EdgeMiddleware:
@@ -252,9 +278,18 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
-        except Exception:
+        except Exception as exc:
             if not answered_413:
-                log.exception("unhandled error", method=scope["method"], path=scope["path"])
+                # Everything needed to find the failure from the request id the client quotes.
+                log.exception(
+                    "unhandled error",
+                    request_id=request_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=_route_template(scope),
+                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    error=str(exc),
+                )
                 if not response_started:
                     status = 500
                     await self._send_problem(

@@ -25,6 +25,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # In JSON, `log.exception(...)` carries its traceback as text (the console renderer
+    # formats exceptions itself).
+    exception_text: list[Any] = [structlog.processors.format_exc_info] if fmt == "json" else []
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -33,6 +36,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
                 structlog.stdlib.add_logger_name,
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                *exception_text,
             ],
         )
     )
@@ -45,6 +49,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *exception_text,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.ERROR)),

@@ -211,3 +211,22 @@ def test_problem_bodies_are_json_serialisable_rfc9457():
         "detail": "x",
         "request_id": "rid",
     }
+
+
+async def test_malformed_json_says_it_is_the_body_and_where_by_line_and_column(client):
+    answer = await client.post(
+        "/api/v1/auth/register",
+        content=b'{\n  "username": "alice",\n  "password": oops\n}',
+        headers={"content-type": "application/json"},
+    )
+    body = assert_problem(answer, 422, "validation-error")
+    assert body["errors"] == [
+        {
+            "field": "body",
+            "in": "body",
+            "message": "Expecting value at line 3, column 15",
+            "line": 3,
+            "column": 15,
+        }
+    ]
+    assert body["detail"] == "The body is not valid JSON: Expecting value at line 3, column 15"
