@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from townhall.platform import errors
@@ -24,6 +26,12 @@ from townhall.platform.auth import InvalidToken, Principal, TokenCodec
 from townhall.platform.ids import new_id_str
 from townhall.platform.observability import HttpMetrics, get_logger
 from townhall.platform.ratelimit import RateLimited, RateLimiter
+from townhall.platform.storable import (
+    NUL,
+    json_may_hold_unstorable,
+    unstorable_strings,
+    why_unstorable,
+)
 
 PROBLEM_TYPE = "urn:townhall:problem:"
 PROBLEM_JSON = "application/problem+json"
@@ -318,8 +326,6 @@ class EdgeMiddleware:
 
     @staticmethod
     async def _send_problem(send: Send, status: int, request_id: str, detail: str) -> None:
-        import json
-
         code, title = HTTP_TITLES[status]
         body = json.dumps(problem_body(status, code, title, detail, request_id)).encode()
         await send(
@@ -459,6 +465,79 @@ async def _require_json(request: Request) -> None:
         )
 
 
+async def _refuse_unstorable_text(connection: HTTPConnection) -> None:
+    """Every route's rule (an app-wide dependency): a path or query parameter, a header the
+    route reads, or a string anywhere in a JSON body that the database cannot store (NUL, a
+    lone surrogate) is a 422 naming it, before the route runs. Each check starts with a cheap
+    look at the raw request, so clean requests pay almost nothing."""
+    scope = connection.scope
+    found: list[dict[str, Any]] = []
+    if NUL in scope.get("path", ""):
+        for name, value in connection.path_params.items():
+            _note_unstorable(found, "path", name, str(value))
+    if b"%00" in scope.get("query_string", b""):
+        for name, value in connection.query_params.multi_items():
+            _note_unstorable(found, "query", name, value)
+    route = scope.get("route")
+    for header in _declared_headers(route):
+        value = connection.headers.get(header)
+        if value is not None:
+            _note_unstorable(found, "header", header, value)
+    if isinstance(connection, Request) and getattr(route, "body_field", None) is not None:
+        raw = await connection.body()
+        if json_may_hold_unstorable(raw):
+            try:
+                document = json.loads(raw)
+            except ValueError:
+                document = None  # not JSON: the route's own validation says so
+            for field, reason in unstorable_strings(document):
+                found.append({"field": field or "body", "in": "body", "message": reason})
+    if found:
+        raise Problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            "Some fields hold text that cannot be stored",
+            errors=found,
+        )
+
+
+def _note_unstorable(found: list[dict[str, Any]], where: str, name: str, value: str) -> None:
+    reason = why_unstorable(value)
+    if reason is not None:
+        found.append({"field": name, "in": where, "message": reason})
+
+
+_HEADERS_OF_ROUTE: dict[int, tuple[str, ...]] = {}
+
+
+def _declared_headers(route: Any) -> tuple[str, ...]:
+    """The request headers a route reads as parameters (found once per route)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return ()
+    names = _HEADERS_OF_ROUTE.get(id(route))
+    if names is None:
+        names = tuple(
+            field.alias.replace("_", "-") if _converts_underscores(field) else field.alias
+            for part in dependants_of(dependant)
+            for field in part.header_params
+        )
+        _HEADERS_OF_ROUTE[id(route)] = names
+    return names
+
+
+def dependants_of(dependant: Any) -> Iterator[Any]:
+    """A route's dependant and all of its sub-dependencies, depth first."""
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from dependants_of(sub)
+
+
+def _converts_underscores(field: Any) -> bool:
+    return bool(getattr(field.field_info, "convert_underscores", True))
+
+
 require_json = Depends(_require_json)
 """A router dependency: a request with a body must send JSON (else 415)."""
 
@@ -499,7 +578,13 @@ def create_edge(
     # Townhall exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would ask
     # the global providers on every request for nothing.
     telemetry = TelemetryConfig(tracing=False, metrics=False, logs=False)
-    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=telemetry)
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        telemetry=telemetry,
+        dependencies=[Depends(_refuse_unstorable_text)],
+    )
     app.state.tokens = tokens
     app.state.rate_limiter = rate_limiter
     app.state.registry = registry
