@@ -129,8 +129,11 @@ class Runtime:
                 await self.stop()
 
         settings = self.platform.settings
+        # Where identity runs, a token whose user does not exist is refused at the edge.
+        identity_facade = self.platform.facades.get("identity")
         return create_edge(
             tokens=self.platform.tokens,
+            user_exists=identity_facade.exists if identity_facade is not None else None,
             rate_limiter=self.rate_limiter,
             # Routes are matched in order: the modules' (the traffic) before operations'.
             routers=[

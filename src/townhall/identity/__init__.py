@@ -48,6 +48,11 @@ class IdentityFacade:
         users = await self._service.get_users(sorted(set(user_ids)))
         return {user.id: self._contact(user) for user in users}
 
+    async def exists(self, user_id: str) -> bool:
+        """Whether `user_id` names a user (the edge asks, to refuse a token whose user is
+        gone)."""
+        return bool(await self._service.get_users([user_id]))
+
     async def by_username(self, username: str) -> UserContact | None:
         user = await self._service.find_by_username(username)
         return self._contact(user) if user else None

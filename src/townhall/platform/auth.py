@@ -1,4 +1,5 @@
-"""Authentication at the edge: signed JWT access tokens, checked locally (no database hit).
+"""Authentication at the edge: signed JWT access tokens, checked locally, and whether the
+token's user still exists (asked of identity at most once a minute per user).
 
 The identity module issues tokens through `TokenCodec`; every other route only verifies them.
 """
@@ -6,6 +7,7 @@ The identity module issues tokens through `TokenCodec`; every other route only v
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,9 +16,14 @@ from typing import Any
 import jwt
 
 from townhall.platform.clock import Clock
+from townhall.platform.ttl_cache import TtlCache
 
 ALGORITHM = "HS256"
 VERIFIED_CACHE_SIZE = 4096
+KNOWN_USER_TTL = timedelta(seconds=60)
+KNOWN_USERS_CACHED = 10_000
+
+UserExists = Callable[[str], Awaitable[bool]]
 
 
 class InvalidToken(Exception):
@@ -42,6 +49,10 @@ class TokenCodec:
         # token -> (principal, expiry): a token seen before skips the signature check (the
         # costliest step of a request at the edge); expiry is still checked on every use.
         self._verified: dict[str, tuple[Principal, datetime]] = {}
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def issue(self, principal: Principal) -> str:
         now = self._clock.now()
@@ -87,6 +98,34 @@ class TokenCodec:
             is_admin=bool(claims.get("adm", False)),
         )
         return principal, datetime.fromtimestamp(claims["exp"], self._clock.now().tzinfo)
+
+
+class KnownUsers:
+    """Whether a verified token's user exists (a token outlives a deleted user, and another
+    installation sharing the secret signs tokens for users we never had).
+
+    Only "exists" is cached, for `ttl`: a request pays a dict look-up, and the database is
+    asked once per user per `ttl`. So a deleted user's token is refused within `ttl`; a
+    subject that was never a user is asked every time (forging one needs the secret)."""
+
+    def __init__(
+        self,
+        exists: UserExists,
+        clock: Clock,
+        *,
+        ttl: timedelta = KNOWN_USER_TTL,
+        max_entries: int = KNOWN_USERS_CACHED,
+    ) -> None:
+        self._exists = exists
+        self._cache: TtlCache[str, bool] = TtlCache(clock, ttl=ttl, max_entries=max_entries)
+
+    async def __call__(self, user_id: str) -> bool:
+        if self._cache.get(user_id):
+            return True
+        if not await self._exists(user_id):
+            return False
+        self._cache.put(user_id, True)
+        return True
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from townhall.platform import errors
-from townhall.platform.auth import InvalidToken, Principal, TokenCodec
+from townhall.platform.auth import InvalidToken, KnownUsers, Principal, TokenCodec, UserExists
 from townhall.platform.ids import new_id_str
 from townhall.platform.observability import HttpMetrics, get_logger
 from townhall.platform.ratelimit import RateLimited, RateLimiter
@@ -407,9 +407,9 @@ async def optional_principal(request: Request) -> Principal | None:
     principal = None
     if token:
         try:
-            principal = _codec(request).verify(token)
-        except InvalidToken:
-            principal = None
+            principal = await _verified(request, token)
+        except InvalidToken as exc:
+            state["token_refused"] = str(exc)
     state["principal"] = principal
     return principal
 
@@ -422,6 +422,8 @@ async def current_user(request: Request) -> Principal:
     token = _bearer(request)
     if token is None:
         raise _unauthorized("A bearer token is required")
+    if request.scope["state"].get("token_refused") == NO_SUCH_USER:
+        raise _unauthorized("The token's user does not exist")
     raise _unauthorized("The token is invalid or expired")
 
 
@@ -437,14 +439,25 @@ async def websocket_user(websocket: WebSocket) -> Principal:
     if token is None:
         raise _unauthorized("A token is required (?token=)")
     try:
-        return _codec(websocket).verify(token)
-    except InvalidToken:
+        return await _verified(websocket, token)
+    except InvalidToken as exc:
+        if str(exc) == NO_SUCH_USER:
+            raise _unauthorized("The token's user does not exist") from None
         raise _unauthorized("The token is invalid or expired") from None
 
 
-def _codec(request: Request | WebSocket) -> TokenCodec:
-    codec: TokenCodec = request.app.state.tokens
-    return codec
+NO_SUCH_USER = "no such user"
+
+
+async def _verified(connection: Request | WebSocket, token: str) -> Principal:
+    """The token's principal: signed by us, not expired, and its user exists."""
+    state = connection.app.state
+    codec: TokenCodec = state.tokens
+    principal = codec.verify(token)
+    known_users: KnownUsers | None = state.known_users
+    if known_users is not None and not await known_users(principal.user_id):
+        raise InvalidToken(NO_SUCH_USER)
+    return principal
 
 
 async def _require_json(request: Request) -> None:
@@ -562,6 +575,7 @@ def rate_limit(group: str) -> Any:
 def create_edge(
     *,
     tokens: TokenCodec,
+    user_exists: UserExists | None = None,
     rate_limiter: RateLimiter | None,
     routers: Sequence[APIRouter],
     pages: Sequence[APIRouter] = (),
@@ -573,7 +587,11 @@ def create_edge(
     title: str = "Townhall",
     version: str = "0",
 ) -> FastAPI:
-    """The gateway: every module's router under /api/v1, plus health, readiness and metrics."""
+    """The gateway: every module's router under /api/v1, plus health, readiness and metrics.
+
+    `user_exists` (identity's answer, where identity runs) makes a validly signed token whose
+    user does not exist a 401; without it a signature and an expiry are all that is checked.
+    """
     registry = registry or CollectorRegistry()
     # Townhall exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would ask
     # the global providers on every request for nothing.
@@ -586,6 +604,7 @@ def create_edge(
         dependencies=[Depends(_refuse_unstorable_text)],
     )
     app.state.tokens = tokens
+    app.state.known_users = KnownUsers(user_exists, tokens.clock) if user_exists else None
     app.state.rate_limiter = rate_limiter
     app.state.registry = registry
     install_problem_handlers(app)
