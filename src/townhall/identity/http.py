@@ -104,7 +104,12 @@ def routers(service: IdentityService) -> list[APIRouter]:
     )
     me = APIRouter(tags=["identity"], dependencies=[rate_limit("default")])
 
-    @auth.post("/register", status_code=201, response_model=UserOut)
+    @auth.post(
+        "/register",
+        status_code=201,
+        response_model=UserOut,
+        responses={409: {"description": "The username is taken"}},
+    )
     async def register(body: RegisterRequest) -> UserOut:
         user = await service.register(
             Registration(

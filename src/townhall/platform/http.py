@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
@@ -25,6 +25,7 @@ from townhall.platform import errors
 from townhall.platform.auth import InvalidToken, KnownUsers, Principal, TokenCodec, UserExists
 from townhall.platform.ids import new_id_str
 from townhall.platform.observability import HttpMetrics, get_logger
+from townhall.platform.openapi import answers, dependants_of, install_docs, install_openapi
 from townhall.platform.ratelimit import RateLimited, RateLimiter
 from townhall.platform.storable import (
     NUL,
@@ -414,6 +415,7 @@ async def optional_principal(request: Request) -> Principal | None:
     return principal
 
 
+@answers(401)
 async def current_user(request: Request) -> Principal:
     """The authenticated caller; 401 problem without a valid bearer token."""
     principal = await optional_principal(request)
@@ -427,6 +429,7 @@ async def current_user(request: Request) -> Principal:
     raise _unauthorized("The token is invalid or expired")
 
 
+@answers(403)
 async def current_admin(principal: Principal = Depends(current_user)) -> Principal:
     if not principal.is_admin:
         raise Problem(403, "forbidden", "Forbidden", "Administrators only")
@@ -460,8 +463,9 @@ async def _verified(connection: Request | WebSocket, token: str) -> Principal:
     return principal
 
 
+@answers(415)
 async def _require_json(request: Request) -> None:
-    if request.method not in ("POST", "PUT", "PATCH"):
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
@@ -491,7 +495,8 @@ async def _refuse_unstorable_text(connection: HTTPConnection) -> None:
     if b"%00" in scope.get("query_string", b""):
         for name, value in connection.query_params.multi_items():
             _note_unstorable(found, "query", name, value)
-    route = scope.get("route")
+    # The route as served, with the dependencies of the routers it was included through.
+    route = (scope.get("fastapi") or {}).get("effective_route_context") or scope.get("route")
     for header in _declared_headers(route):
         value = connection.headers.get(header)
         if value is not None:
@@ -521,7 +526,7 @@ def _note_unstorable(found: list[dict[str, Any]], where: str, name: str, value: 
         found.append({"field": name, "in": where, "message": reason})
 
 
-_HEADERS_OF_ROUTE: dict[int, tuple[str, ...]] = {}
+_HEADERS_OF_ROUTE: dict[int, tuple[Any, tuple[str, ...]]] = {}
 
 
 def _declared_headers(route: Any) -> tuple[str, ...]:
@@ -529,22 +534,16 @@ def _declared_headers(route: Any) -> tuple[str, ...]:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return ()
-    names = _HEADERS_OF_ROUTE.get(id(route))
-    if names is None:
-        names = tuple(
-            field.alias.replace("_", "-") if _converts_underscores(field) else field.alias
-            for part in dependants_of(dependant)
-            for field in part.header_params
-        )
-        _HEADERS_OF_ROUTE[id(route)] = names
+    known = _HEADERS_OF_ROUTE.get(id(route))
+    if known is not None and known[0] is route:
+        return known[1]
+    names = tuple(
+        field.alias.replace("_", "-") if _converts_underscores(field) else field.alias
+        for part in dependants_of(dependant)
+        for field in part.header_params
+    )
+    _HEADERS_OF_ROUTE[id(route)] = (route, names)  # holding the route keeps its id unique
     return names
-
-
-def dependants_of(dependant: Any) -> Iterator[Any]:
-    """A route's dependant and all of its sub-dependencies, depth first."""
-    yield dependant
-    for sub in dependant.dependencies:
-        yield from dependants_of(sub)
 
 
 def _converts_underscores(field: Any) -> bool:
@@ -558,6 +557,7 @@ require_json = Depends(_require_json)
 def rate_limit(group: str) -> Any:
     """A dependency counting the request against `group`'s limit (per user, else per IP)."""
 
+    @answers(429)
     async def check(request: Request) -> None:
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
         if limiter is None:
@@ -602,7 +602,11 @@ def create_edge(
         lifespan=lifespan,
         telemetry=telemetry,
         dependencies=[Depends(_refuse_unstorable_text)],
+        docs_url=None,  # served by install_docs, from the installation's own files
+        redoc_url=None,
     )
+    install_openapi(app)
+    install_docs(app)
     app.state.tokens = tokens
     app.state.known_users = KnownUsers(user_exists, tokens.clock) if user_exists else None
     app.state.rate_limiter = rate_limiter
