@@ -110,6 +110,7 @@ def serve(
     import uvicorn
 
     from townhall.bootstrap import assemble
+    from townhall.platform.server import http_protocol
 
     settings = _settings(host=host, port=port)
     run_migrations = settings.migrate_on_start if migrate is None else migrate
@@ -124,6 +125,7 @@ def serve(
             access_log=False,
             lifespan="on",
             server_header=False,
+            http=http_protocol(),  # its own 400s are problem+json too
         )
         server = uvicorn.Server(config)
         try:
