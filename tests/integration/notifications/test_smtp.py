@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import shutil
 import socket
 import ssl
@@ -306,3 +308,41 @@ async def test_a_pooled_connection_the_server_closed_while_idle_is_replaced_not_
         await sender.aclose()
         await server.stop()
     assert server.connections == 2 and len(server.received) == 2
+
+
+HOSTILE_TEXTS = {
+    "long line": "x" * 1000,
+    "long lines, CRLF": ("y" * 2000 + "\r\n") * 3,
+    "lone CR and LF": "a" * 1500 + "\rb\n" + "c" * 1001,
+    "dots at line starts": ".\n..\n." + "d" * 1200 + "\n.\r\n.end",
+    "8-bit": "é" * 1000 + "\n.ß\r\n" + "€" * 400,
+    "longest body the API takes": ("z" * 99_999 + "\n")[:100_000],
+}
+
+
+async def test_every_body_the_api_accepts_crosses_a_real_smtp_server_intact() -> None:
+    """aiosmtpd, like most servers, refuses a line over 998 octets ("500 Line too long")."""
+    server = ScriptedServer()
+    port = await server.start()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test")
+    messages = [
+        EmailMessage(uuid.uuid4(), "ada@example.org", f"{name} {'s' * 990}", text)
+        for name, text in HOSTILE_TEXTS.items()
+    ]
+    try:
+        outcomes = [await sender.send(message) for message in messages]
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert all(isinstance(outcome, Delivered) for outcome in outcomes), outcomes
+    assert len(server.received) == len(messages)
+    for message, content in zip(messages, server.received, strict=True):
+        assert all(len(line) <= 998 for line in content.split(b"\r\n"))
+        read = email.message_from_bytes(content, policy=email.policy.default)
+        assert read["Subject"] == message.subject
+        body = read.get_body(("plain",))
+        assert body is not None
+        # Every line break (CRLF, CR or LF) arrives as one line break; SMTP ends the last line.
+        written = message.text.replace("\r\n", "\n").replace("\r", "\n")
+        written += "" if written.endswith("\n") else "\n"
+        assert body.get_content().replace("\r\n", "\n") == written
