@@ -4,13 +4,15 @@ and the development outbox of the built-in sinks."""
 from __future__ import annotations
 
 import html
+import re
+import uuid
 from collections.abc import Callable
 from datetime import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from townhall.notifications.domain import Attempt, Notification
 from townhall.notifications.service import (
@@ -18,10 +20,72 @@ from townhall.notifications.service import (
     NotificationService,
     UserSettings,
 )
+from townhall.platform import time_zones
 from townhall.platform.auth import Principal
 from townhall.platform.http import Problem, current_admin, current_user, rate_limit, require_json
 
 ChannelName = Literal["email", "sms", "push", "in_app"]
+
+# Printable ASCII, space included (a server strips the spaces around a header's value).
+_IDEMPOTENCY_KEY = re.compile(r"[ -~]{1,255}")
+# A line break or another control character: what a subject (an email header) cannot hold.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ValueError(
+            "an Idempotency-Key is 1 to 255 printable ASCII characters"
+            + (" (this one is empty)" if not value else "")
+        )
+    return value
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("a subject is one line: no CR, LF or other control character")
+    return value
+
+
+def _wall_time(value: str) -> str:
+    if not _WALL_TIME.fullmatch(value):
+        raise ValueError(
+            "a wall-clock time HH:MM (00:00 to 23:59), without seconds or a UTC offset: "
+            "the zone is time_zone"
+        )
+    return value
+
+
+def _inbox_cursor(value: str | None) -> str | None:
+    """A cursor is the `next_cursor` of an earlier page: an inbox item's id (a UUID)."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("not a cursor: pass back the next_cursor of a page") from None
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="1 to 255 printable ASCII characters"),
+    AfterValidator(_idempotency_key),
+]
+Subject = Annotated[str, Field(max_length=998), AfterValidator(_one_line)]
+WallTime = Annotated[
+    str, Field(examples=["22:00"], description="HH:MM in time_zone"), AfterValidator(_wall_time)
+]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64, examples=["Europe/Paris"], description=time_zones.HINT),
+    AfterValidator(time_zones.check_time_zone),
+]
+InboxCursor = Annotated[
+    str | None,
+    Query(max_length=64, description="the next_cursor of the previous page"),
+    AfterValidator(_inbox_cursor),
+]
 
 
 class NotifyRequest(BaseModel):
@@ -31,7 +95,7 @@ class NotifyRequest(BaseModel):
     category: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")] = "general"
     template: Annotated[str, Field(max_length=64)] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-    subject: Annotated[str, Field(max_length=998)] | None = None
+    subject: Subject | None = None
     body: Annotated[str, Field(max_length=100_000)] | None = None
     locale: Annotated[str, Field(max_length=16)] | None = None
 
@@ -53,9 +117,9 @@ class OptOut(BaseModel):
 
 
 class QuietHoursIn(BaseModel):
-    start: time
-    end: time
-    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    start: WallTime
+    end: WallTime
+    time_zone: TimeZone | None = None  # default: the user's own (their profile's)
 
 
 class PreferencesIn(BaseModel):
@@ -118,9 +182,7 @@ def routers(
         body: NotifyRequest,
         response: Response,
         admin: Annotated[Principal, Depends(current_admin)],
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=255)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> AcceptedOut:
         """Accept a notification for delivery (administrators). Returns at once."""
         accepted = await service.request(
@@ -156,7 +218,8 @@ def routers(
         quiet = None
         if body.quiet_hours is not None:
             zone = body.quiet_hours.time_zone or await _user_zone(service, principal)
-            quiet = (body.quiet_hours.start, body.quiet_hours.end, zone)
+            start, end = body.quiet_hours.start, body.quiet_hours.end
+            quiet = (time.fromisoformat(start), time.fromisoformat(end), zone)
         prefs = await settings.set_preferences(
             principal.user_id, [(o.category, o.channel) for o in body.opted_out], quiet
         )
@@ -186,7 +249,7 @@ def routers(
     @api.get("/me/inbox")
     async def inbox(
         principal: Annotated[Principal, Depends(current_user)],
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: InboxCursor = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
         """The in-app inbox, newest first; pass `next_cursor` back as `cursor` for more."""
