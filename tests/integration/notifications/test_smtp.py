@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -346,3 +348,36 @@ async def test_every_body_the_api_accepts_crosses_a_real_smtp_server_intact() ->
         written = message.text.replace("\r\n", "\n").replace("\r", "\n")
         written += "" if written.endswith("\n") else "\n"
         assert body.get_content().replace("\r\n", "\n") == written
+
+
+SINK_AT_INFO = """
+import asyncio, uuid
+from townhall.notifications.adapters.smtp import SmtpEmailSender
+from townhall.notifications.adapters.smtp_sink import SmtpSink
+from townhall.notifications.domain import EmailMessage
+from townhall.platform.observability import configure_logging
+
+async def main():
+    configure_logging("info")
+    sink = SmtpSink()
+    await sink.start()
+    sender = SmtpEmailSender(sink.url, "noreply@townhall.test")
+    for n in range(3):
+        await sender.send(EmailMessage(uuid.uuid4(), "ada@example.org", f"Hi {n}", "text"))
+    await sender.aclose()
+    await sink.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_the_sink_logs_one_line_per_email_at_info() -> None:
+    """As `serve` logs: JSON lines on stdout, at the default level (info)."""
+    ran = subprocess.run(
+        [sys.executable, "-c", SINK_AT_INFO], capture_output=True, text=True, timeout=20
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert [(line["event"], line["subject"]) for line in lines] == [
+        ("sink received email", f"Hi {n}") for n in range(3)
+    ]
