@@ -3,10 +3,8 @@ and the development outbox of the built-in sinks."""
 
 from __future__ import annotations
 
-import html
 import re
 import uuid
-from collections.abc import Callable
 from datetime import time
 from typing import Annotated, Any, Literal
 
@@ -14,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Attempt, Notification
 from townhall.notifications.service import (
     NotificationRequest,
@@ -172,7 +171,7 @@ def notification_out(notification: Notification) -> dict[str, Any]:
 def routers(
     service: NotificationService,
     settings: UserSettings,
-    dev_outbox: Callable[[], list[dict[str, str]]] | None,
+    dev_outbox: DevOutbox | None,
 ) -> tuple[list[APIRouter], list[APIRouter]]:
     """The API routers (under /api/v1) and the page routers (at the root)."""
     api = APIRouter(tags=["notifications"], dependencies=[rate_limit("default"), require_json])
@@ -286,14 +285,16 @@ def routers(
         return Response(status_code=204)
 
     pages: list[APIRouter] = []
-    if dev_outbox is not None:
+    if dev_outbox is not None and dev_outbox.enabled:
 
         @api.get("/dev/outbox")
         async def dev_outbox_api(
             _admin: Annotated[Principal, Depends(current_admin)],
         ) -> dict[str, Any]:
-            """What the built-in SMTP sink received (administrators; sinks on only)."""
-            return {"items": dev_outbox()}
+            """What this process's built-in sinks received: emails (`items`), `sms` and `push`
+            (administrators; only when a sink stands in for a provider). `note` says where the
+            messages went when the channel's delivery worker runs in another process."""
+            return dev_outbox.snapshot()
 
         page = APIRouter(include_in_schema=False)
 
@@ -303,7 +304,7 @@ def routers(
             client = request.client.host if request.client else ""
             if client not in ("127.0.0.1", "::1", "localhost"):
                 return JSONResponse({"detail": "local only"}, status_code=404)
-            return HTMLResponse(_outbox_html(dev_outbox()))
+            return HTMLResponse(dev_outbox.html())
 
         pages.append(page)
 
@@ -331,23 +332,3 @@ def _preferences_out(prefs: Any) -> dict[str, Any]:
             else None
         ),
     }
-
-
-def _outbox_html(items: list[dict[str, str]]) -> str:
-    rows = "".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
-            html.escape(item["received_at"]),
-            html.escape(item["to"]),
-            html.escape(item["subject"]),
-            html.escape(item["body"]),
-        )
-        for item in reversed(items)
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Townhall dev outbox</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;padding:.4em;"
-        "border-bottom:1px solid #ddd}pre{white-space:pre-wrap;margin:0}</style></head><body>"
-        f"<h1>Dev outbox</h1><p>{len(items)} email(s) received by the built-in SMTP sink, "
-        "newest first.</p><table><tr><th>received</th><th>to</th><th>subject</th>"
-        f"<th>body</th></tr>{rows}</table></body></html>"
-    )
