@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import zoneinfo
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from townhall.platform import time_zones
 from townhall.platform.errors import Conflict, Invalid, Unauthorized
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9_.-]{3,32}$")
@@ -51,11 +51,11 @@ def check_password(password: str) -> str:
 
 
 def check_time_zone(name: str) -> str:
+    """An IANA name only (the platform's one rule): `localtime` and the like are refused."""
     try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise Invalid(f"unknown time zone {name!r}", field="time_zone") from None
-    return name
+        return time_zones.check_time_zone(name)
+    except ValueError as exc:
+        raise Invalid(str(exc), field="time_zone") from None
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,23 @@ from townhall.platform.http import current_user, rate_limit, require_json
 
 
 def _e164(value: str) -> str:
+    """A phone number written in E.164 form (`+`, country code, number) that is also a number
+    its country's numbering plan can have; the two refusals say which rule failed."""
     try:
+        if not value.startswith("+"):
+            raise phonenumbers.NumberParseException(0, "no +")
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        raise ValueError("not a phone number in E.164 form (+ and country code)") from None
-    if not value.startswith("+") or not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number in E.164 form (+ and country code)")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        raise ValueError(
+            "not in E.164 form: +, the country code, then the number (e.g. +14155550100)"
+        ) from None
+    written = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(
+            f"{written} is in E.164 form but is not a valid phone number: no number like it"
+            f" exists under country code +{number.country_code}"
+        )
+    return written
 
 
 Phone = Annotated[str, AfterValidator(_e164)]

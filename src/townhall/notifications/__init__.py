@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from townhall.notifications.adapters.sql import SqlNotificationStore
+from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Channel
 from townhall.notifications.events import TOPIC, NotificationRequested
 from townhall.notifications.http import routers
@@ -70,9 +71,12 @@ def _install(platform: Platform) -> Installed:
     senders = build_senders(settings)
     releaser = HeldReleaser(platform.database, store, platform.clock)
     release_task: asyncio.Task[None] | None = None
+    delivering: set[Channel] = set()  # the channels whose consumer group runs here
+    outbox = DevOutbox(senders.smtp_sink, senders.sms_sink, senders.push_sink, delivering)
 
     def worker(channel: Channel) -> Any:
         def factory() -> Any:
+            delivering.add(channel)
             return DeliveryWorker(
                 channel,
                 platform.database,
@@ -142,13 +146,7 @@ def _install(platform: Platform) -> Installed:
                 await release_task
         await senders.stop()
 
-    def dev_outbox() -> list[dict[str, str]]:
-        assert senders.smtp_sink is not None
-        return [message.as_dict() for message in senders.smtp_sink.messages]
-
-    api, pages = routers(
-        service, user_settings, dev_outbox if senders.smtp_sink is not None else None
-    )
+    api, pages = routers(service, user_settings, outbox)
     return Installed(
         routers=api,
         pages=pages,

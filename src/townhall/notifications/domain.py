@@ -91,6 +91,18 @@ class MissingTemplateVariable(NotificationError):
         self.variable = variable
 
 
+class InvalidTemplateData(NotificationError):
+    """A template data value that is not a scalar: a template would print its Python form."""
+
+    def __init__(self, key: str, value: object) -> None:
+        self.field_name = f"data.{key}"
+        kind = "an object" if isinstance(value, Mapping) else "a list"
+        super().__init__(
+            f"data {key!r} is {kind}; template data values are strings, numbers, booleans or null"
+        )
+        self.key = key
+
+
 class TemplateError(NotificationError):
     """A template failed to render for a reason other than a missing variable."""
 
@@ -502,6 +514,15 @@ class Content:
             raise InvalidNotification("give either a template or a body")
         if self.template is not None and self.body is not None:
             raise InvalidNotification("give a template or a body, not both")
+
+
+def check_template_data(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`data` if every value is a scalar (string, number, boolean or None), else the first
+    other value's key is named. How a template shows each kind: `templates.as_text`."""
+    for key, value in data.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise InvalidTemplateData(str(key), value)
+    return data
 
 
 def parse_channels(names: Iterable[str]) -> tuple[Channel, ...]:

@@ -3,25 +3,88 @@ and the development outbox of the built-in sinks."""
 
 from __future__ import annotations
 
-import html
-from collections.abc import Callable
+import re
+import uuid
 from datetime import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Attempt, Notification
 from townhall.notifications.service import (
     NotificationRequest,
     NotificationService,
     UserSettings,
 )
+from townhall.platform import time_zones
 from townhall.platform.auth import Principal
 from townhall.platform.http import Problem, current_admin, current_user, rate_limit, require_json
 
 ChannelName = Literal["email", "sms", "push", "in_app"]
+
+# Printable ASCII, space included (a server strips the spaces around a header's value).
+_IDEMPOTENCY_KEY = re.compile(r"[ -~]{1,255}")
+# A line break or another control character: what a subject (an email header) cannot hold.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WALL_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ValueError(
+            "an Idempotency-Key is 1 to 255 printable ASCII characters"
+            + (" (this one is empty)" if not value else "")
+        )
+    return value
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("a subject is one line: no CR, LF or other control character")
+    return value
+
+
+def _wall_time(value: str) -> str:
+    if not _WALL_TIME.fullmatch(value):
+        raise ValueError(
+            "a wall-clock time HH:MM (00:00 to 23:59), without seconds or a UTC offset: "
+            "the zone is time_zone"
+        )
+    return value
+
+
+def _inbox_cursor(value: str | None) -> str | None:
+    """A cursor is the `next_cursor` of an earlier page: an inbox item's id (a UUID)."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("not a cursor: pass back the next_cursor of a page") from None
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="1 to 255 printable ASCII characters"),
+    AfterValidator(_idempotency_key),
+]
+Subject = Annotated[str, Field(max_length=998), AfterValidator(_one_line)]
+WallTime = Annotated[
+    str, Field(examples=["22:00"], description="HH:MM in time_zone"), AfterValidator(_wall_time)
+]
+TimeZone = Annotated[
+    str,
+    Field(max_length=64, examples=["Europe/Paris"], description=time_zones.HINT),
+    AfterValidator(time_zones.check_time_zone),
+]
+InboxCursor = Annotated[
+    str | None,
+    Query(max_length=64, description="the next_cursor of the previous page"),
+    AfterValidator(_inbox_cursor),
+]
 
 
 class NotifyRequest(BaseModel):
@@ -31,7 +94,7 @@ class NotifyRequest(BaseModel):
     category: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")] = "general"
     template: Annotated[str, Field(max_length=64)] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-    subject: Annotated[str, Field(max_length=998)] | None = None
+    subject: Subject | None = None
     body: Annotated[str, Field(max_length=100_000)] | None = None
     locale: Annotated[str, Field(max_length=16)] | None = None
 
@@ -53,9 +116,9 @@ class OptOut(BaseModel):
 
 
 class QuietHoursIn(BaseModel):
-    start: time
-    end: time
-    time_zone: Annotated[str, Field(max_length=64)] | None = None
+    start: WallTime
+    end: WallTime
+    time_zone: TimeZone | None = None  # default: the user's own (their profile's)
 
 
 class PreferencesIn(BaseModel):
@@ -108,7 +171,7 @@ def notification_out(notification: Notification) -> dict[str, Any]:
 def routers(
     service: NotificationService,
     settings: UserSettings,
-    dev_outbox: Callable[[], list[dict[str, str]]] | None,
+    dev_outbox: DevOutbox | None,
 ) -> tuple[list[APIRouter], list[APIRouter]]:
     """The API routers (under /api/v1) and the page routers (at the root)."""
     api = APIRouter(tags=["notifications"], dependencies=[rate_limit("default"), require_json])
@@ -118,9 +181,7 @@ def routers(
         body: NotifyRequest,
         response: Response,
         admin: Annotated[Principal, Depends(current_admin)],
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", max_length=255)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> AcceptedOut:
         """Accept a notification for delivery (administrators). Returns at once."""
         accepted = await service.request(
@@ -156,7 +217,8 @@ def routers(
         quiet = None
         if body.quiet_hours is not None:
             zone = body.quiet_hours.time_zone or await _user_zone(service, principal)
-            quiet = (body.quiet_hours.start, body.quiet_hours.end, zone)
+            start, end = body.quiet_hours.start, body.quiet_hours.end
+            quiet = (time.fromisoformat(start), time.fromisoformat(end), zone)
         prefs = await settings.set_preferences(
             principal.user_id, [(o.category, o.channel) for o in body.opted_out], quiet
         )
@@ -186,7 +248,7 @@ def routers(
     @api.get("/me/inbox")
     async def inbox(
         principal: Annotated[Principal, Depends(current_user)],
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: InboxCursor = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
         """The in-app inbox, newest first; pass `next_cursor` back as `cursor` for more."""
@@ -223,14 +285,16 @@ def routers(
         return Response(status_code=204)
 
     pages: list[APIRouter] = []
-    if dev_outbox is not None:
+    if dev_outbox is not None and dev_outbox.enabled:
 
         @api.get("/dev/outbox")
         async def dev_outbox_api(
             _admin: Annotated[Principal, Depends(current_admin)],
         ) -> dict[str, Any]:
-            """What the built-in SMTP sink received (administrators; sinks on only)."""
-            return {"items": dev_outbox()}
+            """What this process's built-in sinks received: emails (`items`), `sms` and `push`
+            (administrators; only when a sink stands in for a provider). `note` says where the
+            messages went when the channel's delivery worker runs in another process."""
+            return dev_outbox.snapshot()
 
         page = APIRouter(include_in_schema=False)
 
@@ -240,7 +304,7 @@ def routers(
             client = request.client.host if request.client else ""
             if client not in ("127.0.0.1", "::1", "localhost"):
                 return JSONResponse({"detail": "local only"}, status_code=404)
-            return HTMLResponse(_outbox_html(dev_outbox()))
+            return HTMLResponse(dev_outbox.html())
 
         pages.append(page)
 
@@ -268,23 +332,3 @@ def _preferences_out(prefs: Any) -> dict[str, Any]:
             else None
         ),
     }
-
-
-def _outbox_html(items: list[dict[str, str]]) -> str:
-    rows = "".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
-            html.escape(item["received_at"]),
-            html.escape(item["to"]),
-            html.escape(item["subject"]),
-            html.escape(item["body"]),
-        )
-        for item in reversed(items)
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Townhall dev outbox</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{vertical-align:top;padding:.4em;"
-        "border-bottom:1px solid #ddd}pre{white-space:pre-wrap;margin:0}</style></head><body>"
-        f"<h1>Dev outbox</h1><p>{len(items)} email(s) received by the built-in SMTP sink, "
-        "newest first.</p><table><tr><th>received</th><th>to</th><th>subject</th>"
-        f"<th>body</th></tr>{rows}</table></body></html>"
-    )

@@ -46,6 +46,7 @@ from townhall.notifications.domain import (
     SendOutcome,
     Skip,
     Transient,
+    check_template_data,
     compose_messages,
     decide,
     parse_channels,
@@ -327,7 +328,7 @@ class NotificationService:
             channels = parse_channels(request.channels)
             content = Content(
                 template=request.template,
-                data=dict(request.data),
+                data=dict(check_template_data(request.data)),
                 subject=request.subject,
                 body=request.body,
             )

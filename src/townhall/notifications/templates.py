@@ -5,7 +5,8 @@ files named `<channel>.<locale>.<part>`: `subject.txt`, `txt` (the plain body) a
 `html`. A locale falls back to its language (`fr-CA` -> `fr`) and then to the default locale.
 For one template, channel and locale, an override's files replace the shipped ones as a set.
 Only `.html` files are autoescaped. A variable the data lacks raises `MissingTemplateVariable`
-naming it, so a request is refused up front instead of sending a blank message.
+naming it, so a request is refused up front instead of sending a blank message. Data values are
+scalars; `as_text` says how each kind is printed.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ class _NamingUndefined(StrictUndefined):
         return str(self._undefined_hint or self._undefined_name)
 
 
+def as_text(value: Any) -> Any:
+    """How an expression's value is printed: None as nothing, booleans as `true` / `false`
+    (as JSON writes them), numbers and strings as they are (`3`, `2.5`, `1e+100`). Data
+    values are scalars (`domain.check_template_data`), so no Python repr reaches a message."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def _autoescape(name: str | None) -> bool:
     return bool(name and name.endswith(".html"))
 
@@ -76,6 +88,7 @@ class TemplateRenderer:
             loader=PrefixLoader(roots),
             undefined=_NamingUndefined,
             autoescape=_autoescape,
+            finalize=as_text,
             trim_blocks=True,
             lstrip_blocks=True,
         )

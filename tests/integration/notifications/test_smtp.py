@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
+import json
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -306,3 +310,74 @@ async def test_a_pooled_connection_the_server_closed_while_idle_is_replaced_not_
         await sender.aclose()
         await server.stop()
     assert server.connections == 2 and len(server.received) == 2
+
+
+HOSTILE_TEXTS = {
+    "long line": "x" * 1000,
+    "long lines, CRLF": ("y" * 2000 + "\r\n") * 3,
+    "lone CR and LF": "a" * 1500 + "\rb\n" + "c" * 1001,
+    "dots at line starts": ".\n..\n." + "d" * 1200 + "\n.\r\n.end",
+    "8-bit": "é" * 1000 + "\n.ß\r\n" + "€" * 400,
+    "longest body the API takes": ("z" * 99_999 + "\n")[:100_000],
+}
+
+
+async def test_every_body_the_api_accepts_crosses_a_real_smtp_server_intact() -> None:
+    """aiosmtpd, like most servers, refuses a line over 998 octets ("500 Line too long")."""
+    server = ScriptedServer()
+    port = await server.start()
+    sender = SmtpEmailSender(f"smtp://127.0.0.1:{port}", "noreply@townhall.test")
+    messages = [
+        EmailMessage(uuid.uuid4(), "ada@example.org", f"{name} {'s' * 990}", text)
+        for name, text in HOSTILE_TEXTS.items()
+    ]
+    try:
+        outcomes = [await sender.send(message) for message in messages]
+    finally:
+        await sender.aclose()
+        await server.stop()
+    assert all(isinstance(outcome, Delivered) for outcome in outcomes), outcomes
+    assert len(server.received) == len(messages)
+    for message, content in zip(messages, server.received, strict=True):
+        assert all(len(line) <= 998 for line in content.split(b"\r\n"))
+        read = email.message_from_bytes(content, policy=email.policy.default)
+        assert read["Subject"] == message.subject
+        body = read.get_body(("plain",))
+        assert body is not None
+        # Every line break (CRLF, CR or LF) arrives as one line break; SMTP ends the last line.
+        written = message.text.replace("\r\n", "\n").replace("\r", "\n")
+        written += "" if written.endswith("\n") else "\n"
+        assert body.get_content().replace("\r\n", "\n") == written
+
+
+SINK_AT_INFO = """
+import asyncio, uuid
+from townhall.notifications.adapters.smtp import SmtpEmailSender
+from townhall.notifications.adapters.smtp_sink import SmtpSink
+from townhall.notifications.domain import EmailMessage
+from townhall.platform.observability import configure_logging
+
+async def main():
+    configure_logging("info")
+    sink = SmtpSink()
+    await sink.start()
+    sender = SmtpEmailSender(sink.url, "noreply@townhall.test")
+    for n in range(3):
+        await sender.send(EmailMessage(uuid.uuid4(), "ada@example.org", f"Hi {n}", "text"))
+    await sender.aclose()
+    await sink.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_the_sink_logs_one_line_per_email_at_info() -> None:
+    """As `serve` logs: JSON lines on stdout, at the default level (info)."""
+    ran = subprocess.run(
+        [sys.executable, "-c", SINK_AT_INFO], capture_output=True, text=True, timeout=20
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = [json.loads(line) for line in ran.stdout.splitlines()]
+    assert [(line["event"], line["subject"]) for line in lines] == [
+        ("sink received email", f"Hi {n}") for n in range(3)
+    ]

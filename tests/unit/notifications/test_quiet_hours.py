@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from townhall.notifications.domain import QuietHours
+from townhall.platform.time_zones import check_time_zone, is_iana_time_zone
 
 
 def utc(*args: int) -> datetime:
@@ -85,3 +87,13 @@ def test_a_hold_ends_after_now_within_a_day_and_outside_quiet_hours(
         return
     assert now < until <= now + timedelta(hours=25)
     assert quiet.held_until(until) is None
+
+
+def test_only_iana_time_zone_names_pass_the_shared_rule() -> None:
+    for name in ("UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5"):
+        assert is_iana_time_zone(name) and check_time_zone(name) == name
+    # `localtime` loads with zoneinfo on many systems (the server's own zone): not a name.
+    for name in ("localtime", "posixrules", "Factory", "europe/paris", "", "Mars/Olympus"):
+        assert not is_iana_time_zone(name)
+        with pytest.raises(ValueError, match="IANA time zone name"):
+            check_time_zone(name)

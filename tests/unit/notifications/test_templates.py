@@ -8,9 +8,11 @@ import pytest
 
 from townhall.notifications.domain import (
     Channel,
+    InvalidTemplateData,
     MissingTemplateVariable,
     TemplateError,
     UnknownTemplate,
+    check_template_data,
 )
 from townhall.notifications.templates import TemplateRenderer, html_to_text
 
@@ -111,3 +113,31 @@ def test_the_sandbox_refuses_reaching_into_python_internals(tmp_path: Path) -> N
 def test_html_to_text_keeps_blocks_and_lists_readable() -> None:
     html = "<h1>Title</h1><ul><li>one</li><li>two</li></ul><p>a &amp; b</p>"
     assert html_to_text(html) == "Title\n\n- one\n\n- two\n\na & b"
+
+
+def test_scalar_data_renders_as_text_never_as_a_python_repr() -> None:
+    rendered = renderer.render(
+        "security",
+        Channel.EMAIL,
+        "en",
+        {"name": None, "event": True, "occurred_at": 2.5},
+    )
+    assert rendered.body.startswith("Hello ,\n")
+    assert "We noticed true on your account at 2.5." in rendered.body
+    for python in ("None", "True", "False"):
+        assert python not in rendered.body
+    falsy = renderer.render(
+        "security", Channel.EMAIL, "en", {"name": 0, "event": False, "occurred_at": 10**20}
+    )
+    assert falsy.body.startswith("Hello 0,\n")
+    assert "We noticed false on your account at 100000000000000000000." in falsy.body
+
+
+def test_template_data_must_be_scalars_and_the_refusal_names_the_key() -> None:
+    data = {"name": "Ada", "when": "noon", "n": 1, "x": 1.5, "flag": False, "none": None}
+    assert check_template_data(data) == data
+    for value in ({"x": 1}, [1], ()):
+        with pytest.raises(InvalidTemplateData) as caught:
+            check_template_data({"name": "Ada", "event": value})
+        assert caught.value.field == "data.event"
+        assert "'event'" in caught.value.detail

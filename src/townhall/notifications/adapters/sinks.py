@@ -1,7 +1,7 @@
 """Built-in SMS and push sinks: the embedded defaults, which record what they were asked to send.
 
-Like the SMTP sink they keep the newest `limit` messages in memory for the dev outbox, and
-answer `Delivered` with an id of their own.
+Like the SMTP sink they keep the newest `limit` messages in memory for the dev outbox, log one
+line per message, and answer `Delivered` with an id of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from townhall.notifications.domain import (
     SmsMessage,
 )
 from townhall.platform.clock import Clock, SystemClock
+from townhall.platform.observability import get_logger
+
+log = get_logger("townhall.notifications.sink")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class SmsSink:
         self._sent.append(
             SentSms(message.to, message.body, str(message.notification_id), self._clock.now())
         )
+        log.info("sink received sms", to=message.to, notification_id=str(message.notification_id))
         return Delivered(provider_id=f"{self.name}-{self._count}")
 
     async def aclose(self) -> None:
@@ -86,6 +90,12 @@ class PushSink:
                 notification_id=str(message.notification_id),
                 sent_at=self._clock.now(),
             )
+        )
+        log.info(
+            "sink received push",
+            platform=message.device.platform.value,
+            title=message.title,
+            notification_id=str(message.notification_id),
         )
         return Delivered(provider_id=f"{self.name}-{self._count}")
 

@@ -81,10 +81,38 @@ def build_message(
     if message.html is not None:
         mime = MIMEMultipart("alternative", _subparts=[text, _text_part(message.html, "html")])
     for name, value in _headers(message, sender, message_id_domain, clock).items():
-        if name == "Subject" and not value.isascii():
+        if name == "Subject" and not _foldable(name, value):
             value = Header(value, "utf-8", header_name=name).encode()
         mime[name] = value
     return mime
+
+
+# RFC 5322 2.1.1 and RFC 5321 4.5.3.1.6: a line is at most 998 octets, CRLF not counted.
+MAX_LINE_OCTETS = 998
+
+
+def _foldable(name: str, value: str) -> bool:
+    """Whether compat32 writes this header value so that it reads back as it is: ASCII, its
+    first word on the header's first line (else a reader sees a leading space) and every other
+    word within a folded line (folding breaks only at whitespace). Anything else is RFC
+    2047-encoded, which can be split anywhere and reads back exactly."""
+    if not value.isascii():
+        return False
+    words = value.split()
+    if not words:
+        return True
+    return len(name) + 2 + len(words[0]) <= _MAX_LINE and max(map(len, words)) < _MAX_LINE
+
+
+def _lines_fit(text: str) -> bool:
+    """Whether every line of ASCII `text` (ended by CRLF, CR or LF) fits in an SMTP line, and
+    it holds no NUL: the conditions for sending it as it is (7bit, RFC 2045 2.7)."""
+    if "\0" in text:
+        return False
+    if len(text) <= MAX_LINE_OCTETS:
+        return True
+    lines = text.replace("\r", "\n").split("\n")  # CRLF counts as two breaks: lengths hold
+    return max(map(len, lines)) <= MAX_LINE_OCTETS
 
 
 # A header value the compat32 generator writes exactly as it is: printable ASCII words split by
@@ -104,9 +132,14 @@ def render_message(
 
     Most notifications are short ASCII text: those are written here directly, the very bytes
     `build_message(...).as_bytes()` gives, at a fraction of its cost. Anything else (HTML,
-    non-ASCII text or headers, a header that would fold) goes through `build_message`.
+    non-ASCII text or headers, a header that would fold, a line too long for SMTP or a NUL)
+    goes through `build_message`.
+
+    Either way the bytes are a valid RFC 5322 message for SMTP (RFC 5321): lines end in "\\n"
+    (the SMTP client sends CRLF and dot-stuffs lines that start with "."), no line is longer
+    than 998 octets, and a body that would break that is quoted-printable.
     """
-    if message.html is None and message.text.isascii():
+    if message.html is None and message.text.isascii() and _lines_fit(message.text):
         headers = _headers(message, sender, message_id_domain, clock)
         lines = [f"{name}: {value}" for name, value in headers.items()]
         if all(
@@ -145,11 +178,18 @@ def _from_header(sender: str) -> str:
 
 _UTF8_QP = email.charset.Charset("utf-8")
 _UTF8_QP.body_encoding = email.charset.QP  # readable in raw form, unlike base64
+_ASCII_QP = email.charset.Charset("us-ascii")
+_ASCII_QP.body_encoding = email.charset.QP
 
 
 def _text_part(content: str, subtype: str) -> MIMEText:
+    """Short-lined ASCII goes as it is (7bit). Anything else is quoted-printable, whose lines
+    are at most 76 characters: non-ASCII as UTF-8, and ASCII with a line longer than SMTP
+    allows (or a NUL) as US-ASCII, the long lines split by soft breaks the reader removes."""
     if content.isascii():
-        return MIMEText(content, subtype, "us-ascii")
+        if _lines_fit(content):
+            return MIMEText(content, subtype, "us-ascii")
+        return MIMEText(content, subtype, _ASCII_QP)  # type: ignore[arg-type]
     return MIMEText(content, subtype, _UTF8_QP)  # type: ignore[arg-type]  # a Charset works too
 
 

@@ -1,13 +1,15 @@
 """`SmtpSink`: the built-in SMTP server (aiosmtpd) that keeps what it receives, in memory.
 
 The embedded default when no SMTP URL is set: `serve` starts it on a local port, points the
-email sender at it, and the dev outbox shows its messages. It keeps the newest `limit` only.
+email sender at it, and the dev outbox shows its messages. It keeps the newest `limit` only,
+and logs one line per email it receives (aiosmtpd's own line per SMTP command is debug detail).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email
+import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +20,19 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from townhall.platform.clock import Clock, SystemClock
+from townhall.platform.observability import get_logger
+
+log = get_logger("townhall.notifications.sink")
+# aiosmtpd logs each command of each conversation at info: about seven lines per email.
+AIOSMTPD_LOGGER = "mail.log"
+
+
+def _quiet_aiosmtpd() -> None:
+    """Keep aiosmtpd's per-command lines out of an info log; they show at debug, and a level
+    set for its logger by whoever runs us is left alone."""
+    logger = logging.getLogger(AIOSMTPD_LOGGER)
+    if logger.level == logging.NOTSET and logging.getLogger().level > logging.DEBUG:
+        logger.setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,7 @@ class SmtpSink:
         self._messages.clear()
 
     async def start(self) -> None:
+        _quiet_aiosmtpd()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(self, hostname="townhall-sink", enable_SMTPUTF8=True, loop=loop),
@@ -131,6 +147,12 @@ class SmtpSink:
         )
         self._messages.append(received)
         self._received += 1
+        log.info(
+            "sink received email",
+            to=received.to,
+            subject=received.subject,
+            message_id=received.message_id,
+        )
         async with self._arrived:
             self._arrived.notify_all()
         return "250 Message accepted for delivery"
