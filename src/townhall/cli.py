@@ -110,40 +110,53 @@ def serve(
     import uvicorn
 
     from townhall.bootstrap import assemble
+    from townhall.listening import listen
 
     settings = _settings(host=host, port=port)
     run_migrations = settings.migrate_on_start if migrate is None else migrate
 
     async def main() -> None:
-        runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
-        config = uvicorn.Config(
-            runtime.create_app(on_ready=lambda: _ready(settings), consumers=consumers, relay=relay),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            server_header=False,
-        )
-        server = uvicorn.Server(config)
+        # Bound before anything starts: a port in use is one error, and "up" is true.
+        sockets = listen(settings.host, settings.port)
+        bound_port = int(sockets[0].getsockname()[1])  # the real one when TOWNHALL_PORT=0
         try:
-            await server.serve()
+            runtime = await assemble(
+                settings, _module_names(modules), run_migrations=run_migrations
+            )
+            app = runtime.create_app(
+                on_ready=lambda: _ready(settings, bound_port), consumers=consumers, relay=relay
+            )
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=bound_port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                server_header=False,
+            )
+            server = uvicorn.Server(config)
+            try:
+                await server.serve(sockets=sockets)
+            finally:
+                if not server.started:
+                    await runtime.stop()
         finally:
-            if not server.started:
-                await runtime.stop()
+            for sock in sockets:
+                sock.close()
         if not server.started:
-            raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{settings.port}")
+            raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{bound_port}")
 
     _run(main(), server=True)
 
 
-async def _ready(settings: Settings) -> None:
+async def _ready(settings: Settings, port: int) -> None:
     settle_heap()
-    await _announce(settings)
+    await _announce(settings, port)
 
 
-async def _announce(settings: Settings) -> None:
-    base = f"http://{_url_host(settings.host)}:{settings.port}"
+async def _announce(settings: Settings, port: int) -> None:
+    base = f"http://{_url_host(settings.host)}:{port}"
     typer.echo(f"Townhall is up at {base}", err=True)
     typer.echo(f"  API docs: {base}/docs", err=True)
     typer.echo(f"  health:   {base}/healthz  (ready: {base}/readyz)", err=True)
