@@ -184,7 +184,15 @@ def config() -> None:
     typer.echo(json.dumps(_settings().masked(), indent=2, default=str))
 
 
-@users_app.command("create-admin")
+_CREATE_ADMIN_HELP = (
+    "Make NAME an administrator, creating the user if needed.\n\n"
+    "Administrator rights travel in the access token: a token NAME already holds keeps its old"
+    " rights until it expires (TOWNHALL_ACCESS_TOKEN_TTL seconds). Sign in again, or refresh,"
+    " for a token with the new rights."
+)
+
+
+@users_app.command("create-admin", help=_CREATE_ADMIN_HELP)
 def create_admin(
     name: Annotated[str, typer.Argument(help="Username; created if it does not exist.")],
     password: Annotated[
@@ -192,7 +200,7 @@ def create_admin(
         typer.Option(help="Password for a new user (prompted, or generated without a TTY)."),
     ] = None,
 ) -> None:
-    """Make NAME an administrator, creating the user if needed."""
+    """Make NAME an administrator (the help text is `_CREATE_ADMIN_HELP`)."""
     from townhall.bootstrap import assemble
 
     settings = _settings()
@@ -209,8 +217,14 @@ def create_admin(
             facade = runtime.platform.facades["identity"]
             existed = await facade.by_username(name) is not None
             user = await facade.create_admin(name, password)
-            return f"{user.username} ({user.id}) is an administrator" + (
-                "" if existed or not generated else f"; generated password: {password}"
+            made = f"{user.username} ({user.id}) is an administrator"
+            if not existed:
+                return made + (f"; generated password: {password}" if generated else "")
+            return (
+                f"{made}. Access tokens issued to {user.username} before now keep their old"
+                f" rights until they expire (at most {settings.access_token_ttl} s,"
+                " TOWNHALL_ACCESS_TOKEN_TTL): sign in again or refresh to act as administrator"
+                " now."
             )
         finally:
             await runtime.stop()

@@ -95,6 +95,13 @@ def test_serve_says_up_at_the_address_it_listens_on(tmp_path):
         process.stderr.close()
 
 
+def test_create_admin_help_says_when_the_rights_take_effect(tmp_path):
+    shown = run_cli("users", "create-admin", "--help", env=townhall_env(data_dir=str(tmp_path)))
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "a token NAME already holds keeps its old rights until it expires" in text
+
+
 def test_config_prints_settings_with_secrets_masked(tmp_path):
     env = townhall_env(
         data_dir=str(tmp_path),

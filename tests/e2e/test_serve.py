@@ -119,3 +119,36 @@ def test_create_admin_then_sign_in_as_administrator(env, tmp_path):
             base + "/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
         )
         assert me.json()["is_admin"] is True
+
+
+def test_create_admin_on_a_signed_in_user_takes_effect_with_the_next_token(env, tmp_path):
+    """Administrator rights travel in the access token, as the command says when it runs."""
+    with serving(env, log=tmp_path / "serve.log") as base, httpx.Client(base_url=base) as http:
+        http.post(
+            "/api/v1/auth/register", json={"username": "carol", "password": PASSWORD}
+        ).raise_for_status()
+        tokens = http.post(
+            "/api/v1/auth/token", json={"username": "carol", "password": PASSWORD}
+        ).json()
+        made = run_cli("users", "create-admin", "carol", env=env)
+        assert made.returncode == 0, made.stderr
+        assert "carol" in made.stdout
+        assert "keep their old rights until they expire" in made.stdout
+        assert "sign in again or refresh" in made.stdout
+
+        def dead_letters(access_token: str) -> int:
+            return http.get(
+                "/api/v1/admin/dlq",
+                params={"topic": "t", "group": "g"},
+                headers={"Authorization": f"Bearer {access_token}"},
+            ).status_code
+
+        assert dead_letters(tokens["access_token"]) == 403  # the token held before
+        refreshed = http.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert dead_letters(refreshed.json()["access_token"]) == 200
+        signed_in = http.post(
+            "/api/v1/auth/token", json={"username": "carol", "password": PASSWORD}
+        ).json()
+        assert dead_letters(signed_in["access_token"]) == 200
