@@ -1,10 +1,14 @@
 """`townhall serve` as a real process over a real socket, on SQLite and on PostgreSQL."""
 
+import json
+import subprocess
+
 import httpx
 import pytest
 
 from support.app import PASSWORD
 from support.process import run_cli, serving, townhall_env
+from support.readme import trying_it_commands
 
 PROBLEM = "application/problem+json"
 
@@ -152,3 +156,23 @@ def test_create_admin_on_a_signed_in_user_takes_effect_with_the_next_token(env, 
             "/api/v1/auth/token", json={"username": "carol", "password": PASSWORD}
         ).json()
         assert dead_letters(signed_in["access_token"]) == 200
+
+
+def test_the_readme_trying_it_commands_work_against_serve(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    with serving(env, log=tmp_path / "serve.log") as base:
+        host_port = base.removeprefix("http://")
+        script = "\n".join(trying_it_commands()).replace("localhost:8000", host_port)
+        ran = subprocess.run(
+            ["sh", "-eu", "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert ran.returncode == 0, ran.stderr
+    # The two answers curl printed, one after the other: the new user, then /me.
+    decoder, text, answers = json.JSONDecoder(), ran.stdout.strip(), []
+    while text:
+        answer, end = decoder.raw_decode(text)
+        answers.append(answer)
+        text = text[end:].lstrip()
+    registered, me = answers
+    assert registered["username"] == me["username"] == "alice"
+    assert me["id"] == registered["id"]
