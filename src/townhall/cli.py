@@ -110,42 +110,55 @@ def serve(
     import uvicorn
 
     from townhall.bootstrap import assemble
+    from townhall.listening import listen
     from townhall.platform.server import http_protocol
 
     settings = _settings(host=host, port=port)
     run_migrations = settings.migrate_on_start if migrate is None else migrate
 
     async def main() -> None:
-        runtime = await assemble(settings, _module_names(modules), run_migrations=run_migrations)
-        config = uvicorn.Config(
-            runtime.create_app(on_ready=lambda: _ready(settings), consumers=consumers, relay=relay),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            server_header=False,
-            http=http_protocol(),  # its own 400s are problem+json too
-        )
-        server = uvicorn.Server(config)
+        # Bound before anything starts: a port in use is one error, and "up" is true.
+        sockets = listen(settings.host, settings.port)
+        bound_port = int(sockets[0].getsockname()[1])  # the real one when TOWNHALL_PORT=0
         try:
-            await server.serve()
+            runtime = await assemble(
+                settings, _module_names(modules), run_migrations=run_migrations
+            )
+            app = runtime.create_app(
+                on_ready=lambda: _ready(settings, bound_port), consumers=consumers, relay=relay
+            )
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=bound_port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                server_header=False,
+                http=http_protocol(),  # its own 400s are problem+json too
+            )
+            server = uvicorn.Server(config)
+            try:
+                await server.serve(sockets=sockets)
+            finally:
+                if not server.started:
+                    await runtime.stop()
         finally:
-            if not server.started:
-                await runtime.stop()
+            for sock in sockets:
+                sock.close()
         if not server.started:
-            raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{settings.port}")
+            raise ConfigError("TOWNHALL_PORT", f"cannot listen on {settings.host}:{bound_port}")
 
     _run(main(), server=True)
 
 
-async def _ready(settings: Settings) -> None:
+async def _ready(settings: Settings, port: int) -> None:
     settle_heap()
-    await _announce(settings)
+    await _announce(settings, port)
 
 
-async def _announce(settings: Settings) -> None:
-    base = f"http://{_url_host(settings.host)}:{settings.port}"
+async def _announce(settings: Settings, port: int) -> None:
+    base = f"http://{_url_host(settings.host)}:{port}"
     typer.echo(f"Townhall is up at {base}", err=True)
     typer.echo(f"  API docs: {base}/docs", err=True)
     typer.echo(f"  health:   {base}/healthz  (ready: {base}/readyz)", err=True)
@@ -173,7 +186,15 @@ def config() -> None:
     typer.echo(json.dumps(_settings().masked(), indent=2, default=str))
 
 
-@users_app.command("create-admin")
+_CREATE_ADMIN_HELP = (
+    "Make NAME an administrator, creating the user if needed.\n\n"
+    "Administrator rights travel in the access token: a token NAME already holds keeps its old"
+    " rights until it expires (TOWNHALL_ACCESS_TOKEN_TTL seconds). Sign in again, or refresh,"
+    " for a token with the new rights."
+)
+
+
+@users_app.command("create-admin", help=_CREATE_ADMIN_HELP)
 def create_admin(
     name: Annotated[str, typer.Argument(help="Username; created if it does not exist.")],
     password: Annotated[
@@ -181,7 +202,7 @@ def create_admin(
         typer.Option(help="Password for a new user (prompted, or generated without a TTY)."),
     ] = None,
 ) -> None:
-    """Make NAME an administrator, creating the user if needed."""
+    """Make NAME an administrator (the help text is `_CREATE_ADMIN_HELP`)."""
     from townhall.bootstrap import assemble
 
     settings = _settings()
@@ -198,8 +219,14 @@ def create_admin(
             facade = runtime.platform.facades["identity"]
             existed = await facade.by_username(name) is not None
             user = await facade.create_admin(name, password)
-            return f"{user.username} ({user.id}) is an administrator" + (
-                "" if existed or not generated else f"; generated password: {password}"
+            made = f"{user.username} ({user.id}) is an administrator"
+            if not existed:
+                return made + (f"; generated password: {password}" if generated else "")
+            return (
+                f"{made}. Access tokens issued to {user.username} before now keep their old"
+                f" rights until they expire (at most {settings.access_token_ttl} s,"
+                " TOWNHALL_ACCESS_TOKEN_TTL): sign in again or refresh to act as administrator"
+                " now."
             )
         finally:
             await runtime.stop()

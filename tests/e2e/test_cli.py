@@ -1,10 +1,14 @@
 """The CLI's answers to bad configuration: one line naming the variable, a non-zero exit."""
 
 import json
+import socket
+import subprocess
+import sys
 
+import httpx
 import pytest
 
-from support.process import run_cli, townhall_env
+from support.process import run_cli, stop_all, townhall_env
 
 
 def one_line_error(result, *needles):
@@ -50,6 +54,52 @@ def test_an_unreachable_redis_is_one_line_naming_the_variable(tmp_path):
 def test_an_unknown_module_is_refused(tmp_path):
     env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
     one_line_error(run_cli("serve", "--modules", "identity,nope", env=env), "nope")
+
+
+def test_serve_on_a_port_in_use_is_one_line_naming_it_and_never_says_up(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", env={**env, "TOWNHALL_PORT": str(port)})
+    assert result.returncode == 2
+    one_line_error(result, f"127.0.0.1:{port}", "in use", "TOWNHALL_PORT")
+    assert "up at" not in result.stderr
+    assert result.stdout == ""  # no log lines of a server that never started
+    assert not (tmp_path / "t.db").exists()  # nothing started before the port was checked
+
+
+def test_serve_says_up_at_the_address_it_listens_on(tmp_path):
+    env = townhall_env(
+        data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db", port="0"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "townhall", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("Townhall is up at http://127.0.0.1:"), first
+        base = first.split()[-1]
+        assert not base.endswith(":0")  # the port the system picked, not the one asked for
+        # Said only once the socket listens: the address answers straight away.
+        assert httpx.get(base + "/healthz", timeout=10).status_code == 200
+    finally:
+        stop_all([process])
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_create_admin_help_says_when_the_rights_take_effect(tmp_path):
+    shown = run_cli("users", "create-admin", "--help", env=townhall_env(data_dir=str(tmp_path)))
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "a token NAME already holds keeps its old rights until it expires" in text
 
 
 def test_config_prints_settings_with_secrets_masked(tmp_path):

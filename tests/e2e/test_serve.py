@@ -1,10 +1,14 @@
 """`townhall serve` as a real process over a real socket, on SQLite and on PostgreSQL."""
 
+import json
+import subprocess
+
 import httpx
 import pytest
 
 from support.app import PASSWORD
 from support.process import run_cli, serving, townhall_env
+from support.readme import trying_it_commands
 
 PROBLEM = "application/problem+json"
 
@@ -119,3 +123,56 @@ def test_create_admin_then_sign_in_as_administrator(env, tmp_path):
             base + "/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
         )
         assert me.json()["is_admin"] is True
+
+
+def test_create_admin_on_a_signed_in_user_takes_effect_with_the_next_token(env, tmp_path):
+    """Administrator rights travel in the access token, as the command says when it runs."""
+    with serving(env, log=tmp_path / "serve.log") as base, httpx.Client(base_url=base) as http:
+        http.post(
+            "/api/v1/auth/register", json={"username": "carol", "password": PASSWORD}
+        ).raise_for_status()
+        tokens = http.post(
+            "/api/v1/auth/token", json={"username": "carol", "password": PASSWORD}
+        ).json()
+        made = run_cli("users", "create-admin", "carol", env=env)
+        assert made.returncode == 0, made.stderr
+        assert "carol" in made.stdout
+        assert "keep their old rights until they expire" in made.stdout
+        assert "sign in again or refresh" in made.stdout
+
+        def dead_letters(access_token: str) -> int:
+            return http.get(
+                "/api/v1/admin/dlq",
+                params={"topic": "t", "group": "g"},
+                headers={"Authorization": f"Bearer {access_token}"},
+            ).status_code
+
+        assert dead_letters(tokens["access_token"]) == 403  # the token held before
+        refreshed = http.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert dead_letters(refreshed.json()["access_token"]) == 200
+        signed_in = http.post(
+            "/api/v1/auth/token", json={"username": "carol", "password": PASSWORD}
+        ).json()
+        assert dead_letters(signed_in["access_token"]) == 200
+
+
+def test_the_readme_trying_it_commands_work_against_serve(tmp_path):
+    env = townhall_env(data_dir=str(tmp_path), database_url=f"sqlite+aiosqlite:///{tmp_path}/t.db")
+    with serving(env, log=tmp_path / "serve.log") as base:
+        host_port = base.removeprefix("http://")
+        script = "\n".join(trying_it_commands()).replace("localhost:8000", host_port)
+        ran = subprocess.run(
+            ["sh", "-eu", "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert ran.returncode == 0, ran.stderr
+    # The two answers curl printed, one after the other: the new user, then /me.
+    decoder, text, answers = json.JSONDecoder(), ran.stdout.strip(), []
+    while text:
+        answer, end = decoder.raw_decode(text)
+        answers.append(answer)
+        text = text[end:].lstrip()
+    registered, me = answers
+    assert registered["username"] == me["username"] == "alice"
+    assert me["id"] == registered["id"]
