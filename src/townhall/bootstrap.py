@@ -74,15 +74,16 @@ class Runtime:
         return [spec for installed in self.modules.values() for spec in installed.consumers]
 
     async def start(self, *, relay: bool = True, groups: Sequence[str] | None = None) -> None:
-        """Start the modules' hooks, the projections, the outbox relay and the consumer
-        groups (all of them, or the named ones)."""
+        """Start the modules' hooks, the projections, the consumer groups (all of them, or
+        the named ones) and the outbox relay. Consumers first: on the in-process bus, a
+        message published to a topic before its groups exist reaches nobody."""
         for hook in self.hooks_on_start:
             await hook()
         await self.platform.projections.start()
+        await self.start_consumers(groups)
         if relay:
             self.relay = OutboxRelay(self.platform.database, self.platform.bus)
             await self.relay.start()
-        await self.start_consumers(groups)
 
     async def start_consumers(self, groups: Sequence[str] | None = None) -> None:
         try:

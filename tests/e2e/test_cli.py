@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from support.process import run_cli, stop_all, townhall_env
+from support.services import REDIS_URL, RUN_ID, require
 
 
 def one_line_error(result, *needles):
@@ -133,3 +134,22 @@ def test_projections_status_and_an_unknown_rebuild(tmp_path):
     unknown = run_cli("projections", "rebuild", "nope", env=env)
     assert unknown.returncode == 2
     assert "nope" in unknown.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["replay"]])
+def test_dlq_on_the_in_process_bus_says_it_cannot_read_the_servers_memory(tmp_path, command):
+    # Its dead letters live in the memory of `townhall serve`: reading this process's own
+    # would answer "0 dead letter(s)" whatever the server holds.
+    env = townhall_env(data_dir=str(tmp_path), bus_url="memory://")
+    result = run_cli("dlq", *command, "notifications.email", "--group", "x", env=env)
+    assert result.returncode == 2
+    assert "dead letter(s)" not in result.stdout
+    one_line_error(result, "in-process", "GET /api/v1/admin/dlq", "TOWNHALL_BUS_URL")
+
+
+def test_dlq_list_on_a_broker_reads_the_brokers_dead_letters(tmp_path):
+    require("Redis", "127.0.0.1", 6379)
+    env = townhall_env(data_dir=str(tmp_path), bus_url=f"{REDIS_URL}?prefix=cli{RUN_ID}")
+    result = run_cli("dlq", "list", "notifications.email", "--group", "x", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("0 dead letter(s)")

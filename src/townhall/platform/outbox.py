@@ -6,6 +6,12 @@ commit hook in this process on SQLite; a slow poll is only the fallback. Several
 run: each takes shards of keys under an advisory lock (PostgreSQL) or the write lock (SQLite),
 so an envelope is published once in the normal case; a relay killed mid-batch rolls back, and
 the batch is published again (consumers dedupe).
+
+A row is settled once its message is safe: on a broker, as soon as it is published
+(`settled_at` is written with `sent_at`); on the in-process bus, whose messages die with the
+process, only once every consumer group has acked or dead-lettered it. A relay on the
+in-process bus publishes again, when it starts, the rows published but not settled before a
+crash (consumers dedupe those too).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +51,7 @@ outbox_messages = sa.Table(
     sa.Column("body", sa.Text(), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
 )
 outbox_inbox = sa.Table(
     "outbox_inbox",
@@ -74,9 +81,19 @@ _PG_INSERT = (
 )
 _PG_ENQUEUE = sa.text(_PG_INSERT)
 _MARK_SENT_PG = sa.text(
+    "UPDATE outbox_messages SET sent_at = :sent_at, settled_at = :sent_at "
+    "WHERE position = ANY(CAST(:positions AS bigint[]))"
+)
+# The in-process bus: published now, settled later (`_MARK_SETTLED_PG`).
+_MARK_PUBLISHED_PG = sa.text(
     "UPDATE outbox_messages SET sent_at = :sent_at "
     "WHERE position = ANY(CAST(:positions AS bigint[]))"
 )
+_MARK_SETTLED_PG = sa.text(
+    "UPDATE outbox_messages SET settled_at = :settled_at "
+    "WHERE position = ANY(CAST(:positions AS bigint[]))"
+)
+SETTLED_CHUNK = 5000  # positions per statement on SQLite (under its limit of bound values)
 
 ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
 """PostgreSQL: an enqueue as a common table expression, for a caller that writes its own
@@ -189,6 +206,10 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        # The in-process bus: positions of rows whose message every group is done with,
+        # written as settled with the relay's next batch.
+        self._in_process = bus.in_process
+        self._settled: list[int] = []
         if database.is_sqlite:
             self._wake = _signal(database.url)
             hook = _on_commit(database.url)
@@ -196,8 +217,9 @@ class OutboxRelay:
                 event.listen(database.engine.sync_engine, "commit", hook)
 
     async def publish_batch(self) -> int:
-        """Publish one batch of committed, unsent rows; the number published."""
-        async with self.database.transaction() as conn:
+        """Publish one batch of committed, unsent rows; the number published. On the
+        in-process bus, first write the rows settled since the last batch."""
+        async with self._transaction() as conn:
             shards = await self._lock_shards(conn)
             if not shards:
                 return 0
@@ -215,29 +237,80 @@ class OutboxRelay:
             await self._publish(rows)
             if rows:
                 positions = [row.position for row in rows]
+                now = datetime.now(UTC)
                 if self.database.is_postgresql:  # one statement text for any number of rows
-                    await conn.execute(
-                        _MARK_SENT_PG, {"positions": positions, "sent_at": datetime.now(UTC)}
-                    )
+                    mark = _MARK_PUBLISHED_PG if self._in_process else _MARK_SENT_PG
+                    await conn.execute(mark, {"positions": positions, "sent_at": now})
                 else:
+                    settled = {} if self._in_process else {"settled_at": now}
                     await conn.execute(
                         outbox_messages.update()
                         .where(outbox_messages.c.position.in_(positions))
-                        .values(sent_at=datetime.now(UTC))
+                        .values(sent_at=now, **settled)
                     )
             return len(rows)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that also marks settled the rows the in-process bus said every
+        group is done with. If it fails they are kept for the next one (and at worst, after
+        a crash, their messages are published again: consumers dedupe)."""
+        settled, self._settled = self._settled, []
+        try:
+            async with self.database.transaction() as conn:
+                if settled:
+                    await self._mark_settled(conn, settled)
+                yield conn
+        except BaseException:
+            self._settled[:0] = settled
+            raise
+
+    async def _mark_settled(self, conn: AsyncConnection, positions: list[int]) -> None:
+        now = datetime.now(UTC)
+        if self.database.is_postgresql:
+            await conn.execute(_MARK_SETTLED_PG, {"positions": positions, "settled_at": now})
+            return
+        for start in range(0, len(positions), SETTLED_CHUNK):
+            await conn.execute(
+                outbox_messages.update()
+                .where(outbox_messages.c.position.in_(positions[start : start + SETTLED_CHUNK]))
+                .values(settled_at=now)
+            )
+
+    def _on_settled(self, position: int) -> Callable[[], None]:
+        def settled() -> None:
+            self._settled.append(position)
+            self._wake.set()
+
+        return settled
+
+    async def recover(self) -> int:
+        """The in-process bus: make rows published but not settled before this process
+        started (a crash, or a stop with messages still queued) unsent again, so the relay
+        publishes them. The number of rows."""
+        async with self.database.transaction() as conn:
+            result = await conn.execute(
+                outbox_messages.update()
+                .where(outbox_messages.c.settled_at.is_(None))
+                .where(outbox_messages.c.sent_at.is_not(None))
+                .values(sent_at=None)
+            )
+            return int(result.rowcount)
 
     async def _publish(self, rows: Sequence[Any]) -> None:
         """Publish rows in position order per key; keys go at once, not one confirm after
         another (a failure fails the batch, which is published again)."""
-        by_key: dict[str, list[tuple[str, Envelope]]] = {}
+        by_key: dict[str, list[tuple[str, Envelope, int]]] = {}
         for row in rows:
             envelope = Envelope.from_bytes(row.body.encode())
-            by_key.setdefault(envelope.key, []).append((row.topic, envelope))
+            by_key.setdefault(envelope.key, []).append((row.topic, envelope, row.position))
 
-        async def in_order(envelopes: list[tuple[str, Envelope]]) -> None:
-            for topic, envelope in envelopes:
-                await self.bus.publish(topic, envelope)
+        async def in_order(envelopes: list[tuple[str, Envelope, int]]) -> None:
+            for topic, envelope, position in envelopes:
+                if self._in_process:
+                    await self.bus.publish(topic, envelope, on_settled=self._on_settled(position))
+                else:
+                    await self.bus.publish(topic, envelope)
 
         async with asyncio.TaskGroup() as group:
             for envelopes in by_key.values():
@@ -251,11 +324,13 @@ class OutboxRelay:
         return [row.shard for row in locked]
 
     async def prune(self) -> int:
-        """Delete rows sent longer ago than `retention`."""
+        """Delete settled rows sent longer ago than `retention`."""
         cutoff = datetime.now(UTC) - self.retention
-        async with self.database.transaction() as conn:
+        async with self._transaction() as conn:
             result = await conn.execute(
-                outbox_messages.delete().where(outbox_messages.c.sent_at < cutoff)
+                outbox_messages.delete()
+                .where(outbox_messages.c.sent_at < cutoff)
+                .where(outbox_messages.c.settled_at.is_not(None))
             )
             return int(result.rowcount)
 
@@ -277,6 +352,10 @@ class OutboxRelay:
         last_prune = 0.0
         loop = asyncio.get_running_loop()
         try:
+            if self._in_process:
+                recovered = await self.recover()
+                if recovered:
+                    log.warning("publishing %s outbox rows again: not settled before", recovered)
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
@@ -291,6 +370,9 @@ class OutboxRelay:
                     log.exception("outbox relay batch failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait(), self.poll_interval)
+            if self._settled:
+                async with self._transaction():
+                    pass
         finally:
             if self._listener is not None:
                 await self._listener.close()

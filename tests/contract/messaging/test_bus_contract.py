@@ -12,8 +12,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, Retry, connect
+from townhall.platform.migrations import migrate
+from townhall.platform.outbox import OutboxRelay, enqueue, idempotent, outbox_messages
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -263,3 +267,61 @@ async def test_a_sigkilled_member_loses_none_of_its_unacked_messages(bus_url, tm
     await eventually(lambda: handled == set(range(10)), within=30)
     await sub.stop()
     await bus.close()
+
+
+async def test_a_crash_after_the_outbox_published_and_before_any_handler_loses_nothing(
+    bus_url, sqlite_url, tmp_path: Path
+):
+    """The worst instant for the outbox: its rows are marked published, the consumers hold
+    the messages and have handled none. On a broker the messages wait there; the in-process
+    bus dies with the process, so its relay must publish them again when it restarts."""
+    database = Database(sqlite_url)
+    await migrate(database, [])
+    sent = [envelope(n, key=f"order-{n % 7}") for n in range(50)]
+    async with database.transaction() as conn:
+        await enqueue(conn, "orders", *sent)
+
+    logfile = tmp_path / "process.log"
+    logfile.touch()
+    script = Path(__file__).with_name("outbox_process.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), bus_url, sqlite_url, "orders", "audit", str(logfile), env=env
+    )
+
+    async def unpublished() -> int:
+        async with database.connect() as conn:
+            query = sa.select(sa.func.count()).where(outbox_messages.c.sent_at.is_(None))
+            return int(await conn.scalar(query) or 0)
+
+    try:
+        deadline = time.monotonic() + 20
+        while await unpublished() or "start" not in logfile.read_text():
+            assert time.monotonic() < deadline, "the process did not publish and start handling"
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    # The restart: same database file, a new process's bus (here: this test's), the group
+    # subscribed before the relay starts, as `townhall serve` does.
+    handled: list[str] = []
+
+    async def record(conn, env: Envelope) -> None:
+        handled.append(str(env.id))
+
+    bus = await connect(bus_url)
+    sub = await bus.subscribe("orders", "audit", idempotent(database, "audit", record))
+    relay = OutboxRelay(database, bus, linger=0, poll_interval=0.1)
+    await relay.start()
+    try:
+        await eventually(lambda: set(handled) == {str(e.id) for e in sent}, within=30)
+        assert len(handled) == len(sent), "the inbox let each message through once"
+    finally:
+        await sub.stop()
+        await relay.stop()
+        await bus.close()
+        await database.dispose()

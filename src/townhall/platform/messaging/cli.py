@@ -16,6 +16,24 @@ from townhall.platform.outbox import OutboxRelay
 
 BusFactory = Callable[[], Awaitable[MessageBus]]
 
+IN_PROCESS_DLQ = (
+    "the bus is the in-process one (memory://): its dead letters live in the memory of the "
+    "`townhall serve` process, which this command cannot read; ask the running server: "
+    "GET /api/v1/admin/dlq?topic=TOPIC&group=GROUP (replay: POST /api/v1/admin/dlq/replay), "
+    "or set TOWNHALL_BUS_URL to a broker"
+)
+
+
+async def _dlq_bus(connect_bus: BusFactory) -> MessageBus:
+    """The bus whose dead letters this process can read; exit 2 on the in-process bus (its
+    dead letters are in another process's memory: listing them here would say 0)."""
+    bus = await connect_bus()
+    if bus.in_process:
+        await bus.close()
+        typer.echo(f"error: {IN_PROCESS_DLQ}", err=True)
+        raise typer.Exit(2)
+    return bus
+
 
 def dlq_app(connect_bus: BusFactory) -> typer.Typer:
     app = typer.Typer(help="Dead letters: list and replay.", no_args_is_help=True)
@@ -29,7 +47,7 @@ def dlq_app(connect_bus: BusFactory) -> typer.Typer:
         """List the dead letters of GROUP on TOPIC."""
 
         async def run() -> None:
-            bus = await connect_bus()
+            bus = await _dlq_bus(connect_bus)
             try:
                 letters = await bus.dead_letters(topic, group)
             finally:
@@ -64,7 +82,7 @@ def dlq_app(connect_bus: BusFactory) -> typer.Typer:
         """Put dead letters back on TOPIC for GROUP (all of them unless --id is given)."""
 
         async def run() -> int:
-            bus = await connect_bus()
+            bus = await _dlq_bus(connect_bus)
             try:
                 return await bus.replay(topic, group, ids or None)
             finally:

@@ -12,7 +12,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
@@ -353,14 +353,21 @@ class PartitionedBus:
         self._publish_envelope = getattr(transport, "publish_envelope", None)
         self._published: dict[str, Counter] = {}  # per topic: checked name, labelled child
 
-    async def publish(self, topic: str, envelope: Envelope) -> None:
+    @property
+    def in_process(self) -> bool:
+        """True when the broker is this process's memory (see `MessageBus.in_process`)."""
+        return bool(getattr(self.transport, "in_process", False))
+
+    async def publish(
+        self, topic: str, envelope: Envelope, *, on_settled: Callable[[], None] | None = None
+    ) -> None:
         published = self._published.get(topic)
         if published is None:
             check_name("topic", topic)
             published = self._published[topic] = self.metrics.published.labels(topic)
         partition = partition_of(envelope.key, self.transport.options.partitions)
         if self._publish_envelope is not None:
-            await self._publish_envelope(topic, partition, envelope)
+            await self._publish_envelope(topic, partition, envelope, on_settled)
         else:
             await self.transport.publish(topic, partition, envelope.to_bytes())
         published.inc()

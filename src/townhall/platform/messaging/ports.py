@@ -33,8 +33,19 @@ class Subscription(Protocol):
 
 
 class MessageBus(Protocol):
-    async def publish(self, topic: str, envelope: Envelope) -> None:
-        """Return once the broker holds the message."""
+    @property
+    def in_process(self) -> bool:
+        """True for the in-process bus (`memory://`): its broker is this process's memory, so
+        a message published dies with the process until every group has handled it, and no
+        other process can see its messages or dead letters."""
+        ...
+
+    async def publish(
+        self, topic: str, envelope: Envelope, *, on_settled: Callable[[], None] | None = None
+    ) -> None:
+        """Return once the broker holds the message. On an `in_process` bus, `on_settled` is
+        called once every group of the topic has acked or dead-lettered it (the outbox keeps
+        the message until then); other buses ignore it: holding the message is enough."""
         ...
 
     async def subscribe(

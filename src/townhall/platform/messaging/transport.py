@@ -2,6 +2,10 @@
 
 A topic is split into partitions by key; a group's member consumes a partition only while
 it holds the partition's lease, so one key is handled by one member at a time, in order.
+
+The in-process transport (`adapters/memory.py`) also has `in_process = True` and
+`publish_envelope(topic, partition, envelope, on_settled)`: its messages live in memory, so it
+says when every group is done with one (`MessageBus.in_process`, `outbox.py`).
 """
 
 from __future__ import annotations

@@ -2,20 +2,48 @@
 
 Buses connected with the same prefix in one process share one broker, so two subscriptions
 of a group compete like two processes would on a real broker.
+
+Its messages live in this process's memory only, so a publisher that must not lose one (the
+outbox relay) asks to be told when each is settled: acked or dead-lettered by every group
+that got it. Until then the outbox keeps the message and republishes it after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from townhall.platform.messaging.envelope import Envelope
 from townhall.platform.messaging.transport import BusOptions, Delivery
 
+log = logging.getLogger(__name__)
+
 _brokers: dict[str, MemoryBroker] = {}
+
+
+@dataclass(eq=False)
+class _Settlement:
+    """One published message that someone waits on: how many groups still hold it."""
+
+    pending: int
+    on_settled: Callable[[], None]
+
+    def settle_one(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            _call(self.on_settled)
+
+
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("a settlement callback failed")
 
 
 @dataclass
@@ -56,10 +84,14 @@ class MemoryReader:
     batch_acks = False
 
     async def ack(self, delivery: Delivery) -> None:
-        return None
+        # The engine acks a message once its group is done with it: handled, dead-lettered,
+        # or skipped (a replay meant for another group).
+        if isinstance(delivery.ref, _Settlement):
+            delivery.ref.settle_one()
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        return None
+        for delivery in deliveries:
+            await self.ack(delivery)
 
     async def renew(self) -> bool:
         if self.state.owner != self.member:
@@ -78,6 +110,8 @@ class MemoryReader:
 
 
 class MemoryTransport:
+    in_process = True  # messages and dead letters live in this process's memory only
+
     def __init__(self, options: BusOptions) -> None:
         self.options = options
         self.broker = _brokers.setdefault(options.prefix, MemoryBroker())
@@ -91,18 +125,44 @@ class MemoryTransport:
     async def publish(self, topic: str, partition: int, body: bytes) -> None:
         self._put(topic, partition, body, None)
 
-    async def publish_envelope(self, topic: str, partition: int, envelope: Envelope) -> None:
+    async def publish_envelope(
+        self,
+        topic: str,
+        partition: int,
+        envelope: Envelope,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
         """The bus's own path: the envelope is handed over as is, without JSON. It is frozen
         and each delivery gets its own headers; the payload object is shared, so handlers
-        must treat payloads as read-only (they are copies on every other adapter)."""
-        self._put(topic, partition, b"", envelope)
+        must treat payloads as read-only (they are copies on every other adapter).
 
-    def _put(self, topic: str, partition: int, body: bytes, envelope: Envelope | None) -> None:
+        `on_settled` is called once every group of the topic has acked or dead-lettered the
+        message; at once when the topic has no group (nobody will ever get it, as on a broker
+        with no queue bound)."""
+        self._put(topic, partition, b"", envelope, on_settled)
+
+    def _put(
+        self,
+        topic: str,
+        partition: int,
+        body: bytes,
+        envelope: Envelope | None,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
         self.broker.sequence += 1
         broker_id = str(self.broker.sequence)
-        for states in self.broker.groups.get(topic, {}).values():
+        groups = self.broker.groups.get(topic, {})
+        settlement = None
+        if on_settled is not None:
+            if not groups:
+                _call(on_settled)
+            else:
+                settlement = _Settlement(len(groups), on_settled)
+        for states in groups.values():
             state = states[partition]
-            state.ready.append(Delivery(body, broker_id=broker_id, envelope=envelope))
+            state.ready.append(
+                Delivery(body, ref=settlement, broker_id=broker_id, envelope=envelope)
+            )
             state.arrived.set()
 
     async def ensure_group(self, topic: str, group: str) -> None:
@@ -131,8 +191,6 @@ class MemoryTransport:
         self.broker.members.get((topic, group), {}).pop(member, None)
 
     async def add_dead(self, topic: str, group: str, record: bytes) -> None:
-        import json
-
         record_id = json.loads(record)["id"]
         self.broker.dead.setdefault((topic, group), []).append((record_id, record))
 
