@@ -10,6 +10,8 @@ says when every group is done with one (`MessageBus.in_process`, `outbox.py`).
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,6 +97,13 @@ class BusOptions:
     @property
     def rebalance_interval(self) -> float:
         return self.lease_ttl / 4
+
+    @property
+    def connection_name(self) -> str:
+        """The name this process's broker connections carry (`?connection_name=` overrides
+        it), so an operator can tell them apart on the broker (and a test can cut its own)."""
+        default = f"townhall-{self.prefix}-{socket.gethostname()}-{os.getpid()}"
+        return self.extra.get("connection_name", default)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> BusOptions:

@@ -4,6 +4,7 @@ entries expire after the lease TTL; unacked messages come back after `ack_wait`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from nats.js import api
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query, token
+
+PING_TIMEOUT = 5.0
 
 
 class NatsReader:
@@ -78,7 +81,16 @@ class NatsTransport:
 
     @classmethod
     async def open(cls, url: str, options: BusOptions) -> NatsTransport:
-        nc = await nats.connect(strip_query(url), max_reconnect_attempts=-1)
+        # nats-py reconnects by itself, for ever, and resubscribes; a server that stops
+        # answering without closing the socket is noticed after three missed pings.
+        nc = await nats.connect(
+            strip_query(url),
+            name=options.connection_name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            ping_interval=10,
+            max_outstanding_pings=3,
+        )
         transport = cls(nc, options)
         await transport._declare()
         return transport
@@ -192,7 +204,11 @@ class NatsTransport:
         return total
 
     async def ping(self) -> None:
-        await self.js.stream_info(self.stream)
+        """Raises while the connection is down (nats-py is reconnecting) or JetStream does
+        not answer."""
+        if not self.nc.is_connected:
+            raise ConnectionError("NATS is not connected (reconnecting)")
+        await asyncio.wait_for(self.js.stream_info(self.stream), PING_TIMEOUT)
 
     async def close(self) -> None:
         await self.nc.drain()

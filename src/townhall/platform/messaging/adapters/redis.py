@@ -115,9 +115,12 @@ class RedisTransport:
     def __init__(self, url: str, options: BusOptions) -> None:
         self.options = options
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
-        self.client: Any = aioredis.Redis.from_url(strip_query(url))
+        # redis-py opens a dropped connection again on the next command; CLIENT LIST shows
+        # the connections under the bus's connection name.
+        name = options.connection_name
+        self.client: Any = aioredis.Redis.from_url(strip_query(url), client_name=name)
         # Blocking reads get their own pool so they never starve acks and publishes.
-        self.reader_client: Any = aioredis.Redis.from_url(strip_query(url))
+        self.reader_client: Any = aioredis.Redis.from_url(strip_query(url), client_name=name)
         self.renew = self.client.register_script(RENEW)
         self.release = self.client.register_script(RELEASE)
         self.maxlen = int(options.extra["maxlen"]) if "maxlen" in options.extra else None
