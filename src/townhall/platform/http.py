@@ -1,7 +1,9 @@
 """The HTTP edge: problem+json errors, request ids, logs, metrics, body limits, auth, rate limits.
 
 `create_edge` builds the one ASGI app every module's routers mount on. Errors are
-`application/problem+json` (RFC 9457) everywhere, mapped in one place here.
+`application/problem+json` (RFC 9457) everywhere, mapped in one place here; rules every route
+keeps (text the database can store, JSON bodies, auth) are dependencies applied here too, and
+`platform/openapi.py` documents what each route can answer from them.
 """
 
 from __future__ import annotations
