@@ -94,12 +94,15 @@ class PrivateServer:
             await self.process.wait()
 
     @classmethod
-    def redis(cls, data: Path) -> PrivateServer:
+    def redis(cls, data: Path, *, durable: bool = True) -> PrivateServer:
+        """`durable`: every write on disk before it is acknowledged, so a SIGKILL loses
+        nothing acked; else nothing on disk at all (a restart starts empty)."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         port = free_port()
-        # Every write on disk before it is acknowledged: a SIGKILL loses nothing acked.
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        command += ["--appendonly", "yes" if durable else "no", "--save", ""]
+        if durable:
+            command += ["--appendfsync", "always"]
         return cls(command, port)
 
     @classmethod

@@ -143,6 +143,7 @@ class RabbitTransport:
                     log.warning("RabbitMQ connection %r lost; reconnecting", self.connection_name)
                     with contextlib.suppress(Exception):
                         await self.connection.close()
+                self.channel = None  # channels die with their connection
                 self.connection = await aio_pika.connect(
                     self.url,
                     client_properties={"connection_name": self.connection_name},

@@ -8,6 +8,13 @@ serves after the sweep (the owner gave the lease up, or lost it, while its read 
 way) leaves entries pending under a consumer that will never ack them. So the owner also
 looks, once per lease TTL, for entries of other consumers idle for two lease TTLs, and
 claims them (XPENDING + XCLAIM; never its own, which may be in a handler right now).
+
+redis-py opens a dropped connection again on the next command. A blocking read whose
+connection drops may have been served (its entries now pending under this member) with the
+reply lost: so the reader never retries a read; its lease ends instead (`renew` says False),
+and the engine takes the partition again with a new reader, which claims those entries first.
+A Redis restarted without its data has lost the groups too: a reader that finds its group gone
+makes it again.
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from townhall.platform.batching import Batcher
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
@@ -50,8 +61,24 @@ class RedisReader:
         self.claim_cursor: str | None = "0-0"  # claim what earlier owners left, then read new
         self.stranded_after = int(transport.options.lease_ttl * 2000)  # ms idle
         self.next_sweep = time.monotonic() + transport.options.lease_ttl
+        self.lost = False  # a read failed on the wire: what it got may be pending unseen
 
     async def fetch(self, count: int, wait: float) -> list[Delivery]:
+        try:
+            return await self._fetch(count, wait)
+        except (RedisConnectionError, RedisTimeoutError):
+            self.lost = True
+            raise
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without its data): make it again from the start
+            # of the stream, so nothing published since the restart is skipped.
+            await self.t.create_group(self.stream, self.group, "0")
+            self.claim_cursor = "0-0"
+            return []
+
+    async def _fetch(self, count: int, wait: float) -> list[Delivery]:
         client = self.t.client
         if self.claim_cursor is not None:
             cursor, entries, *_ = await client.xautoclaim(
@@ -103,6 +130,8 @@ class RedisReader:
             await self.t.client.xack(self.stream, self.group, *(d.ref for d in deliveries))
 
     async def renew(self) -> bool:
+        if self.lost:
+            return False
         ttl = int(self.t.options.lease_ttl * 1000)
         return bool(await self.t.renew(keys=[self.lease], args=[self.member, ttl]))
 
@@ -115,12 +144,14 @@ class RedisTransport:
     def __init__(self, url: str, options: BusOptions) -> None:
         self.options = options
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
-        # redis-py opens a dropped connection again on the next command; CLIENT LIST shows
-        # the connections under the bus's connection name.
+        # CLIENT LIST shows the connections under the bus's connection name.
         name = options.connection_name
         self.client: Any = aioredis.Redis.from_url(strip_query(url), client_name=name)
-        # Blocking reads get their own pool so they never starve acks and publishes.
-        self.reader_client: Any = aioredis.Redis.from_url(strip_query(url), client_name=name)
+        # Blocking reads get their own pool so they never starve acks and publishes; they are
+        # never retried (see the module's docstring).
+        self.reader_client: Any = aioredis.Redis.from_url(
+            strip_query(url), client_name=name, retry=Retry(NoBackoff(), 0)
+        )
         self.renew = self.client.register_script(RENEW)
         self.release = self.client.register_script(RELEASE)
         self.maxlen = int(options.extra["maxlen"]) if "maxlen" in options.extra else None
@@ -155,13 +186,15 @@ class RedisTransport:
 
     async def ensure_group(self, topic: str, group: str) -> None:
         for partition in range(self.options.partitions):
-            try:
-                await self.client.xgroup_create(
-                    self.stream(topic, partition), group, id="$", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self.create_group(self.stream(topic, partition), group, "$")
+
+    async def create_group(self, stream: str, group: str, start: str) -> None:
+        """The consumer group on `stream`, reading from `start`, unless it exists already."""
+        try:
+            await self.client.xgroup_create(stream, group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def acquire(
         self, topic: str, group: str, partition: int, member: str, prefetch: int
