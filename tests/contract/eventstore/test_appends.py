@@ -143,3 +143,30 @@ async def test_positions_stay_gapless_across_every_append_path_and_a_rollback(st
     assert [e.type for e in recorded[:3]] == ["A1", "A2", "B1"]
     assert sorted(e.type for e in recorded[3:]) == ["A3", "D1", "D2"]
     assert await store.head_position() == 6
+
+
+async def test_concurrent_any_appends_to_one_stream_never_conflict(store):
+    """Many ANY appends race for one stream, all queued behind a caller's open transaction
+    that appends to it too: each one lands, none raises a version conflict."""
+    appenders, rounds = 40, 10
+    started = asyncio.Event()
+
+    async def appender(n: int) -> list[int]:
+        await started.wait()
+        return [
+            await store.append("hot", events(f"A{n}", f"A{n}"), expected_version=ANY)
+            for _ in range(rounds)
+        ]
+
+    async with store.database.transaction() as conn:
+        await store.append("hot", events("First"), expected_version=ANY, conn=conn)
+        tasks = [asyncio.create_task(appender(n)) for n in range(appenders)]
+        started.set()
+        await asyncio.sleep(0.2)  # the appenders read the stream and queue behind this one
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    versions = sorted(v for returned in outcomes for v in returned)
+    assert versions == list(range(3, 2 * appenders * rounds + 2, 2))
+    recorded = await store.read_stream("hot")
+    assert [e.version for e in recorded] == list(range(1, 2 * appenders * rounds + 2))
+    assert [e.position for e in await store.read_all(limit=10_000)] == [e.version for e in recorded]

@@ -354,37 +354,45 @@ class SqlEventStore:
     ) -> int:
         """PostgreSQL, own transaction: check, take positions and insert in one round trip.
 
-        The position lock is then held for that statement and the commit only. The version
-        read by the statement may predate a commit it waited for; the unique (stream,
-        version) index catches that, and an ANY append simply retries.
+        The position lock is then held for that statement and the commit only. But the
+        statement reads the stream's version from the snapshot it started with, which may
+        predate an append to the same stream that committed while it waited for the lock;
+        the unique (stream, version) index then refuses the insert. An append at an expected
+        version has met a real conflict. An ANY append has not: it is made again the locking
+        way (`_append`), which reads the version only once it holds the lock, so it cannot
+        collide. Retrying the one statement instead would only queue behind the same writers
+        again, as many times as they keep appending to the stream.
         """
         params = self._dialect.one_statement_params(
             stream_id, events, expected, self._clock.now(), self._upcasters
         )
-        for _attempt in range(20):
-            try:
-                if self._asyncpg is not None:
-                    rows = await self._asyncpg.fetch(APPEND, *params.values())
-                    if rows:
-                        self._notifier.notify()
-                        return int(max(row[0] for row in rows))
-                    break
+        try:
+            versions = await self._one_statement(params)
+        except IntegrityError as error:
+            if _STREAM_VERSION_INDEX not in str(error.orig):
+                raise
+            if expected is ANY:
                 async with self.database.transaction() as own:
-                    result = await own.execute(self._dialect.append_statement, params)
-                    versions = result.scalars().all()
-                    if versions:
-                        own.info[_APPENDED] = True
-                        return int(max(versions))
-            except IntegrityError as error:
-                if _STREAM_VERSION_INDEX not in str(error.orig):
-                    raise
-                if expected is not ANY:
-                    break  # another append took this version while we waited for the lock
-                continue  # ANY met a concurrent append to the same stream: go again
-            else:
-                break  # the stream is not at the expected version: nothing was written
-        actual = await self.stream_version(stream_id)
-        raise VersionConflict(stream_id, expected, actual)
+                    return await self._append(own, stream_id, events, expected)
+            versions = []  # another append took this version while we waited for the lock
+        if versions:
+            return max(versions)
+        # The stream is not at the expected version: nothing was written.
+        raise VersionConflict(stream_id, expected, await self.stream_version(stream_id))
+
+    async def _one_statement(self, params: dict[str, Any]) -> list[int]:
+        """Run the one-statement append; the versions written, none when the check failed."""
+        if self._asyncpg is not None:
+            rows = await self._asyncpg.fetch(APPEND, *params.values())
+            if rows:
+                self._notifier.notify()
+            return [int(row[0]) for row in rows]
+        async with self.database.transaction() as own:
+            result = await own.execute(self._dialect.append_statement, params)
+            versions = [int(version) for version in result.scalars().all()]
+            if versions:
+                own.info[_APPENDED] = True
+            return versions
 
     async def _append(
         self,
@@ -398,6 +406,9 @@ class SqlEventStore:
         if counted:
             # From here to commit this transaction holds the position counter's row lock.
             last = (await conn.execute(_TAKE_POSITIONS, {"n": count})).scalar_one()
+        # Read once the lock is held (PostgreSQL: the counter row's; SQLite: the write lock
+        # taken at BEGIN), by a statement that sees every append committed before: no other
+        # append to this stream can commit before ours, so `current` is exact.
         current = (await conn.execute(_STREAM_VERSION, {"stream_id": stream_id})).scalar_one()
         if expected is not ANY and current != (0 if expected is NO_STREAM else expected):
             if counted:  # a caller may commit its transaction anyway: leave no hole
