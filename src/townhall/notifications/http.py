@@ -68,12 +68,22 @@ def _inbox_cursor(value: str | None) -> str | None:
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", description="1 to 255 printable ASCII characters"),
+    Header(
+        alias="Idempotency-Key",
+        description="1 to 255 printable ASCII characters",
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    ),
     AfterValidator(_idempotency_key),
 ]
 Subject = Annotated[str, Field(max_length=998), AfterValidator(_one_line)]
 WallTime = Annotated[
-    str, Field(examples=["22:00"], description="HH:MM in time_zone"), AfterValidator(_wall_time)
+    str,
+    Field(
+        examples=["22:00"],
+        description="HH:MM in time_zone, without seconds or a UTC offset",
+        json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+    ),
+    AfterValidator(_wall_time),
 ]
 TimeZone = Annotated[
     str,
