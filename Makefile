@@ -52,6 +52,7 @@ bench: install-bench services
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/eventstore.py
 	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/notifications.py
 
 clean:

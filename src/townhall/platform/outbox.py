@@ -125,6 +125,9 @@ _TRY_LOCK_SHARDS = sa.text(
     "WHERE pg_try_advisory_xact_lock(CAST(:base AS bigint) + shard) ORDER BY shard"
 )
 
+# Databases whose unsettled rows this process has published again (`OutboxRelay.recover`).
+_recovered: set[str] = set()
+
 # SQLite wake-ups: one event per database URL, set when a transaction that enqueued commits.
 _signals: dict[str, asyncio.Event] = {}
 
@@ -351,11 +354,8 @@ class OutboxRelay:
         await self._listen()
         last_prune = 0.0
         loop = asyncio.get_running_loop()
+        await self._recover_once()
         try:
-            if self._in_process:
-                recovered = await self.recover()
-                if recovered:
-                    log.warning("publishing %s outbox rows again: not settled before", recovered)
             while not self._stopping.is_set():
                 self._wake.clear()
                 try:
@@ -370,9 +370,12 @@ class OutboxRelay:
                     log.exception("outbox relay batch failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wait(), self.poll_interval)
-            if self._settled:
-                async with self._transaction():
-                    pass
+            if self._settled:  # settled while the consumers drained
+                try:
+                    async with self._transaction():
+                        pass
+                except Exception:
+                    log.exception("writing settled rows failed; they go out again on start")
         finally:
             if self._listener is not None:
                 await self._listener.close()
@@ -387,7 +390,17 @@ class OutboxRelay:
             wake.cancel()
 
     async def start(self) -> None:
+        await self._recover_once()  # before any relay of this process publishes
         self._task = asyncio.create_task(self.run())
+
+    async def _recover_once(self) -> None:
+        """The in-process bus: `recover` once per process and database. A second relay must
+        not take the rows a first one has in flight for rows a crash left."""
+        if not self._in_process or self.database.url in _recovered:
+            return
+        if again := await self.recover():
+            log.warning("publishing %s outbox rows again: published, never settled", again)
+        _recovered.add(self.database.url)
 
     async def stop(self) -> None:
         self._stopping.set()

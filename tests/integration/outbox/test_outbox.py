@@ -280,3 +280,36 @@ async def test_the_inbox_runs_a_handler_once_per_group_and_forgets_a_rolled_back
     assert Counter(rows) == {str(first.id): 2, str(flaky.id): 1}
     assert await prune_inbox(db, timedelta(days=1)) == 0
     assert await prune_inbox(db, timedelta(seconds=-1)) == 3
+
+
+async def test_on_the_in_process_bus_a_row_is_settled_once_every_group_is_done_with_it(db):
+    bus, received = await memory_bus_with_recorder("audit")
+    release = asyncio.Event()
+
+    async def fail_later(env: Envelope) -> None:
+        await release.wait()
+        raise ValueError("cannot")
+
+    await bus.subscribe("orders", "billing", fail_later, max_attempts=1)
+    async with db.transaction() as conn:
+        await enqueue(conn, "orders", placed(1))
+    relay = OutboxRelay(db, bus)
+
+    async def row():
+        async with db.connect() as conn:
+            return (await conn.execute(sa.select(outbox_messages))).one()
+
+    assert await relay.publish_batch() == 1
+    await eventually(lambda: len(received) == 1)
+    await relay.publish_batch()
+    published = await row()
+    assert published.sent_at is not None and published.settled_at is None, "billing holds it"
+
+    release.set()
+    deadline = time.monotonic() + 10
+    while not await bus.dead_letters("orders", "billing"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await relay.publish_batch()
+    assert (await row()).settled_at is not None, "handled by audit, dead-lettered by billing"
+    await bus.close()

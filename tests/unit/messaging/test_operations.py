@@ -104,7 +104,11 @@ def test_the_dlq_cli_lists_and_replays():
     bus = asyncio.run(with_a_dead_letter(url))
 
     async def connect_bus():
-        return await connect(url)
+        # Here the CLI runs in the process that holds the dead letters: let it read them, as
+        # it reads a broker's (in another process it refuses: see the next test).
+        shared = await connect(url)
+        shared.transport.in_process = False  # type: ignore[attr-defined]
+        return shared
 
     runner = CliRunner()
     listed = runner.invoke(dlq_app(connect_bus), ["list", "orders", "--group", "shipping"])
@@ -113,3 +117,15 @@ def test_the_dlq_cli_lists_and_replays():
     replayed = runner.invoke(dlq_app(connect_bus), ["replay", "orders", "--group", "shipping"])
     assert replayed.exit_code == 0 and "replayed 1" in replayed.output
     assert bus is not None
+
+
+def test_the_dlq_cli_refuses_the_in_process_bus_it_cannot_see_into():
+    url = memory_url()
+
+    async def connect_bus():
+        return await connect(url)
+
+    for command in (["list"], ["replay"]):
+        result = CliRunner().invoke(dlq_app(connect_bus), [*command, "orders", "--group", "g"])
+        assert result.exit_code == 2
+        assert "GET /api/v1/admin/dlq" in result.output and "dead letter(s)" not in result.output
