@@ -21,7 +21,7 @@ import pytest
 
 from support.app import PASSWORD
 from support.brokers import CuttableProxy, close_rabbitmq_connections
-from support.process import run_cli, serving, townhall_env
+from support.process import installation_with_admin, serving
 from support.services import RUN_ID, require
 from support.smtp_receiver import SmtpReceiver
 
@@ -73,20 +73,14 @@ def test_serve_on_rabbitmq_delivers_everything_through_a_cut_and_an_outage_and_r
     )
     try:
         with SmtpReceiver() as smtp:
-            env = townhall_env(
+            env = installation_with_admin(
+                PASSWORD,
                 database_url=postgres_url,
                 bus_url=bus,
                 data_dir=str(tmp_path / "var"),
                 secret_key="e2e-secret-" + "x" * 32,
                 smtp_url=smtp.url,
-                admins="boss",
-                rate_limits="default=100000/minute;auth=1000/minute",
-                rate_limit_ip="100000/minute",
-                log_level="warning",
             )
-            assert run_cli("migrate", env=env).returncode == 0
-            made = run_cli("users", "create-admin", "boss", "--password", PASSWORD, env=env)
-            assert made.returncode == 0, made.stderr
             with serving(env, log=tmp_path / "serve.log") as base:
                 report = asyncio.run(_stream_with_cut_and_outage(base, proxy, name, smtp))
             print(

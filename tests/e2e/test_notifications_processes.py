@@ -17,7 +17,7 @@ import pytest
 
 from support.app import PASSWORD
 from support.notifications import bus_url
-from support.process import run_cli, serving, start_townhall, stop_all, townhall_env
+from support.process import installation_with_admin, serving, start_townhall, stop_all
 from support.services import require
 from support.smtp_receiver import SmtpReceiver
 
@@ -61,23 +61,17 @@ def test_a_stream_of_1000_survives_a_killed_worker_with_every_email_once(postgre
     require("Redis", "127.0.0.1", 6379)
     require("RabbitMQ", "127.0.0.1", 5672)
     with SmtpReceiver() as smtp:
-        env = townhall_env(
+        env = installation_with_admin(
+            PASSWORD,
             database_url=postgres_url,
             bus_url=bus_url(BUS, "e"),
             data_dir=str(tmp_path / "var"),
             secret_key="e2e-secret-" + "x" * 32,
             smtp_url=smtp.url,
-            admins="boss",
-            rate_limits="default=100000/minute;auth=1000/minute",
-            rate_limit_ip="100000/minute",
             provider_rate="5000",
             provider_burst="500",
             notification_claim_seconds="3",
-            log_level="warning",
         )
-        assert run_cli("migrate", env=env).returncode == 0
-        made = run_cli("users", "create-admin", "boss", "--password", PASSWORD, env=env)
-        assert made.returncode == 0, made.stderr
         logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(3)]
         workers = [start_worker(env, logs[0]), start_worker(env, logs[1])]
         try:

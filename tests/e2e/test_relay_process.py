@@ -11,7 +11,7 @@ import pytest
 
 from support.app import PASSWORD
 from support.notifications import bus_url
-from support.process import run_cli, serving, start_townhall, stop_all, townhall_env
+from support.process import installation_with_admin, serving, start_townhall, stop_all
 from support.services import require
 from support.smtp_receiver import SmtpReceiver
 
@@ -21,18 +21,14 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 def test_serve_without_its_relay_leaves_the_outbox_to_a_relay_process(postgres_url, tmp_path):
     require("Redis", "127.0.0.1", 6379)
     with SmtpReceiver() as smtp:
-        env = townhall_env(
+        env = installation_with_admin(
+            PASSWORD,
             database_url=postgres_url,
             bus_url=bus_url("redis", "relay"),
             data_dir=str(tmp_path / "var"),
             secret_key="e2e-secret-" + "x" * 32,
             smtp_url=smtp.url,
-            admins="boss",
-            log_level="warning",
         )
-        assert run_cli("migrate", env=env).returncode == 0
-        made = run_cli("users", "create-admin", "boss", "--password", PASSWORD, env=env)
-        assert made.returncode == 0, made.stderr
         with open(tmp_path / "processes.log", "w") as log:
             worker = start_townhall("worker", "notifications.email", env=env, log=log)
             relay: subprocess.Popen | None = None

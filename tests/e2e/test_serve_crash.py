@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from support.app import PASSWORD
-from support.process import free_port, run_cli, start_townhall, townhall_env
+from support.process import free_port, installation_with_admin, start_townhall
 from support.smtp_receiver import NOTIFICATION, SmtpReceiver
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
@@ -47,25 +47,19 @@ def test_sigkilled_serve_on_embedded_defaults_delivers_every_accepted_notificati
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with SmtpReceiver() as smtp:
-        env = townhall_env(
+        env = installation_with_admin(
+            PASSWORD,
             database_url=f"sqlite+aiosqlite:///{database}",
             data_dir=str(tmp_path / "var"),
             secret_key="crash-secret-" + "x" * 32,
             smtp_url=smtp.url,
-            admins="boss",
             host="127.0.0.1",
             port=str(port),
-            rate_limits="default=1000000/minute;auth=1000/minute",
-            rate_limit_ip="1000000/minute",
             provider_rate="5000",
             provider_burst="500",
             # A delivery claimed by a killed process is taken over once its claim ends.
             notification_claim_seconds="1",
-            log_level="warning",
         )
-        assert run_cli("migrate", env=env).returncode == 0
-        made = run_cli("users", "create-admin", "boss", "--password", PASSWORD, env=env)
-        assert made.returncode == 0, made.stderr
         accepted: dict[str, str] = {}  # idempotency key -> notification id
         kill_marks: list[int] = []  # emails received when each kill had happened
         log = open(tmp_path / "serve.log", "w")

@@ -28,6 +28,25 @@ def townhall_env(**values: str) -> dict[str, str]:
     return env
 
 
+STREAM_LIMITS = {
+    "rate_limits": "default=1000000/minute;auth=1000/minute",
+    "rate_limit_ip": "1000000/minute",
+}
+
+
+def installation_with_admin(password: str, **values: str) -> dict[str, str]:
+    """The environment of a migrated installation whose administrator `boss` exists.
+
+    Rate limits are out of the way of a test's stream of requests and only warnings are
+    logged; `values` (settings without their TOWNHALL_ prefix) override either."""
+    env = townhall_env(**{"admins": "boss", "log_level": "warning", **STREAM_LIMITS, **values})
+    migrated = run_cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    made = run_cli("users", "create-admin", "boss", "--password", password, env=env)
+    assert made.returncode == 0, made.stderr
+    return env
+
+
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "townhall", *args],
