@@ -17,6 +17,8 @@ from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFo
 from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query, token
 
 PING_TIMEOUT = 5.0
+NAK = b"-NAK"
+NAK_TIMEOUT = 5.0
 
 
 class NatsReader:
@@ -26,12 +28,21 @@ class NatsReader:
         self.lease = lease
         self.member = member
         self.revision = revision
+        self.pull: asyncio.Future[list[Any]] | None = None
+        self.pull_ends = 0.0
 
     async def fetch(self, count: int, wait: float) -> list[Delivery]:
+        # The pull runs in its own task: if the engine cancels us mid-fetch (it stops the
+        # partition), what the server already sent is not dropped but handed back in
+        # `release`. The server ends the pull request by this deadline at the latest.
+        loop = asyncio.get_running_loop()
+        self.pull_ends = max(self.pull_ends, loop.time() + wait)
+        self.pull = asyncio.ensure_future(self.sub.fetch(count, timeout=wait))
         try:
-            msgs = await self.sub.fetch(count, timeout=wait)
+            msgs = await asyncio.shield(self.pull)
         except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
-            return []
+            msgs = []
+        self.pull = None
         return [
             Delivery(
                 msg.data, msg, str(msg.metadata.sequence.stream), msg.metadata.num_delivered - 1
@@ -58,13 +69,45 @@ class NatsReader:
             return False
 
     async def release(self, unfinished: Sequence[Delivery]) -> None:
-        for delivery in unfinished:
-            await delivery.ref.nak()
+        """Hand back every message delivered to us and not handled, and make sure the server
+        has taken them back before the lease goes: the next owner must start with them, or
+        it would handle later messages of the same key first."""
+        returned = [delivery.ref for delivery in unfinished]
+        returned += await self._undelivered()
         await self.sub.unsubscribe()
+        returned.sort(key=lambda msg: msg.metadata.sequence.stream)  # redelivered in order
+        for msg in returned[:-1]:
+            await msg.nak()
+        if returned:
+            try:  # a reply means the server has processed this and every earlier nak and ack
+                await self.t.nc.request(returned[-1].reply, NAK, timeout=NAK_TIMEOUT)
+            except (NatsTimeout, TimeoutError):
+                pass  # left to the ack wait: redelivered later, still before nothing else
         try:
             await self.t.leases.delete(self.lease, last=self.revision)
         except (KeyWrongLastSequenceError, NotFoundError):
             pass
+
+    async def _undelivered(self) -> list[Any]:
+        """Messages the server sent us that the engine never got: those of a fetch it
+        cancelled, and those a pull request still open on the server sends until it ends."""
+        late: list[Any] = []
+        if self.pull is not None:
+            try:
+                late += await self.pull
+            except Exception:  # nothing came, or the connection broke: nothing to hand back
+                pass
+            self.pull = None
+        wait = self.pull_ends - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self.t.nc.flush()  # whatever the server sent before that has now arrived
+        queue = self.sub._sub._pending_queue  # nats-py keeps them here for the next fetch
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg.reply and msg.reply.startswith("$JS.ACK."):  # not a status message
+                late.append(msg)
+        return late
 
 
 class NatsTransport:
