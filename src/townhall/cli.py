@@ -53,6 +53,17 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
+def _shared_bus(settings: Settings, what: str) -> None:
+    """Refuse a process that only makes sense beside others on a broker: on the in-process bus
+    its messages would reach no consumer, or it would wait for messages that never come."""
+    if settings.bus_url.split(":", 1)[0] == "memory":
+        fail(
+            f"TOWNHALL_BUS_URL: {what} needs a bus shared between processes (redis://, "
+            "amqp://, nats://); the in-process bus (memory://) lives in one process, where "
+            "`townhall serve` runs the relay and every consumer group"
+        )
+
+
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (it comes with uvicorn[standard]), else asyncio's loop."""
     try:
@@ -114,6 +125,8 @@ def serve(
     from townhall.platform.server import http_protocol
 
     settings = _settings(host=host, port=port)
+    if not consumers:
+        _shared_bus(settings, "`serve --no-consumers`")
     run_migrations = settings.migrate_on_start if migrate is None else migrate
 
     async def main() -> None:
@@ -246,6 +259,7 @@ def worker(
     from townhall.bootstrap import assemble
 
     settings = _settings()
+    _shared_bus(settings, "`townhall worker`")
 
     async def main() -> None:
         runtime = await assemble(settings, custom_plans=True)
@@ -270,6 +284,7 @@ def relay() -> None:
     from townhall.platform.db import Database
 
     settings = _settings()
+    _shared_bus(settings, "`townhall relay`")
     database = Database(settings.database_url, custom_plans=True)
     _run(run_relay(database, lambda: _open_bus(settings)), server=True)
 

@@ -153,3 +153,23 @@ def test_dlq_list_on_a_broker_reads_the_brokers_dead_letters(tmp_path):
     result = run_cli("dlq", "list", "notifications.email", "--group", "x", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("0 dead letter(s)")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("worker", "notifications.email"), ("relay",), ("serve", "--no-consumers")],
+    ids=["worker", "relay", "serve-no-consumers"],
+)
+def test_a_process_meant_to_share_a_broker_refuses_the_in_process_bus(tmp_path, command):
+    """On memory:// a relay or a worker in a process of its own would lose or never see the
+    messages: the relay publishes into its own memory, where no group reads them."""
+    env = townhall_env(
+        data_dir=str(tmp_path),
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}",
+        bus_url="memory://",
+        port="0",
+    )
+    result = run_cli(*command, env=env, timeout=30)
+    assert result.returncode == 2
+    one_line_error(result, "TOWNHALL_BUS_URL", "memory://", command[0])
+    assert not (tmp_path / "townhall.db").exists(), "refused before touching the database"
