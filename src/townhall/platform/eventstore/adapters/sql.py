@@ -151,8 +151,9 @@ class SqlEventStore:
         """The locking way: positions first, then the version, then the insert."""
         count = len(events)
         last = await self._take_positions(conn, count) if count else None
-        # Read once the position lock is held: no other append to this stream can commit
-        # before ours, so `current` is exact.
+        # Read once the lock that orders positions is held (PostgreSQL: the counter row's,
+        # just taken; SQLite: the write lock `Database.transaction()` takes at BEGIN): no
+        # other append to this stream can commit before ours, so `current` is exact.
         current = int((await conn.execute(_STREAM_VERSION, {"stream_id": stream_id})).scalar_one())
         if expected is not ANY and current != (0 if expected is NO_STREAM else expected):
             if last is not None:  # a caller may commit its transaction anyway: leave no hole

@@ -61,10 +61,6 @@ class _Append:
     rows: Sequence[Row]
     future: asyncio.Future[int | Conflict] = field(repr=False)
 
-    @property
-    def key(self) -> tuple[str, int, Sequence[Row]]:
-        return self.stream_id, self.expected, self.rows
-
 
 class SqliteWriter:
     """Serialises this process's appends onto one connection and commits them in batches."""
