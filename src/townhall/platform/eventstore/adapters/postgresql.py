@@ -99,7 +99,7 @@ class PostgresEventStore(SqlEventStore):
     async def _give_back_positions(self, conn: AsyncConnection, count: int) -> None:
         await conn.execute(_GIVE_BACK_POSITIONS, {"n": count})
 
-    async def _insert_events(self, conn: AsyncConnection, rows: list[Row]) -> None:
+    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
         await conn.execute(_INSERT, rows)
 
     def _checkpoint_query(self, name: str) -> Select[Any]:
@@ -136,7 +136,9 @@ class PostgresEventStore(SqlEventStore):
         if not events:
             async with self.database.transaction() as own:
                 return await self._append_in(own, stream_id, events, expected)
-        rows = stored_rows(events, self._upcasters, self._stored_timestamp(self._clock.now()))
+        rows = stored_rows(
+            stream_id, events, self._upcasters, self._stored_timestamp(self._clock.now())
+        )
         params = {
             "stream_id": stream_id,
             "expected": -1 if expected is ANY else 0 if expected is NO_STREAM else expected,

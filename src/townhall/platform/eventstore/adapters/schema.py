@@ -122,15 +122,18 @@ _READ_STREAM = (
 READ_STREAM = f"{_READ_STREAM} ORDER BY version"
 READ_STREAM_UNTIL = f"{_READ_STREAM} AND recorded_at <= :until ORDER BY version"
 
-# An event row before it is numbered: its stored form without stream, version and position.
+# An event row in its stored form, as the inserts take it; `number` adds its version.
 Row = dict[str, Any]
 
 
-def stored_rows(events: Sequence[NewEvent], upcasters: Upcasters, recorded_at: Any) -> list[Row]:
+def stored_rows(
+    stream_id: str, events: Sequence[NewEvent], upcasters: Upcasters, recorded_at: Any
+) -> list[Row]:
     """The events' rows: ids made where missing, data and metadata as JSON text."""
     current = upcasters.current_version
     return [
         {
+            "stream_id": stream_id,
             "event_id": str(new.id or new_id()),
             "type": new.type,
             "schema_version": new.schema_version or current(new.type),
@@ -142,12 +145,11 @@ def stored_rows(events: Sequence[NewEvent], upcasters: Upcasters, recorded_at: A
     ]
 
 
-def numbered(rows: Sequence[Row], stream_id: str, current: int) -> list[Row]:
-    """`rows` as the stream's versions after `current`."""
-    return [
-        {**row, "stream_id": stream_id, "version": current + 1 + offset}
-        for offset, row in enumerate(rows)
-    ]
+def number(rows: Sequence[Row], current: int) -> Sequence[Row]:
+    """Give `rows` the stream's versions after `current` (in place); `rows`."""
+    for version, row in enumerate(rows, current + 1):
+        row["version"] = version
+    return rows
 
 
 class RowCodec:

@@ -33,7 +33,7 @@ from townhall.platform.eventstore.adapters.schema import (
     STREAM_VERSION,
     Row,
     RowCodec,
-    numbered,
+    number,
     snapshots_table,
     stored_rows,
     subscriptions_table,
@@ -116,8 +116,8 @@ class SqlEventStore:
         """A timestamp as this database's statements take it."""
         raise NotImplementedError
 
-    async def _insert_events(self, conn: AsyncConnection, rows: list[Row]) -> None:
-        """Insert numbered rows (`schema.numbered`; with `position` when taken)."""
+    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
+        """Insert numbered rows (`schema.number`; with `position` when taken)."""
         raise NotImplementedError
 
     async def _fetch_alone(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
@@ -162,10 +162,10 @@ class SqlEventStore:
         if not count:
             return current
         recorded_at = self._stored_timestamp(self._clock.now())
-        rows = numbered(stored_rows(events, self._upcasters, recorded_at), stream_id, current)
+        rows = number(stored_rows(stream_id, events, self._upcasters, recorded_at), current)
         if last is not None:
-            for offset, row in enumerate(rows):
-                row["position"] = last - count + 1 + offset
+            for position, row in enumerate(rows, last - count + 1):
+                row["position"] = position
         await self._insert_events(conn, rows)
         conn.info[APPENDED] = True
         return current + count

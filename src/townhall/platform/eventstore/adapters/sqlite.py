@@ -53,7 +53,7 @@ class SqliteEventStore(SqlEventStore):
     def _stored_timestamp(self, value: datetime) -> Any:
         return stored_timestamp(value, as_text=True)
 
-    async def _insert_events(self, conn: AsyncConnection, rows: list[Row]) -> None:
+    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
         await conn.execute(_INSERT, rows)
 
     async def _append_alone(
@@ -63,7 +63,7 @@ class SqliteEventStore(SqlEventStore):
             async with self._one_append, self.database.transaction() as own:
                 return await self._append_in(own, stream_id, events, expected)
         recorded_at = self._stored_timestamp(self._clock.now())
-        rows = stored_rows(events, self._upcasters, recorded_at)
+        rows = stored_rows(stream_id, events, self._upcasters, recorded_at)
         wanted = -1 if expected is ANY else 0 if expected is NO_STREAM else expected
         result = await self._writer.append(stream_id, rows, wanted)
         if isinstance(result, Conflict):

@@ -33,11 +33,11 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from townhall.platform.eventstore.adapters.schema import STREAM_VERSION, Row, numbered
+from townhall.platform.eventstore.adapters.schema import STREAM_VERSION, Row, number
 
 log = logging.getLogger(__name__)
 
-# SQLite's insert of a numbered row (`schema.numbered`), on these connections and a caller's.
+# SQLite's insert of a numbered row (`schema.number`), on these connections and a caller's.
 # No position: it is the rowid, one more than the largest, assigned under the write lock.
 INSERT = (
     "INSERT INTO eventstore_events (stream_id, version, event_id, type, schema_version, data,"
@@ -229,7 +229,7 @@ class SqliteWriter:
         if expected >= 0 and current != expected:
             return Conflict(current)
         if rows:
-            conn.executemany(INSERT, numbered(rows, stream_id, current))
+            conn.executemany(INSERT, number(rows, current))
         return current + len(rows)
 
     async def close(self) -> None:
