@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from townhall.platform.eventstore.adapters.schema import Row, stored_rows, stored_timestamp
+from townhall.platform.eventstore.adapters.schema import stored_rows, stored_timestamp
 from townhall.platform.eventstore.adapters.sql import APPENDED, SqlEventStore
 from townhall.platform.eventstore.ports import ANY, NO_STREAM, Expected, NewEvent, VersionConflict
 
@@ -81,6 +81,7 @@ _INSERT = text(
 class PostgresEventStore(SqlEventStore):
     """The EventStore port on PostgreSQL."""
 
+    _insert_rows: ClassVar[TextClause] = _INSERT
     _insert: ClassVar[Any] = staticmethod(postgresql.insert)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -98,9 +99,6 @@ class PostgresEventStore(SqlEventStore):
 
     async def _give_back_positions(self, conn: AsyncConnection, count: int) -> None:
         await conn.execute(_GIVE_BACK_POSITIONS, {"n": count})
-
-    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        await conn.execute(_INSERT, rows)
 
     def _checkpoint_query(self, name: str) -> Select[Any]:
         return super()._checkpoint_query(name).with_for_update()

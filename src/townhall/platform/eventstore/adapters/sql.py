@@ -31,7 +31,6 @@ from townhall.platform.eventstore.adapters.schema import (
     READ_STREAM,
     READ_STREAM_UNTIL,
     STREAM_VERSION,
-    Row,
     RowCodec,
     number,
     snapshots_table,
@@ -76,6 +75,8 @@ class SqlEventStore:
 
     # The dialect's INSERT, for its ON CONFLICT clauses.
     _insert: ClassVar[Any]
+    # The insert of numbered rows (`schema.number`), with `position` when one was taken.
+    _insert_rows: ClassVar[TextClause]
 
     def __init__(
         self,
@@ -114,10 +115,6 @@ class SqlEventStore:
 
     def _stored_timestamp(self, value: datetime) -> Any:
         """A timestamp as this database's statements take it."""
-        raise NotImplementedError
-
-    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        """Insert numbered rows (`schema.number`; with `position` when taken)."""
         raise NotImplementedError
 
     async def _fetch_alone(self, statement: TextClause, params: dict[str, Any]) -> list[Any]:
@@ -166,7 +163,7 @@ class SqlEventStore:
         if last is not None:
             for position, row in enumerate(rows, last - count + 1):
                 row["position"] = position
-        await self._insert_events(conn, rows)
+        await conn.execute(self._insert_rows, rows)
         conn.info[APPENDED] = True
         return current + count
 

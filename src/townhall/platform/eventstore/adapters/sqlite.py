@@ -20,10 +20,8 @@ from typing import Any, ClassVar
 
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.platform.eventstore.adapters.schema import (
-    Row,
     stored_rows,
     stored_timestamp,
 )
@@ -37,6 +35,7 @@ _INSERT = text(INSERT)
 class SqliteEventStore(SqlEventStore):
     """The EventStore port on SQLite."""
 
+    _insert_rows: ClassVar[TextClause] = _INSERT
     _insert: ClassVar[Any] = staticmethod(sqlite.insert)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -52,9 +51,6 @@ class SqliteEventStore(SqlEventStore):
 
     def _stored_timestamp(self, value: datetime) -> Any:
         return stored_timestamp(value, as_text=True)
-
-    async def _insert_events(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        await conn.execute(_INSERT, rows)
 
     async def _append_alone(
         self, stream_id: str, events: Sequence[NewEvent], expected: Expected
