@@ -27,9 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from townhall.platform.eventstore.adapters.schema import stored_rows, stored_timestamp
+from townhall.platform.eventstore.adapters.schema import (
+    stored_rows,
+    stored_timestamp,
+    wanted_version,
+)
 from townhall.platform.eventstore.adapters.sql import APPENDED, SqlEventStore
-from townhall.platform.eventstore.ports import ANY, NO_STREAM, Expected, NewEvent, VersionConflict
+from townhall.platform.eventstore.ports import ANY, Expected, NewEvent, VersionConflict
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +143,7 @@ class PostgresEventStore(SqlEventStore):
         )
         params = {
             "stream_id": stream_id,
-            "expected": -1 if expected is ANY else 0 if expected is NO_STREAM else expected,
+            "expected": wanted_version(expected),
             "n": len(rows),
             "recorded_at": rows[0]["recorded_at"],
             "event_ids": [row["event_id"] for row in rows],

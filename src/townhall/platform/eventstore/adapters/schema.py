@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from townhall.platform.eventstore.ports import NewEvent, RecordedEvent
+from townhall.platform.eventstore.ports import ANY, NO_STREAM, Expected, NewEvent, RecordedEvent
 from townhall.platform.eventstore.upcasting import Upcasters
 from townhall.platform.ids import new_id
 
@@ -143,6 +143,11 @@ def stored_rows(
         }
         for new in events
     ]
+
+
+def wanted_version(expected: Expected) -> int:
+    """An expected version as the append statements take it: -1 for any version."""
+    return -1 if expected is ANY else 0 if expected is NO_STREAM else expected
 
 
 def number(rows: Sequence[Row], current: int) -> Sequence[Row]:

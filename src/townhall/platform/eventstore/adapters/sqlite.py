@@ -24,10 +24,11 @@ from sqlalchemy.dialects import sqlite
 from townhall.platform.eventstore.adapters.schema import (
     stored_rows,
     stored_timestamp,
+    wanted_version,
 )
 from townhall.platform.eventstore.adapters.sql import SqlEventStore
 from townhall.platform.eventstore.adapters.sqlite_writer import INSERT, Conflict, SqliteWriter
-from townhall.platform.eventstore.ports import ANY, NO_STREAM, Expected, NewEvent, VersionConflict
+from townhall.platform.eventstore.ports import Expected, NewEvent, VersionConflict
 
 _INSERT = text(INSERT)
 
@@ -60,8 +61,7 @@ class SqliteEventStore(SqlEventStore):
                 return await self._append_in(own, stream_id, events, expected)
         recorded_at = self._stored_timestamp(self._clock.now())
         rows = stored_rows(stream_id, events, self._upcasters, recorded_at)
-        wanted = -1 if expected is ANY else 0 if expected is NO_STREAM else expected
-        result = await self._writer.append(stream_id, rows, wanted)
+        result = await self._writer.append(stream_id, rows, wanted_version(expected))
         if isinstance(result, Conflict):
             raise VersionConflict(stream_id, expected, result.actual)
         if events:
