@@ -12,7 +12,9 @@ from pathlib import Path
 
 from townhall.platform.clock import Clock
 from townhall.platform.db import Database
+from townhall.platform.eventstore.adapters.postgresql import PostgresEventStore
 from townhall.platform.eventstore.adapters.sql import SqlEventStore
+from townhall.platform.eventstore.adapters.sqlite import SqliteEventStore
 from townhall.platform.eventstore.ports import (
     ANY,
     NO_STREAM,
@@ -23,6 +25,7 @@ from townhall.platform.eventstore.ports import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    Transaction,
     VersionConflict,
 )
 from townhall.platform.eventstore.projections import (
@@ -48,6 +51,7 @@ __all__ = [
     "Handler",
     "Loaded",
     "NewEvent",
+    "PostgresEventStore",
     "Projection",
     "ProjectionStatus",
     "Projections",
@@ -55,7 +59,9 @@ __all__ = [
     "Snapshot",
     "SnapshotPolicy",
     "SqlEventStore",
+    "SqliteEventStore",
     "Subscription",
+    "Transaction",
     "UnknownProjection",
     "Upcasters",
     "VersionConflict",
@@ -82,7 +88,8 @@ async def connect(
         from townhall.platform.migrations import migrate as apply_migrations
 
         await apply_migrations(database, [])
-    return SqlEventStore(
+    recorder = SqliteEventStore if database.is_sqlite else PostgresEventStore
+    return recorder(
         database,
         clock=clock,
         upcasters=upcasters,

@@ -12,8 +12,6 @@ from enum import Enum
 from typing import Any, Final, Protocol
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 
 class ExpectedVersion(Enum):
     """The two symbolic expectations an append can state instead of a version number."""
@@ -219,9 +217,19 @@ class Snapshot:
     recorded_at: datetime | None = None
 
 
-# A subscription handler receives one batch and the connection of the transaction that will
-# also save the subscription's checkpoint: a projection in the same database writes through it.
-Handler = Callable[[Sequence[RecordedEvent], AsyncConnection], Awaitable[None]]
+class Transaction(Protocol):
+    """A transaction the caller holds open on the store's database.
+
+    The port only passes it through: events appended and checkpoints saved with it commit or
+    roll back with the caller's work. What it is belongs to the adapter's database layer (the
+    SQL adapter takes the connection `Database.transaction()` yields).
+    """
+
+
+# A subscription handler receives one batch and the `Transaction` that will also save the
+# subscription's checkpoint: a projection in the same database writes through it. Typed Any
+# so a handler can name the adapter's own type (the SQL adapter's `AsyncConnection`).
+Handler = Callable[[Sequence[RecordedEvent], Any], Awaitable[None]]
 
 
 class EventStore(Protocol):
@@ -231,7 +239,7 @@ class EventStore(Protocol):
         events: Sequence[NewEvent],
         *,
         expected_version: Expected = ANY,
-        conn: AsyncConnection | None = None,
+        conn: Transaction | None = None,
     ) -> int:
         """Append atomically; return the stream's new version.
 
@@ -247,13 +255,13 @@ class EventStore(Protocol):
         *,
         from_version: int = 0,
         until: datetime | None = None,
-        conn: AsyncConnection | None = None,
+        conn: Transaction | None = None,
     ) -> list[RecordedEvent]:
         """The stream's events after `from_version`, recorded at or before `until`."""
         ...
 
     async def read_all(
-        self, *, from_position: int = 0, limit: int = 1000, conn: AsyncConnection | None = None
+        self, *, from_position: int = 0, limit: int = 1000, conn: Transaction | None = None
     ) -> list[RecordedEvent]:
         """Up to `limit` events after `from_position`, in global order.
 

@@ -10,14 +10,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from townhall.platform.eventstore.ports import Handler
+from townhall.platform.eventstore.ports import Handler, Transaction
 from townhall.platform.eventstore.subscriptions import Subscription
 
-Reset = Callable[[AsyncConnection], Awaitable[None]]
+# Drops a projection's state, in the rebuild's transaction (the adapter's, as `Handler`).
+Reset = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,15 @@ class ProjectionSource(Protocol):
         self, name: str, handler: Handler, *, batch: int = 500, poll_interval: float | None = None
     ) -> Subscription: ...
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
-    async def lock_checkpoint(self, name: str, conn: AsyncConnection) -> int: ...
+    async def lock_checkpoint(self, name: str, conn: Transaction) -> int: ...
 
-    async def delete_checkpoint(self, name: str, conn: AsyncConnection) -> None: ...
+    async def delete_checkpoint(self, name: str, conn: Transaction) -> None: ...
 
     async def checkpoints(self) -> dict[str, int]: ...
 
-    async def head_position(self, conn: AsyncConnection | None = None) -> int: ...
+    async def head_position(self, conn: Transaction | None = None) -> int: ...
 
 
 class UnknownProjection(LookupError):

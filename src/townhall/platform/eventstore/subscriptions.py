@@ -17,9 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from townhall.platform.eventstore.ports import Handler, RecordedEvent
+from townhall.platform.eventstore.ports import Handler, RecordedEvent, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +45,15 @@ class Notifier:
 class SubscriptionSource(Protocol):
     """What a subscription needs from a store beyond the EventStore port."""
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     async def read_all(
-        self, *, from_position: int = 0, limit: int = 1000, conn: AsyncConnection | None = None
+        self, *, from_position: int = 0, limit: int = 1000, conn: Transaction | None = None
     ) -> list[RecordedEvent]: ...
 
-    async def lock_checkpoint(self, name: str, conn: AsyncConnection) -> int: ...
+    async def lock_checkpoint(self, name: str, conn: Transaction) -> int: ...
 
-    async def save_checkpoint(self, name: str, position: int, conn: AsyncConnection) -> None: ...
+    async def save_checkpoint(self, name: str, position: int, conn: Transaction) -> None: ...
 
     def appended_signal(self) -> asyncio.Event: ...
 

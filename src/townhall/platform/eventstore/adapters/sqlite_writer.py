@@ -13,11 +13,12 @@ already queued, the append is queued here and written by a second connection on 
 thread, which waits for the lock (busy_timeout): a whole batch of appends that arrived
 meanwhile costs one thread hop and one commit. Each append in a batch runs under its own
 SAVEPOINT, so it stays all-or-nothing and a stale expected version writes nothing while the
-others commit. A caller's future resolves
-only after the commit that holds its events. Positions come from the same counter row as
-every other append path: the rowid SQLite assigns under its write lock (BEGIN IMMEDIATE), so
-they are handed out in commit order; other connections (a caller's transaction, another
-process) queue on the write lock through busy_timeout as before.
+others commit. A caller's future resolves only after the commit that holds its events.
+
+Positions are the rowids SQLite assigns on insert under its write lock (BEGIN IMMEDIATE), as
+on every other SQLite append path, so they are handed out in commit order; other
+connections (a caller's transaction, another process) queue on that lock through
+busy_timeout.
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from townhall.platform.eventstore.adapters.schema import STREAM_VERSION, Row, number
+
 log = logging.getLogger(__name__)
 
-# One row per event, without position and version: (event_id, type, schema_version, data,
-# metadata, recorded_at), all in their stored form.
-Row = tuple[str, str, int, str, str, str]
-
-_INSERT = (  # the position is the rowid: one more than the largest, under the write lock
-    "INSERT INTO eventstore_events (stream_id, version, event_id, type,"
-    " schema_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# SQLite's insert of a numbered row (`schema.number`), on these connections and a caller's.
+# No position: it is the rowid, one more than the largest, assigned under the write lock.
+INSERT = (
+    "INSERT INTO eventstore_events (stream_id, version, event_id, type, schema_version, data,"
+    " metadata, recorded_at) VALUES (:stream_id, :version, :event_id, :type, :schema_version,"
+    " :data, :metadata, :recorded_at)"
 )
-_VERSION = "SELECT coalesce(max(version), 0) FROM eventstore_events WHERE stream_id = ?"
 CHECKPOINT_EVERY = 500
 
 
@@ -59,10 +60,6 @@ class _Append:
     expected: int  # -1: any version
     rows: Sequence[Row]
     future: asyncio.Future[int | Conflict] = field(repr=False)
-
-    @property
-    def key(self) -> tuple[str, int, Sequence[Row]]:
-        return self.stream_id, self.expected, self.rows
 
 
 class SqliteWriter:
@@ -147,7 +144,7 @@ class SqliteWriter:
                 self._checkpointing.add_done_callback(self._checkpointed)
         return result
 
-    def read(self, query: str, args: tuple[Any, ...]) -> list[Any] | None:
+    def read(self, query: str, args: dict[str, Any]) -> list[Any] | None:
         """Rows of a read on the inline connection; None if SQLite answered busy.
 
         In WAL mode a read never waits for a writer, so this runs on the loop's thread too;
@@ -228,17 +225,12 @@ class SqliteWriter:
     def _append(
         conn: sqlite3.Connection, stream_id: str, expected: int, rows: Sequence[Row]
     ) -> int | Conflict:
-        current: int = conn.execute(_VERSION, (stream_id,)).fetchone()[0]
+        current: int = conn.execute(STREAM_VERSION, {"stream_id": stream_id}).fetchone()[0]
         if expected >= 0 and current != expected:
             return Conflict(current)
-        count = len(rows)
-        if not count:
-            return current
-        conn.executemany(
-            _INSERT,
-            [(stream_id, current + 1 + offset, *row) for offset, row in enumerate(rows)],
-        )
-        return current + count
+        if rows:
+            conn.executemany(INSERT, number(rows, current))
+        return current + len(rows)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -257,6 +249,6 @@ class SqliteWriter:
 def _translated(error: BaseException) -> BaseException:
     """sqlite3's errors as SQLAlchemy's, like every other path of the store raises them."""
     if isinstance(error, sqlite3.Error):
-        translated: Any = DBAPIError.instance(_INSERT, None, error, sqlite3.Error)
+        translated: Any = DBAPIError.instance(INSERT, None, error, sqlite3.Error)
         return translated  # type: ignore[no-any-return]
     return error
