@@ -15,16 +15,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from townhall.notifications.adapters.sinks import PushSink, SmsSink
-from townhall.notifications.adapters.smtp_sink import SmtpSink
 from townhall.notifications.domain import Channel
+from townhall.notifications.ports import EmailSinkView, SentSinkView
 
 
 @dataclass
 class DevOutbox:
-    smtp_sink: SmtpSink | None
-    sms_sink: SmsSink | None
-    push_sink: PushSink | None
+    smtp_sink: EmailSinkView | None
+    sms_sink: SentSinkView | None
+    push_sink: SentSinkView | None
     # The channels whose delivery worker runs in this process (filled as their groups start).
     delivering: Collection[Channel]
 
@@ -62,26 +61,8 @@ class DevOutbox:
         """Newest last, as the sinks keep them (each keeps its newest 1,000)."""
         return {
             "items": [m.as_dict() for m in self.smtp_sink.messages] if self.smtp_sink else [],
-            "sms": [
-                {
-                    "to": sms.to,
-                    "body": sms.body,
-                    "notification_id": sms.notification_id,
-                    "sent_at": sms.sent_at.isoformat(),
-                }
-                for sms in (self.sms_sink.sent if self.sms_sink else [])
-            ],
-            "push": [
-                {
-                    "platform": push.platform.value,
-                    "token": push.token,
-                    "title": push.title,
-                    "body": push.body,
-                    "notification_id": push.notification_id,
-                    "sent_at": push.sent_at.isoformat(),
-                }
-                for push in (self.push_sink.sent if self.push_sink else [])
-            ],
+            "sms": [sms.as_dict() for sms in self.sms_sink.sent] if self.sms_sink else [],
+            "push": [push.as_dict() for push in self.push_sink.sent] if self.push_sink else [],
             "sinks": [channel.value for channel in self.sink_channels()],
             "delivered_here": [c.value for c in self.sink_channels() if c in self.delivering],
             "note": self.note(),

@@ -1,4 +1,5 @@
-"""The ports the notifications module delivers through: one sender per channel.
+"""The ports the notifications module delivers through: one sender per channel, and what the
+development outbox reads of the built-in sinks.
 
 Every sender classifies what its provider answered (see `SendOutcome` in the domain) instead of
 raising: a worker decides from the outcome whether to record SENT, retry, or fail at once.
@@ -6,6 +7,7 @@ raising: a worker decides from the outcome whether to record SENT, retry, or fai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from townhall.notifications.domain import EmailMessage, PushMessage, SendOutcome, SmsMessage
@@ -35,3 +37,21 @@ class PushSender(Protocol):
     async def send(self, message: PushMessage) -> SendOutcome: ...
 
     async def aclose(self) -> None: ...
+
+
+class SinkRecord(Protocol):
+    """One message a built-in sink kept, as the development outbox shows it."""
+
+    def as_dict(self) -> dict[str, str]: ...
+
+
+class EmailSinkView(Protocol):
+    @property
+    def messages(self) -> Sequence[SinkRecord]: ...
+
+
+class SentSinkView(Protocol):
+    """The SMS or the push sink."""
+
+    @property
+    def sent(self) -> Sequence[SinkRecord]: ...

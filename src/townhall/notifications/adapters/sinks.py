@@ -30,6 +30,14 @@ class SentSms:
     notification_id: str
     sent_at: datetime
 
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "to": self.to,
+            "body": self.body,
+            "notification_id": self.notification_id,
+            "sent_at": self.sent_at.isoformat(),
+        }
+
 
 @dataclass(frozen=True)
 class SentPush:
@@ -40,6 +48,16 @@ class SentPush:
     data: dict[str, str]
     notification_id: str
     sent_at: datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "platform": self.platform.value,
+            "token": self.token,
+            "title": self.title,
+            "body": self.body,
+            "notification_id": self.notification_id,
+            "sent_at": self.sent_at.isoformat(),
+        }
 
 
 class SmsSink:
