@@ -226,10 +226,12 @@ def create_admin(
         else:
             password, generated = secrets.token_urlsafe(18), True
 
+    from townhall.identity import IdentityFacade
+
     async def main() -> str:
         runtime = await assemble(settings, ["identity"])
         try:
-            facade = runtime.platform.facades["identity"]
+            facade = runtime.platform.facade(IdentityFacade)
             existed = await facade.by_username(name) is not None
             user = await facade.create_admin(name, password)
             made = f"{user.username} ({user.id}) is an administrator"

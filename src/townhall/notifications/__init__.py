@@ -11,6 +11,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from townhall.identity import IdentityFacade
+from townhall.identity.events import TOPIC as IDENTITY_TOPIC
+from townhall.identity.events import UserRegistered
 from townhall.notifications.adapters.sql import SqlNotificationStore
 from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Channel
@@ -29,12 +32,15 @@ from townhall.notifications.templates import TemplateRenderer
 from townhall.notifications.wiring import build_senders
 from townhall.platform.messaging import ConsumerSpec, Envelope
 from townhall.platform.modules import Installed, ModuleSpec, Platform
+from townhall.platform.observability import get_logger
 
 __all__ = ["TOPIC", "NotificationRequested", "NotificationsFacade", "module"]
 
 WELCOME_GROUP = "notifications.welcome"
 REQUESTS_GROUP = "notifications.requests"
 RELEASE_INTERVAL = 15.0
+
+log = get_logger("townhall.notifications")
 
 
 class NotificationsFacade:
@@ -63,7 +69,7 @@ class NotificationsFacade:
 def _install(platform: Platform) -> Installed:
     settings = platform.settings
     store = SqlNotificationStore()
-    directory = platform.facades["identity"]
+    directory = platform.facade(IdentityFacade)
     renderer = TemplateRenderer(settings.templates_dir)
     service = NotificationService(platform.database, store, renderer, directory, platform.clock)
     user_settings = UserSettings(platform.database, store, platform.clock)
@@ -91,7 +97,7 @@ def _install(platform: Platform) -> Installed:
         return factory
 
     async def on_user_registered(envelope: Envelope) -> None:
-        if envelope.type != "identity.UserRegistered":
+        if envelope.type != UserRegistered.type:
             return
         user_id = str(envelope.payload["user_id"])
         await facade.notify(
@@ -104,7 +110,7 @@ def _install(platform: Platform) -> Installed:
                 # A redelivered event finds this key taken and creates nothing new.
                 idempotency_key=f"welcome:{user_id}",
             ),
-            requested_by="event:identity.UserRegistered",
+            requested_by=f"event:{UserRegistered.type}",
         )
 
     async def on_requested(envelope: Envelope) -> None:
@@ -124,14 +130,16 @@ def _install(platform: Platform) -> Installed:
         for channel in Channel
     ]
     consumers += [
-        ConsumerSpec("identity", WELCOME_GROUP, lambda: on_user_registered),
+        ConsumerSpec(IDENTITY_TOPIC, WELCOME_GROUP, lambda: on_user_registered),
         ConsumerSpec(TOPIC, REQUESTS_GROUP, lambda: on_requested),
     ]
 
     async def release_loop() -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await releaser.release_due()
+            except Exception:  # the next round tries again; the held deliveries stay held
+                log.exception("releasing held notifications failed")
             await asyncio.sleep(RELEASE_INTERVAL)
 
     async def start() -> None:

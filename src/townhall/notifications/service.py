@@ -85,11 +85,18 @@ def topic_for(channel: Channel) -> str:
 
 
 class Recipient(Protocol):
-    id: str
-    email: str | None
-    phone: str | None
-    time_zone: str
-    locale: str
+    """What delivery needs to know of a user (read-only: identity's `UserContact` is frozen)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def time_zone(self) -> str: ...
+    @property
+    def locale(self) -> str: ...
 
 
 class Directory(Protocol):

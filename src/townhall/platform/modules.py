@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from townhall.platform.clock import Clock
 from townhall.platform.db import Database
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from townhall.platform.auth import TokenCodec
 
 Hook = Callable[[], Awaitable[None]]
+F = TypeVar("F")
 
 
 @dataclass
@@ -38,6 +39,16 @@ class Platform:
     projections: Projections
     # Facades modules offer each other, by module name (filled in as modules are installed).
     facades: dict[str, Any] = field(default_factory=dict)
+
+    def facade(self, kind: type[F]) -> F:
+        """The installed facade of class `kind`, the class a module's `__init__` exports (for
+        example `IdentityFacade`): typed, where `facades[name]` is not."""
+        for facade in self.facades.values():
+            if isinstance(facade, kind):
+                return facade
+        raise LookupError(
+            f"no installed module offers a {kind.__name__}: name its module in `requires`"
+        )
 
 
 @dataclass
