@@ -35,15 +35,16 @@ class Senders:
     smtp_sink: SmtpSink | None = None
     sms_sink: SmsSink | None = None
     push_sink: PushSink | None = None
-    # Built lazily: the SMTP sender needs the sink's port, known once the sink listens.
-    _settings: Settings | None = None
+    # The email sender of the sink is built at start: it needs the port the sink listens on.
+    settings: Settings | None = None
 
     async def start(self) -> None:
         if self.smtp_sink is not None:
             await self.smtp_sink.start()
-            assert self._settings is not None
-            self.by_channel[Channel.EMAIL] = self._limited(
-                SmtpEmailSender(self.smtp_sink.url, self._settings.smtp_from, name="smtp-sink")
+            assert self.settings is not None
+            self.by_channel[Channel.EMAIL] = rate_limited(
+                self.settings,
+                SmtpEmailSender(self.smtp_sink.url, self.settings.smtp_from, name="smtp-sink"),
             )
 
     async def stop(self) -> None:
@@ -52,10 +53,10 @@ class Senders:
         if self.smtp_sink is not None:
             await self.smtp_sink.stop()
 
-    def _limited(self, sender: Sender[Any]) -> Sender[Any]:
-        assert self._settings is not None
-        bucket = TokenBucket(self._settings.provider_rate, self._settings.provider_burst)
-        return RateLimitedSender(sender, bucket)
+
+def rate_limited(settings: Settings, sender: Sender[Any]) -> Sender[Any]:
+    """A provider's sender behind its own token bucket (TOWNHALL_PROVIDER_RATE / _BURST)."""
+    return RateLimitedSender(sender, TokenBucket(settings.provider_rate, settings.provider_burst))
 
 
 def _failover(settings: Settings, providers: list[Sender[Any]]) -> Sender[Any]:
@@ -67,13 +68,13 @@ def _failover(settings: Settings, providers: list[Sender[Any]]) -> Sender[Any]:
 
 
 def build_senders(settings: Settings) -> Senders:
-    senders = Senders(_settings=settings)
+    senders = Senders(settings=settings)
     smtp_urls = _urls(settings.smtp_url)
     if smtp_urls:
         senders.by_channel[Channel.EMAIL] = _failover(
             settings,
             [
-                senders._limited(SmtpEmailSender(url, settings.smtp_from, name=f"smtp{i}"))
+                rate_limited(settings, SmtpEmailSender(url, settings.smtp_from, name=f"smtp{i}"))
                 for i, url in enumerate(smtp_urls, 1)
             ],
         )
@@ -84,7 +85,7 @@ def build_senders(settings: Settings) -> Senders:
         senders.by_channel[Channel.SMS] = _failover(
             settings,
             [
-                senders._limited(TwilioSmsSender(url, settings.sms_from, name=f"sms{i}"))
+                rate_limited(settings, TwilioSmsSender(url, settings.sms_from, name=f"sms{i}"))
                 for i, url in enumerate(sms_urls, 1)
             ],
         )
@@ -93,20 +94,22 @@ def build_senders(settings: Settings) -> Senders:
         senders.by_channel[Channel.SMS] = senders.sms_sink
     push: dict[PushPlatform, Sender[PushMessage]] = {}
     if settings.fcm_base_url and settings.fcm_access_token:
-        push[PushPlatform.FCM] = senders._limited(
+        push[PushPlatform.FCM] = rate_limited(
+            settings,
             FcmPushSender(
                 settings.fcm_project_id,
                 settings.fcm_access_token.get_secret_value(),
                 base_url=settings.fcm_base_url,
-            )
+            ),
         )
     if settings.apns_base_url and settings.apns_auth_token:
-        push[PushPlatform.APNS] = senders._limited(
+        push[PushPlatform.APNS] = rate_limited(
+            settings,
             ApnsPushSender(
                 settings.apns_topic,
                 settings.apns_auth_token.get_secret_value(),
                 base_url=settings.apns_base_url,
-            )
+            ),
         )
     if not push:
         senders.push_sink = PushSink()
