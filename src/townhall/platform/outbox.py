@@ -80,20 +80,12 @@ _PG_INSERT = (
     "ORDER BY lock_id) AS ordered) >= 0"
 )
 _PG_ENQUEUE = sa.text(_PG_INSERT)
-_MARK_SENT_PG = sa.text(
-    "UPDATE outbox_messages SET sent_at = :sent_at, settled_at = :sent_at "
-    "WHERE position = ANY(CAST(:positions AS bigint[]))"
+# Rows marked by position: on PostgreSQL one statement text for any number of rows (an array
+# parameter), on SQLite in chunks of positions under its limit of bound values.
+_MARK_CHUNK = 5000
+_PG_POSITIONS = outbox_messages.c.position == sa.any_(
+    sa.cast(sa.bindparam("positions"), postgresql.ARRAY(sa.BigInteger()))
 )
-# The in-process bus: published now, settled later (`_MARK_SETTLED_PG`).
-_MARK_PUBLISHED_PG = sa.text(
-    "UPDATE outbox_messages SET sent_at = :sent_at "
-    "WHERE position = ANY(CAST(:positions AS bigint[]))"
-)
-_MARK_SETTLED_PG = sa.text(
-    "UPDATE outbox_messages SET settled_at = :settled_at "
-    "WHERE position = ANY(CAST(:positions AS bigint[]))"
-)
-SETTLED_CHUNK = 5000  # positions per statement on SQLite (under its limit of bound values)
 
 ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
 """PostgreSQL: an enqueue as a common table expression, for a caller that writes its own
@@ -241,16 +233,9 @@ class OutboxRelay:
             if rows:
                 positions = [row.position for row in rows]
                 now = datetime.now(UTC)
-                if self.database.is_postgresql:  # one statement text for any number of rows
-                    mark = _MARK_PUBLISHED_PG if self._in_process else _MARK_SENT_PG
-                    await conn.execute(mark, {"positions": positions, "sent_at": now})
-                else:
-                    settled = {} if self._in_process else {"settled_at": now}
-                    await conn.execute(
-                        outbox_messages.update()
-                        .where(outbox_messages.c.position.in_(positions))
-                        .values(sent_at=now, **settled)
-                    )
+                # On the in-process bus a row is settled later, once every group is done.
+                settled = {} if self._in_process else {"settled_at": now}
+                await self._mark(conn, positions, sent_at=now, **settled)
             return len(rows)
 
     @contextlib.asynccontextmanager
@@ -262,23 +247,21 @@ class OutboxRelay:
         try:
             async with self.database.transaction() as conn:
                 if settled:
-                    await self._mark_settled(conn, settled)
+                    await self._mark(conn, settled, settled_at=datetime.now(UTC))
                 yield conn
         except BaseException:
             self._settled[:0] = settled
             raise
 
-    async def _mark_settled(self, conn: AsyncConnection, positions: list[int]) -> None:
-        now = datetime.now(UTC)
+    async def _mark(self, conn: AsyncConnection, positions: list[int], **values: Any) -> None:
+        """Set `values` on the rows at `positions`."""
+        update = outbox_messages.update().values(**values)
         if self.database.is_postgresql:
-            await conn.execute(_MARK_SETTLED_PG, {"positions": positions, "settled_at": now})
+            await conn.execute(update.where(_PG_POSITIONS), {"positions": positions})
             return
-        for start in range(0, len(positions), SETTLED_CHUNK):
-            await conn.execute(
-                outbox_messages.update()
-                .where(outbox_messages.c.position.in_(positions[start : start + SETTLED_CHUNK]))
-                .values(settled_at=now)
-            )
+        for start in range(0, len(positions), _MARK_CHUNK):
+            chunk = positions[start : start + _MARK_CHUNK]
+            await conn.execute(update.where(outbox_messages.c.position.in_(chunk)))
 
     def _on_settled(self, position: int) -> Callable[[], None]:
         def settled() -> None:
