@@ -119,11 +119,11 @@ async def get_preferences(settings: Settings, principal: User) -> PreferencesOut
 
 
 async def put_preferences(
-    body: PreferencesIn, service: Service, settings: Settings, principal: User
+    body: PreferencesIn, settings: Settings, principal: User
 ) -> PreferencesOut:
     quiet = None
     if body.quiet_hours is not None:
-        zone = body.quiet_hours.time_zone or await service.time_zone_of(principal.user_id)
+        zone = body.quiet_hours.time_zone or await settings.time_zone_of(principal.user_id)
         start, end = body.quiet_hours.start, body.quiet_hours.end
         quiet = (time.fromisoformat(start), time.fromisoformat(end), zone)
     prefs = await settings.set_preferences(

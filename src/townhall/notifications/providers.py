@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from townhall.notifications.domain import Delivered, Permanent, SendOutcome, Transient
+from townhall.notifications.ports import Sender
 
 MessageT = TypeVar("MessageT", contravariant=True)
 
@@ -31,16 +32,6 @@ class LoopTimer:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-class Sender(Protocol[MessageT]):
-    """What EmailSender, SmsSender and PushSender have in common."""
-
-    name: str
-
-    async def send(self, message: MessageT) -> SendOutcome: ...
-
-    async def aclose(self) -> None: ...
 
 
 class TokenBucket:

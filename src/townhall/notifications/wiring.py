@@ -3,6 +3,8 @@ built-in sinks), workers, consumer groups, routes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +17,9 @@ from townhall.notifications.adapters.smtp import SmtpEmailSender
 from townhall.notifications.adapters.smtp_sink import SmtpSink
 from townhall.notifications.adapters.twilio import TwilioSmsSender
 from townhall.notifications.domain import Channel, PushMessage, PushPlatform
-from townhall.notifications.providers import (
-    FailoverSender,
-    RateLimitedSender,
-    Sender,
-    TokenBucket,
-)
+from townhall.notifications.ports import Sender
+from townhall.notifications.providers import FailoverSender, RateLimitedSender, TokenBucket
+from townhall.notifications.service import HeldReleaser
 
 
 def _urls(value: str | None) -> list[str]:
@@ -116,3 +115,24 @@ def build_senders(settings: Settings) -> Senders:
         push = {PushPlatform.FCM: senders.push_sink, PushPlatform.APNS: senders.push_sink}
     senders.by_channel[Channel.PUSH] = PushRouter(push)
     return senders
+
+
+class Background:
+    """What runs beside the consumers while the module runs: the senders (the SMTP sink
+    listens), and the loop releasing held deliveries."""
+
+    def __init__(self, senders: Senders, releaser: HeldReleaser) -> None:
+        self._senders = senders
+        self._releaser = releaser
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._senders.start()
+        self._task = asyncio.create_task(self._releaser.run(), name="notifications-release-held")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._senders.stop()

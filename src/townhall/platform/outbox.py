@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,11 +87,49 @@ _PG_POSITIONS = outbox_messages.c.position == sa.any_(
     sa.cast(sa.bindparam("positions"), postgresql.ARRAY(sa.BigInteger()))
 )
 
-ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
-"""PostgreSQL: an enqueue as a common table expression, for a caller that writes its own
-state in one statement and wants the outbox rows in that statement too: one round trip, and
-on an autocommit connection no BEGIN or COMMIT. Put it in the statement's WITH clause and
-`enqueue_parameters(...)` in its parameters; the rows commit, or not, with the statement."""
+_ENQUEUE_CTE = f"outbox_enqueued AS ({_PG_INSERT})"
+
+
+class EnqueueingStatement:
+    """PostgreSQL: a module's own writes and an enqueue in one statement, for a hot path that
+    wants one round trip (and, on an autocommit connection or the driver path, no BEGIN or
+    COMMIT). The outbox rows commit, or not, with the module's rows.
+
+    `ctes` are the module's data-modifying common table expressions, as they would follow
+    `WITH` (`name AS (INSERT ...), other AS (UPDATE ...)`); the outbox adds its own and the
+    statement ends `SELECT 1`. Its parameter names start `outbox_`: the module's must not.
+    Build one per statement, once (its text never changes, so its prepared plan is reused);
+    `run` it with the module's parameters and the messages `(topic, envelope)` to enqueue."""
+
+    def __init__(self, ctes: str = "") -> None:
+        own = f"{ctes}, " if ctes else ""
+        self.statement = sa.text(f"WITH {own}{_ENQUEUE_CTE} SELECT 1")
+
+    def parameters(
+        self, own: Mapping[str, Any], messages: Sequence[tuple[str, Envelope]]
+    ) -> dict[str, Any]:
+        clash = [name for name in own if name.startswith("outbox_")]
+        if clash:
+            raise ValueError(f"parameter names starting outbox_ are the outbox's: {clash}")
+        return {**own, **_enqueue_parameters(messages)}
+
+    async def run(
+        self,
+        database: Database,
+        parameters: Mapping[str, Any],
+        messages: Sequence[tuple[str, Envelope]],
+    ) -> None:
+        """On the database's driver path, as a unit of work that commits by itself."""
+        await database.run_on_driver(self.statement, self.parameters(parameters, messages))
+
+    async def execute(
+        self,
+        conn: AsyncConnection,
+        parameters: Mapping[str, Any],
+        messages: Sequence[tuple[str, Envelope]],
+    ) -> None:
+        """On `conn`: inside its transaction, or committing by itself on an autocommit one."""
+        await conn.execute(self.statement, self.parameters(parameters, messages))
 
 
 def _check_topics(messages: Sequence[tuple[str, Envelope]]) -> None:
@@ -99,8 +137,8 @@ def _check_topics(messages: Sequence[tuple[str, Envelope]]) -> None:
         check_name("topic", topic)
 
 
-def enqueue_parameters(messages: Sequence[tuple[str, Envelope]]) -> dict[str, Any]:
-    """The parameters of `ENQUEUE_CTE` (and of an enqueue) for `(topic, envelope)` pairs."""
+def _enqueue_parameters(messages: Sequence[tuple[str, Envelope]]) -> dict[str, Any]:
+    """The parameters of `_PG_INSERT` for `(topic, envelope)` pairs."""
     _check_topics(messages)
     return {
         "outbox_at": datetime.now(UTC),
@@ -151,7 +189,7 @@ async def enqueue_all(conn: AsyncConnection, messages: Sequence[tuple[str, Envel
     if not messages:
         return
     if conn.dialect.name == "postgresql":  # the table's trigger NOTIFYs (outbox_0002)
-        await conn.execute(_PG_ENQUEUE, enqueue_parameters(messages))
+        await conn.execute(_PG_ENQUEUE, _enqueue_parameters(messages))
         return
     _check_topics(messages)
     now = datetime.now(UTC)

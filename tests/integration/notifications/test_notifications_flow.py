@@ -15,13 +15,18 @@ from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, status_of, user
 from support.services import create_database, database_name, drop_database, require
 from support.smtp_server import ScriptedServer
+from townhall.notifications.adapters.directory import KNOWN_RECIPIENTS_TTL, DirectoryRecipients
 from townhall.notifications.adapters.smtp import SmtpEmailSender
-from townhall.notifications.adapters.sql import SqlNotificationStore
+from townhall.notifications.adapters.sql import (
+    SqlDeliveries,
+    SqlDevices,
+    SqlNotificationRequests,
+)
 from townhall.notifications.adapters.tables import deliveries, inbox
 from townhall.notifications.domain import Channel, Delivered, Delivery, DeliveryStatus
 from townhall.notifications.events import NotificationRequested
+from townhall.notifications.messages import DeliveryRequested, topic_for
 from townhall.notifications.service import (
-    KNOWN_RECIPIENTS_TTL,
     Accepted,
     DeliveryWorker,
     HeldReleaser,
@@ -29,10 +34,6 @@ from townhall.notifications.service import (
     NotificationService,
     TransientFailure,
     UnknownRecipient,
-    deliveries_asked,
-    deliveries_envelope,
-    delivery_envelope,
-    topic_for,
 )
 from townhall.notifications.templates import TemplateRenderer
 from townhall.platform.clock import FrozenClock
@@ -107,9 +108,9 @@ def two_workers(runtime, channel: Channel, sender) -> list[DeliveryWorker]:
     return [
         DeliveryWorker(
             channel,
-            platform.database,
-            SqlNotificationStore(),
-            platform.facades["identity"],
+            SqlDeliveries(platform.database),
+            SqlDevices(platform.database),
+            DirectoryRecipients(platform.facades["identity"]),
             sender,
             platform.clock,
             max_attempts=3,
@@ -420,7 +421,7 @@ async def test_a_delivery_message_without_its_recipient_is_still_delivered(app, 
             .where(deliveries.c.notification_id == nid)
             .values(status="PENDING", claimed_until=None)
         )
-    envelope = delivery_envelope(nid, Channel.EMAIL)
+    envelope = DeliveryRequested(Channel.EMAIL, ((nid, None),)).envelope()
     assert "recipient" not in envelope.payload
     await runtime.platform.bus.publish(topic_for(Channel.EMAIL), envelope)
     await eventually(lambda: asyncio.sleep(0, len(emails_for(smtp, nid)) == 2 or None))
@@ -437,34 +438,31 @@ async def test_a_send_outcome_is_recorded_only_by_the_worker_whose_claim_still_h
         client, boss, {"recipient": uid, "channels": ["email"], "subject": "s", "body": "b"}
     )
     await eventually(lambda: _status_is(client, boss, nid, "SKIPPED"))
-    store, database = SqlNotificationStore(), runtime.platform.database
-    async with database.connect() as conn:
-        skipped = (await store.deliveries_to_send(conn, [nid], Channel.EMAIL))[nid]
+    store = SqlDeliveries(runtime.platform.database)
+    skipped = await store.to_send(Channel.EMAIL, nid)
+    assert skipped is not None
     mine = Delivery(uuid.UUID(nid), Channel.EMAIL, status=DeliveryStatus.SENDING)
     now = datetime.now(UTC)
     mine.record(now, "smtp", Delivered("first"), final=False)
     attempt = mine.attempts[0]
-    written = await store.finish_many(
-        database, Channel.EMAIL, [(mine, skipped.version, attempt, now)]
-    )
-    assert written == [False]
+    assert not await store.finish(mine, skipped.version, attempt, now)
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert (state["status"], state["attempts"]) == ("SKIPPED", [])
 
-    async with database.transaction() as conn:  # another worker claims it: version + 1
+    async with runtime.platform.database.transaction() as conn:  # another worker claims it
         await conn.execute(
             deliveries.update()
             .where(deliveries.c.notification_id == nid)
             .values(status="SENDING", skip_reason=None, version=deliveries.c.version + 1)
         )
     stale, current = skipped.version, skipped.version + 1
-    written = await store.finish_many(
-        database, Channel.EMAIL, [(mine, stale, attempt, now), (mine, current, attempt, now)]
+    # Both outcomes at once: they go as one batch (the calls made while none is under way).
+    written = await asyncio.gather(
+        store.finish(mine, stale, attempt, now), store.finish(mine, current, attempt, now)
     )
     assert written == [False, True]
     # now SENT, at the next version
-    written = await store.finish_many(database, Channel.EMAIL, [(mine, current, attempt, now)])
-    assert written == [False]
+    assert not await store.finish(mine, current, attempt, now)
     state = (await status_of(client, boss, nid))["channels"]["email"]
     assert [a["outcome"] for a in state["attempts"]] == ["delivered"]
     assert (state["status"], state["provider_id"]) == ("SENT", "first")
@@ -485,7 +483,7 @@ async def test_copies_of_one_delivery_handled_at_once_send_it_once(app, smtp):
     platform = runtime.platform
     sender = SmtpEmailSender(smtp.url, "townhall@example.org")
     workers = two_workers(runtime, Channel.EMAIL, sender)
-    envelope = delivery_envelope(nid, Channel.EMAIL, uid)
+    envelope = DeliveryRequested(Channel.EMAIL, ((nid, uid),)).envelope()
     try:
         for round_ in range(1, 6):
             async with platform.database.transaction() as conn:  # as after a transient failure
@@ -561,8 +559,7 @@ async def test_the_devices_of_many_users_are_read_at_once_each_under_its_owner(a
             )
             assert added.status_code == 201
     nobody, _ = await user(client, "cid")
-    async with runtime.platform.database.connect() as conn:
-        found = await SqlNotificationStore().devices_of(conn, [*owners, nobody])
+    found = await SqlDevices(runtime.platform.database).of_users([*owners, nobody])
     assert {uid: [d.token for d in tokens] for uid, tokens in found.items()} == owners
 
 
@@ -589,7 +586,7 @@ async def test_a_held_delivery_is_released_once_its_hold_is_over_and_sent_once(a
             .where(deliveries.c.notification_id == nid)
             .values(held_until=datetime.now(UTC) - timedelta(minutes=1))
         )
-    releaser = HeldReleaser(database, SqlNotificationStore(), runtime.platform.clock)
+    releaser = HeldReleaser(SqlDeliveries(database), runtime.platform.clock)
     assert await releaser.release_due() == 1
     assert await releaser.release_due() == 0  # released once
     async with database.connect() as conn:
@@ -621,7 +618,7 @@ async def test_copies_of_one_in_app_delivery_handled_at_once_make_one_inbox_item
             .where(deliveries.c.notification_id == nid)
             .values(status="PENDING", version=deliveries.c.version + 1)
         )
-    envelope = delivery_envelope(nid, Channel.IN_APP, uid)
+    envelope = DeliveryRequested(Channel.IN_APP, ((nid, uid),)).envelope()
     results = await asyncio.gather(*(worker.handle(envelope) for worker in [*workers, workers[0]]))
     assert results == [None, None, None]
     items = (await client.get("/api/v1/me/inbox", headers=auth)).json()["items"]
@@ -661,9 +658,14 @@ async def test_requests_committed_together_go_to_the_workers_as_one_message(app,
     payloads = [
         payload
         for payload in (await email_outbox_payloads(runtime.platform.database))[before:]
-        if any(nid in ours for nid, _ in deliveries_asked(payload))
+        if any(nid in ours for nid, _ in DeliveryRequested.from_payload(payload).asked)
     ]
-    asked = [pair for p in payloads for pair in deliveries_asked(p) if pair[0] in ours]
+    asked = [
+        pair
+        for p in payloads
+        for pair in DeliveryRequested.from_payload(p).asked
+        if pair[0] in ours
+    ]
     assert sorted(nid for nid, _ in asked) == sorted(nids)  # each asked for once
     assert dict(asked) == dict(zip(nids, recipients, strict=True))
     assert len(payloads) < len(nids)  # fewer messages than notifications
@@ -701,8 +703,8 @@ async def test_a_message_for_many_retries_only_what_failed_and_replay_resends_th
     }
     sender = SmtpEmailSender(smtp.url, "townhall@example.org")
     worker = two_workers(runtime, Channel.EMAIL, sender)[0]
-    envelope = deliveries_envelope(Channel.EMAIL, list(people.values()))
-    assert deliveries_asked(envelope.payload) == list(people.values())
+    envelope = DeliveryRequested(Channel.EMAIL, tuple(people.values())).envelope()
+    assert DeliveryRequested.from_payload(envelope.payload).asked == tuple(people.values())
 
     async def state(name: str) -> dict:
         return (await status_of(client, boss, people[name][0]))["channels"]["email"]
@@ -751,8 +753,12 @@ async def test_a_recipient_is_looked_up_once_then_known_until_the_entry_expires(
     platform = runtime.platform
     clock = FrozenClock(datetime.now(UTC))
     directory = CountingDirectory(platform.facades["identity"])
-    store = SqlNotificationStore()
-    service = NotificationService(platform.database, store, TemplateRenderer(), directory, clock)
+    service = NotificationService(
+        SqlNotificationRequests(platform.database),
+        DirectoryRecipients(directory, remember_with=clock),
+        TemplateRenderer(),
+        clock,
+    )
     ada, auth = await user(client)
 
     async def welcome_subject() -> str:

@@ -19,10 +19,9 @@ from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope, connect
 from townhall.platform.migrations import migrate
 from townhall.platform.outbox import (
-    ENQUEUE_CTE,
+    EnqueueingStatement,
     OutboxRelay,
     enqueue,
-    enqueue_parameters,
     idempotent,
     outbox_messages,
     prune_inbox,
@@ -119,9 +118,8 @@ async def test_an_enqueue_of_a_key_waits_for_an_uncommitted_one_of_that_key(db, 
     key = f"order-{next(_runs)}"
 
     async def enqueue_in_one_statement(n: int, of_key: str) -> None:
-        statement = sa.text(f"WITH {ENQUEUE_CTE} SELECT 1")
         async with db.autocommit() as conn:
-            await conn.execute(statement, enqueue_parameters([("orders", placed(n, of_key))]))
+            await EnqueueingStatement().execute(conn, {}, [("orders", placed(n, of_key))])
 
     async def enqueue_in_a_transaction(n: int, of_key: str) -> None:
         async with db.transaction() as conn:
@@ -313,3 +311,11 @@ async def test_on_the_in_process_bus_a_row_is_settled_once_every_group_is_done_w
     await relay.publish_batch()
     assert (await row()).settled_at is not None, "handled by audit, dead-lettered by billing"
     await bus.close()
+
+
+def test_an_enqueueing_statement_refuses_parameters_named_as_the_outboxs_own():
+    """A module's parameter named `outbox_...` would silently replace the outbox's."""
+    statement = EnqueueingStatement("mine AS (SELECT 1)")
+    with pytest.raises(ValueError, match="outbox_ids"):
+        statement.parameters({"outbox_ids": ["x"]}, [])
+    assert "outbox_ids" in statement.parameters({"mine": 1}, [])

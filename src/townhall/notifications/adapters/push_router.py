@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 
 from townhall.notifications.domain import Permanent, PushMessage, PushPlatform, SendOutcome
-from townhall.notifications.providers import Sender
+from townhall.notifications.ports import Sender
 
 
 class PushRouter:

@@ -1,0 +1,86 @@
+"""Notifications' bus entry points: the consumer group of each channel (its `DeliveryWorker`),
+and the handlers of the events that ask for notifications (identity's `UserRegistered`, our
+own `NotificationRequested`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from townhall.identity.events import TOPIC as IDENTITY_TOPIC
+from townhall.identity.events import UserRegistered
+from townhall.notifications.domain import Channel
+from townhall.notifications.events import TOPIC, NotificationRequested
+from townhall.notifications.messages import topic_for
+from townhall.notifications.service import Accepted, DeliveryWorker
+from townhall.platform.messaging import ConsumerSpec, Envelope, Handler
+
+WELCOME_GROUP = "notifications.welcome"
+REQUESTS_GROUP = "notifications.requests"
+
+
+class Notifier(Protocol):
+    async def notify(self, request: NotificationRequested, *, requested_by: str) -> Accepted: ...
+
+
+class ChannelWorkers:
+    """One consumer group per channel (`notifications.email`, ...), on the channel's topic.
+    A group's worker is built when the group starts in this process; `running` says which
+    channels are delivered here (the development outbox shows them)."""
+
+    def __init__(self, make: Callable[[Channel], DeliveryWorker], *, max_attempts: int) -> None:
+        self._make = make
+        self._max_attempts = max_attempts
+        self.running: set[Channel] = set()
+
+    def consumers(self) -> list[ConsumerSpec]:
+        return [
+            ConsumerSpec(
+                topic=topic_for(channel),
+                group=topic_for(channel),
+                handler_factory=self._factory(channel),
+                max_attempts=self._max_attempts,
+            )
+            for channel in Channel
+        ]
+
+    def _factory(self, channel: Channel) -> Callable[[], Handler]:
+        def build() -> Handler:
+            self.running.add(channel)
+            return self._make(channel).handle
+
+        return build
+
+
+def event_consumers(notifier: Notifier) -> list[ConsumerSpec]:
+    """A welcome notification for each new user; a notification for each
+    `NotificationRequested` another module published."""
+
+    async def on_user_registered(envelope: Envelope) -> None:
+        if envelope.type != UserRegistered.type:
+            return
+        user_id = str(envelope.payload["user_id"])
+        await notifier.notify(
+            NotificationRequested(
+                recipient=user_id,
+                channels=["email", "in_app"],
+                category="account",
+                template="welcome",
+                data={"name": envelope.payload.get("username", "")},
+                # A redelivered event finds this key taken and creates nothing new.
+                idempotency_key=f"welcome:{user_id}",
+            ),
+            requested_by=f"event:{UserRegistered.type}",
+        )
+
+    async def on_requested(envelope: Envelope) -> None:
+        if envelope.type != NotificationRequested.type:
+            return
+        fields = dict(envelope.payload)
+        fields.setdefault("idempotency_key", str(envelope.id))
+        await notifier.notify(NotificationRequested(**fields), requested_by="event")
+
+    return [
+        ConsumerSpec(IDENTITY_TOPIC, WELCOME_GROUP, lambda: on_user_registered),
+        ConsumerSpec(TOPIC, REQUESTS_GROUP, lambda: on_requested),
+    ]
