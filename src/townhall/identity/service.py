@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from townhall.identity.domain import (
     BadCredentials,
     BadRefreshToken,
@@ -30,8 +28,8 @@ from townhall.identity.ports import (
 )
 from townhall.platform.auth import Principal, TokenCodec
 from townhall.platform.clock import Clock
-from townhall.platform.db import Database
 from townhall.platform.ids import new_id_str
+from townhall.platform.transaction import Transaction, Transactions
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def _hash_refresh(token: str) -> str:
 class IdentityService:
     def __init__(
         self,
-        database: Database,
+        database: Transactions,
         users: UserRepository,
         refresh_tokens: RefreshTokenRepository,
         hasher: PasswordHasher,
@@ -197,7 +195,7 @@ class IdentityService:
         return user.is_admin or user.username in self._admins
 
     async def _issue(
-        self, user: User, family_id: str, conn: AsyncConnection | None = None
+        self, user: User, family_id: str, conn: Transaction | None = None
     ) -> TokenPair:
         principal = Principal(user.id, user.username, self.is_admin(user))
         access = self._tokens.issue(principal)

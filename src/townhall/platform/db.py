@@ -2,7 +2,8 @@
 
 Modules use SQLAlchemy Core on `AsyncConnection`s. `Database.transaction()` is the unit of
 work: anything written on the connection it yields (state, outbox rows, events) commits or
-rolls back together.
+rolls back together. A service sees that connection as an opaque `Transaction`
+(`townhall.platform.transaction`); its adapters get the connection back with `connection()`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from townhall.platform.driver import AsyncpgPath
+from townhall.platform.transaction import Transaction
 
 _CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 DRIVER_POOL_MAX = 10
+
+
+def connection(transaction: Transaction) -> AsyncConnection:
+    """The SQLAlchemy connection behind a caller's transaction handle."""
+    if not isinstance(transaction, AsyncConnection):
+        raise TypeError(
+            f"expected the connection of Database.transaction(), got {type(transaction)!r}"
+        )
+    return transaction
 
 
 class Database:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from townhall.identity.events import TOPIC, UserRegistered
+from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
 from townhall.platform.outbox import enqueue
+from townhall.platform.transaction import Transaction
 
 
 class OutboxIdentityEvents:
-    async def user_registered(self, conn: AsyncConnection, event: UserRegistered) -> None:
+    async def user_registered(self, conn: Transaction, event: UserRegistered) -> None:
         await enqueue(
-            conn,
+            connection(conn),
             TOPIC,
             Envelope(type=event.type, key=event.user_id, payload=event.to_payload()),
         )

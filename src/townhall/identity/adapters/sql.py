@@ -1,4 +1,8 @@
-"""Identity's repositories on SQLAlchemy Core (SQLite and PostgreSQL)."""
+"""Identity's repositories on SQLAlchemy Core (SQLite and PostgreSQL).
+
+Each method takes the service's opaque `Transaction` and works on the SQLAlchemy connection
+behind it (`connection()` refuses a handle that is not one).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.identity.adapters.tables import refresh_tokens, users
 from townhall.identity.domain import RefreshToken, User, UsernameTaken
+from townhall.platform.db import connection
+from townhall.platform.transaction import Transaction
 
 # Built once: constructing a statement costs more than running a cached one.
 USER_BY_ID = users.select().where(users.c.id == bindparam("user_id"))
@@ -50,36 +55,38 @@ def _user(row: Any) -> User:
 
 
 class SqlUserRepository:
-    async def add(self, conn: AsyncConnection, user: User) -> None:
+    async def add(self, conn: Transaction, user: User) -> None:
+        sql = connection(conn)
         try:
             # A savepoint keeps the caller's transaction usable after a duplicate.
-            async with conn.begin_nested():
-                await conn.execute(users.insert().values(**_user_values(user)))
+            async with sql.begin_nested():
+                await sql.execute(users.insert().values(**_user_values(user)))
         except IntegrityError:
             raise UsernameTaken(
                 f"the username {user.username!r} is taken", field="username"
             ) from None
 
-    async def get(self, conn: AsyncConnection, user_id: str) -> User | None:
-        row = (await conn.execute(USER_BY_ID, {"user_id": user_id})).first()
+    async def get(self, conn: Transaction, user_id: str) -> User | None:
+        row = (await connection(conn).execute(USER_BY_ID, {"user_id": user_id})).first()
         return _user(row) if row else None
 
-    async def get_many(self, conn: AsyncConnection, user_ids: Sequence[str]) -> list[User]:
+    async def get_many(self, conn: Transaction, user_ids: Sequence[str]) -> list[User]:
         """The users of `user_ids` that exist, in no particular order."""
+        sql = connection(conn)
         if not user_ids:
             return []
-        query = USERS_BY_ID_ARRAY if conn.dialect.name == "postgresql" else USERS_BY_IDS
-        rows = await conn.execute(query, {"user_ids": list(user_ids)})
+        query = USERS_BY_ID_ARRAY if sql.dialect.name == "postgresql" else USERS_BY_IDS
+        rows = await sql.execute(query, {"user_ids": list(user_ids)})
         return [_user(row) for row in rows]
 
-    async def by_username(self, conn: AsyncConnection, username: str) -> User | None:
-        row = (await conn.execute(USER_BY_NAME, {"username": username})).first()
+    async def by_username(self, conn: Transaction, username: str) -> User | None:
+        row = (await connection(conn).execute(USER_BY_NAME, {"username": username})).first()
         return _user(row) if row else None
 
-    async def update(self, conn: AsyncConnection, user: User) -> None:
+    async def update(self, conn: Transaction, user: User) -> None:
         values = _user_values(user)
         del values["id"]
-        await conn.execute(users.update().where(users.c.id == user.id).values(**values))
+        await connection(conn).execute(users.update().where(users.c.id == user.id).values(**values))
 
 
 def _user_values(user: User) -> dict[str, Any]:
@@ -98,8 +105,8 @@ def _user_values(user: User) -> dict[str, Any]:
 
 
 class SqlRefreshTokenRepository:
-    async def add(self, conn: AsyncConnection, token: RefreshToken) -> None:
-        await conn.execute(
+    async def add(self, conn: Transaction, token: RefreshToken) -> None:
+        await connection(conn).execute(
             refresh_tokens.insert().values(
                 token_hash=token.token_hash,
                 family_id=token.family_id,
@@ -109,11 +116,12 @@ class SqlRefreshTokenRepository:
             )
         )
 
-    async def get_for_update(self, conn: AsyncConnection, token_hash: str) -> RefreshToken | None:
+    async def get_for_update(self, conn: Transaction, token_hash: str) -> RefreshToken | None:
+        sql = connection(conn)
         query = refresh_tokens.select().where(refresh_tokens.c.token_hash == token_hash)
-        if conn.dialect.name == "postgresql":
+        if sql.dialect.name == "postgresql":
             query = query.with_for_update()
-        row = (await conn.execute(query)).first()
+        row = (await sql.execute(query)).first()
         if row is None:
             return None
         return RefreshToken(
@@ -126,15 +134,15 @@ class SqlRefreshTokenRepository:
             revoked_at=_aware(row.revoked_at),
         )
 
-    async def mark_used(self, conn: AsyncConnection, token: RefreshToken) -> None:
-        await conn.execute(
+    async def mark_used(self, conn: Transaction, token: RefreshToken) -> None:
+        await connection(conn).execute(
             refresh_tokens.update()
             .where(refresh_tokens.c.token_hash == token.token_hash)
             .values(used_at=token.used_at)
         )
 
-    async def revoke_family(self, conn: AsyncConnection, family_id: str, at: datetime) -> None:
-        await conn.execute(
+    async def revoke_family(self, conn: Transaction, family_id: str, at: datetime) -> None:
+        await connection(conn).execute(
             refresh_tokens.update()
             .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
             .values(revoked_at=at)

@@ -12,6 +12,10 @@ from enum import Enum
 from typing import Any, Final, Protocol
 from uuid import UUID
 
+# The caller's open transaction (platform-owned, re-exported here for the store's users):
+# events appended and checkpoints saved with it commit or roll back with the caller's work.
+from townhall.platform.transaction import Transaction as Transaction
+
 
 class ExpectedVersion(Enum):
     """The two symbolic expectations an append can state instead of a version number."""
@@ -215,15 +219,6 @@ class Snapshot:
     state: Any
     schema_version: int = 1
     recorded_at: datetime | None = None
-
-
-class Transaction(Protocol):
-    """A transaction the caller holds open on the store's database.
-
-    The port only passes it through: events appended and checkpoints saved with it commit or
-    roll back with the caller's work. What it is belongs to the adapter's database layer (the
-    SQL adapter takes the connection `Database.transaction()` yields).
-    """
 
 
 # A subscription handler receives one batch and the `Transaction` that will also save the

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from townhall.platform.clock import Clock, SystemClock
-from townhall.platform.db import Database
+from townhall.platform.db import Database, connection
 from townhall.platform.eventstore.adapters.schema import (
     HEAD_POSITION,
     READ_ALL,
@@ -59,15 +59,6 @@ _HEAD_POSITION = text(HEAD_POSITION)
 _READ_ALL = text(READ_ALL)
 _READ_STREAM = text(READ_STREAM)
 _READ_STREAM_UNTIL = text(READ_STREAM_UNTIL)
-
-
-def connection(transaction: Transaction) -> AsyncConnection:
-    """The SQLAlchemy connection behind a caller's transaction handle."""
-    if not isinstance(transaction, AsyncConnection):
-        raise TypeError(
-            f"expected the connection of Database.transaction(), got {type(transaction)!r}"
-        )
-    return transaction
 
 
 class SqlEventStore:
