@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from townhall.platform.messaging.adapters.rabbitmq import RabbitReader, RabbitTransport
-from townhall.platform.messaging.transport import Delivery
+from townhall.platform.messaging.transport import ReceivedMessage
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -19,8 +19,8 @@ async def transport(rabbit_bus) -> RabbitTransport:
     return bus.transport
 
 
-async def fetch_all(reader: RabbitReader, count: int) -> list[Delivery]:
-    got: list[Delivery] = []
+async def fetch_all(reader: RabbitReader, count: int) -> list[ReceivedMessage]:
+    got: list[ReceivedMessage] = []
     while len(got) < count:
         batch = await reader.fetch(count - len(got), 5)
         assert batch, f"only {len(got)} of {count} messages arrived"
@@ -34,7 +34,7 @@ async def test_only_the_acked_messages_leave_the_queue_in_any_order(transport):
     reader = await transport.acquire("jobs", "workers", 0, "m1", prefetch=20)
     assert reader is not None
     got = await fetch_all(reader, 8)
-    assert [d.body for d in got] == [str(n).encode() for n in range(8)]
+    assert [message.body for message in got] == [str(n).encode() for n in range(8)]
     # 1 and 3 finish while 0 is still in hand; then 0 and 2 (a run through the alone-acked
     # 1 and 3); then 5 and 6 behind the unfinished 4; 7 is never acked.
     await reader.ack_many([got[1], got[3]])
@@ -46,7 +46,7 @@ async def test_only_the_acked_messages_leave_the_queue_in_any_order(transport):
     again = await transport.acquire("jobs", "workers", 0, "m2", prefetch=20)
     assert again is not None
     back = await fetch_all(again, 2)
-    assert [d.body for d in back] == [b"4", b"7"]
+    assert [message.body for message in back] == [b"4", b"7"]
     assert await again.fetch(10, 0.5) == []  # nothing acked came back
     await again.ack_many(back)
     await again.release([])

@@ -27,7 +27,7 @@ from townhall.platform.messaging.envelope import (
 from townhall.platform.messaging.metrics import BusMetrics, bus_metrics
 from townhall.platform.messaging.ports import DeadLetter, Handler
 from townhall.platform.messaging.retry import Backoff
-from townhall.platform.messaging.transport import Delivery, PartitionReader, Transport
+from townhall.platform.messaging.transport import PartitionReader, ReceivedMessage, Transport
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Window:
             self._free.set()
 
 
-Item = tuple[Delivery, Envelope | None, str]
+Item = tuple[ReceivedMessage, Envelope | None, str]
 
 
 class PartitionConsumer:
@@ -74,10 +74,10 @@ class PartitionConsumer:
         self.reader = reader
         self.stopping = asyncio.Event()
         self.keys: dict[str, deque[Item]] = {}
-        self.unacked: dict[Delivery, None] = {}
+        self.unacked: dict[ReceivedMessage, None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         # Handled messages whose ack is not sent yet, and the task sending them (batch_acks).
-        self.acks: list[Delivery] = []
+        self.acks: list[ReceivedMessage] = []
         self.flusher: asyncio.Task[None] | None = None
         self.fetcher = asyncio.create_task(self._fetch_loop())
 
@@ -91,7 +91,7 @@ class PartitionConsumer:
             if self.stopping.is_set():
                 window.release(reserved)
                 return
-            got: list[Delivery] = []
+            got: list[ReceivedMessage] = []
             try:
                 got = await self.reader.fetch(reserved, FETCH_TIMEOUT)
             except asyncio.CancelledError:
@@ -101,21 +101,21 @@ class PartitionConsumer:
                 await asyncio.sleep(0.5)
             finally:
                 window.release(reserved - len(got))
-            for delivery in got:
-                self._submit(delivery)
+            for received in got:
+                self._submit(received)
 
-    def _submit(self, delivery: Delivery) -> None:
-        self.unacked[delivery] = None
+    def _submit(self, received: ReceivedMessage) -> None:
+        self.unacked[received] = None
         item: Item
-        if delivery.envelope is not None:
-            item = (delivery, delivery.envelope, "")
-            key = delivery.envelope.key
+        if received.envelope is not None:
+            item = (received, received.envelope, "")
+            key = received.envelope.key
         else:
             try:
-                envelope = Envelope.from_bytes(delivery.body)
-                item, key = (delivery, envelope, ""), envelope.key
+                envelope = Envelope.from_bytes(received.body)
+                item, key = (received, envelope, ""), envelope.key
             except MalformedEnvelope as exc:
-                item, key = (delivery, None, str(exc)), "\x00malformed"
+                item, key = (received, None, str(exc)), "\x00malformed"
         queue = self.keys.get(key)
         if queue is None:
             queue = self.keys[key] = deque()
@@ -136,15 +136,15 @@ class PartitionConsumer:
             if not queue or self.stopping.is_set():
                 self.keys.pop(key, None)
 
-    async def _done(self, delivery: Delivery) -> None:
+    async def _done(self, received: ReceivedMessage) -> None:
         if not self.reader.batch_acks:
-            await self.reader.ack(delivery)
-            del self.unacked[delivery]
+            await self.reader.ack(received)
+            del self.unacked[received]
             self.member.window.release(1)
             return
         # Acks go out in handling order, in batches: whatever was handled while the previous
         # batch was on its way. The window slot is freed once the broker has the ack.
-        self.acks.append(delivery)
+        self.acks.append(received)
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush_acks())
 
@@ -159,23 +159,25 @@ class PartitionConsumer:
                     log.exception(
                         "acking %s messages on partition %s failed", len(batch), self.partition
                     )
-                for delivery in batch:
-                    self.unacked.pop(delivery, None)
+                for received in batch:
+                    self.unacked.pop(received, None)
                 self.member.window.release(len(batch))
         finally:
             self.flusher = None
 
-    async def _process(self, delivery: Delivery, envelope: Envelope | None, error: str) -> bool:
+    async def _process(
+        self, received: ReceivedMessage, envelope: Envelope | None, error: str
+    ) -> bool:
         """Handle one message to the end; False if it was left unacked because we stop."""
         member = self.member
-        attempt = delivery.previous_deliveries + 1
+        attempt = received.times_received_before + 1
         if envelope is None:
-            await member.dead_letter(delivery.broker_id, None, delivery.body, error, attempt)
-            await self._done(delivery)
+            await member.dead_letter(received.broker_id, None, received.body, error, attempt)
+            await self._done(received)
             return True
         replay_group = envelope.headers.get(REPLAY_HEADER)
         if replay_group is not None and replay_group != member.group:
-            await self._done(delivery)
+            await self._done(received)
             return True
         while True:
             started = time.perf_counter()
@@ -187,7 +189,7 @@ class PartitionConsumer:
                     await member.dead_letter(
                         str(envelope.id), envelope, b"", f"{type(exc).__name__}: {exc}", attempt
                     )
-                    await self._done(delivery)
+                    await self._done(received)
                     return True
                 member.retried.inc()
                 delay = member.backoff.delay(attempt, exc)
@@ -199,7 +201,7 @@ class PartitionConsumer:
             else:
                 member.observe(started)
                 member.handled.inc()
-                await self._done(delivery)
+                await self._done(received)
                 return True
 
     async def stop(self) -> None:

@@ -37,8 +37,8 @@ def _now() -> datetime:
 class Envelope:
     """A message. `key` orders: envelopes of one key are handled in publish order per group.
 
-    Headers carry `correlation_id`, `causation_id`, trace context and, on delivery, `attempt`
-    (and `x-replay-group` when an operator replayed it from the dead-letter store).
+    Headers carry `correlation_id`, `causation_id`, trace context and, as handed to a handler,
+    `attempt` (and `x-replay-group` when an operator replayed it from the dead-letter store).
     """
 
     type: str

@@ -19,11 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass(eq=False)
-class Delivery:
+class ReceivedMessage:
+    """A message as a `PartitionReader` hands it to the engine: fetched from its partition and
+    not acked yet. Its bytes (or, in process, its envelope) and the broker's handle to ack it."""
+
     body: bytes
     ref: Any = None  # the broker's handle for acking
     broker_id: str = ""
-    previous_deliveries: int = 0
+    times_received_before: int = 0  # times the broker handed it out before this one
     envelope: Any = None  # already decoded (the in-process bus hands envelopes over as is)
 
 
@@ -32,19 +35,19 @@ class PartitionReader(Protocol):
     # (in order, one call per batch); False: one `ack` per message.
     batch_acks: bool
 
-    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         """Up to `count` messages, in partition order; [] after `wait` seconds."""
         ...
 
-    async def ack(self, delivery: Delivery) -> None: ...
+    async def ack(self, received: ReceivedMessage) -> None: ...
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None: ...
+    async def ack_many(self, batch: Sequence[ReceivedMessage]) -> None: ...
 
     async def renew(self) -> bool:
         """Extend the lease; False once it is lost (another member may hold it)."""
         ...
 
-    async def release(self, unfinished: Sequence[Delivery]) -> None:
+    async def release(self, unfinished: Sequence[ReceivedMessage]) -> None:
         """Give the lease up; `unfinished` (unacked, in order) go back for the next owner."""
         ...
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from townhall.platform.messaging.envelope import Envelope
-from townhall.platform.messaging.transport import BusOptions, Delivery
+from townhall.platform.messaging.transport import BusOptions, ReceivedMessage
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _call(callback: Callable[[], None]) -> None:
 
 @dataclass
 class _GroupPartition:
-    ready: deque[Delivery] = field(default_factory=deque)
+    ready: deque[ReceivedMessage] = field(default_factory=deque)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     owner: str | None = None
     expires: float = 0.0
@@ -68,7 +68,7 @@ class MemoryReader:
         self.state = state
         self.member = member
 
-    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         state = self.state
         if not state.ready:
             state.arrived.clear()
@@ -76,22 +76,22 @@ class MemoryReader:
                 await asyncio.wait_for(state.arrived.wait(), wait)
             except TimeoutError:
                 return []
-        got: list[Delivery] = []
+        got: list[ReceivedMessage] = []
         while state.ready and len(got) < count:
             got.append(state.ready.popleft())
         return got
 
     batch_acks = False
 
-    async def ack(self, delivery: Delivery) -> None:
+    async def ack(self, received: ReceivedMessage) -> None:
         # The engine acks a message once its group is done with it: handled, dead-lettered,
         # or skipped (a replay meant for another group).
-        if isinstance(delivery.ref, _Settlement):
-            delivery.ref.settle_one()
+        if isinstance(received.ref, _Settlement):
+            received.ref.settle_one()
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            await self.ack(delivery)
+    async def ack_many(self, batch: Sequence[ReceivedMessage]) -> None:
+        for received in batch:
+            await self.ack(received)
 
     async def renew(self) -> bool:
         if self.state.owner != self.member:
@@ -99,10 +99,10 @@ class MemoryReader:
         self.state.expires = time.monotonic() + self.transport.options.lease_ttl
         return True
 
-    async def release(self, unfinished: Sequence[Delivery]) -> None:
-        for delivery in reversed(unfinished):
-            delivery.previous_deliveries += 1
-            self.state.ready.appendleft(delivery)
+    async def release(self, unfinished: Sequence[ReceivedMessage]) -> None:
+        for received in reversed(unfinished):
+            received.times_received_before += 1
+            self.state.ready.appendleft(received)
         if unfinished:
             self.state.arrived.set()
         if self.state.owner == self.member:
@@ -133,7 +133,7 @@ class MemoryTransport:
         on_settled: Callable[[], None] | None = None,
     ) -> None:
         """The bus's own path: the envelope is handed over as is, without JSON. It is frozen
-        and each delivery gets its own headers; the payload object is shared, so handlers
+        and each handler call gets its own headers; the payload object is shared, so handlers
         must treat payloads as read-only (they are copies on every other adapter).
 
         `on_settled` is called once every group of the topic has acked or dead-lettered the
@@ -161,7 +161,7 @@ class MemoryTransport:
         for states in groups.values():
             state = states[partition]
             state.ready.append(
-                Delivery(body, ref=settlement, broker_id=broker_id, envelope=envelope)
+                ReceivedMessage(body, ref=settlement, broker_id=broker_id, envelope=envelope)
             )
             state.arrived.set()
 

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
-from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query, token
+from townhall.platform.messaging.transport import BusOptions, ReceivedMessage, strip_query, token
 
 PING_TIMEOUT = 5.0
 NAK = b"-NAK"
@@ -31,7 +31,7 @@ class NatsReader:
         self.pull: asyncio.Future[list[Any]] | None = None
         self.pull_ends = 0.0
 
-    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         # The pull runs in its own task: if the engine cancels us mid-fetch (it stops the
         # partition), what the server already sent is not dropped but handed back in
         # `release`. The server ends the pull request by this deadline at the latest.
@@ -44,7 +44,7 @@ class NatsReader:
             msgs = []
         self.pull = None
         return [
-            Delivery(
+            ReceivedMessage(
                 msg.data, msg, str(msg.metadata.sequence.stream), msg.metadata.num_delivered - 1
             )
             for msg in msgs
@@ -52,12 +52,12 @@ class NatsReader:
 
     batch_acks = True
 
-    async def ack(self, delivery: Delivery) -> None:
-        await delivery.ref.ack()
+    async def ack(self, received: ReceivedMessage) -> None:
+        await received.ref.ack()
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:  # each ack is one frame out, no round trip
-            await delivery.ref.ack()
+    async def ack_many(self, batch: Sequence[ReceivedMessage]) -> None:
+        for received in batch:  # each ack is one frame out, no round trip
+            await received.ref.ack()
 
     async def renew(self) -> bool:
         try:
@@ -68,11 +68,11 @@ class NatsReader:
         except (KeyWrongLastSequenceError, NotFoundError):
             return False
 
-    async def release(self, unfinished: Sequence[Delivery]) -> None:
+    async def release(self, unfinished: Sequence[ReceivedMessage]) -> None:
         """Hand back every message delivered to us and not handled, and make sure the server
         has taken them back before the lease goes: the next owner must start with them, or
         it would handle later messages of the same key first."""
-        returned = [delivery.ref for delivery in unfinished]
+        returned = [received.ref for received in unfinished]
         returned += await self._undelivered()
         await self.sub.unsubscribe()
         returned.sort(key=lambda msg: msg.metadata.sequence.stream)  # redelivered in order

@@ -23,7 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query, token
+from townhall.platform.messaging.transport import BusOptions, ReceivedMessage, strip_query, token
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class RabbitReader:
         self.queue = queue
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.tag: str | None = None
-        # Delivery tags fetched and not yet covered by an ack, in the order the broker sent
-        # them (one consumer per channel, so tags only grow), and those among them already
+        # The AMQP delivery tags fetched and not yet covered by an ack, in the order the broker
+        # sent them (one consumer per channel, so tags only grow), and those among them already
         # acked on their own because an earlier one was still being handled.
         self.outstanding: deque[int] = deque()
         self.acked_alone: set[int] = set()
@@ -54,7 +54,7 @@ class RabbitReader:
     async def start(self) -> None:
         self.tag = await self.queue.consume(self.inbox.put)
 
-    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         try:
             first = await asyncio.wait_for(self.inbox.get(), wait)
         except TimeoutError:
@@ -63,26 +63,26 @@ class RabbitReader:
         while len(got) < count and not self.inbox.empty():
             got.append(self.inbox.get_nowait())
         self.outstanding.extend(m.delivery_tag for m in got if m.delivery_tag is not None)
-        return [self._delivery(message) for message in got]
+        return [self._received(message) for message in got]
 
     @staticmethod
-    def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    def _received(message: AbstractIncomingMessage) -> ReceivedMessage:
         count = message.headers.get("x-delivery-count")
         previous = count if isinstance(count, int) else 0
-        return Delivery(message.body, message, str(message.delivery_tag), previous)
+        return ReceivedMessage(message.body, message, str(message.delivery_tag), previous)
 
     batch_acks = True
 
-    async def ack(self, delivery: Delivery) -> None:
-        await self.ack_many([delivery])
+    async def ack(self, received: ReceivedMessage) -> None:
+        await self.ack_many([received])
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+    async def ack_many(self, batch: Sequence[ReceivedMessage]) -> None:
         """One `multiple` ack for the run of handled messages at the head of the channel (the
         usual case: one frame for the whole batch); a message handled while an earlier one is
         still in hand (a retry waiting out its backoff) is acked on its own, so it is never
         held back."""
-        by_tag = {delivery.ref.delivery_tag: delivery for delivery in deliveries}
-        head: Delivery | None = None
+        by_tag = {received.ref.delivery_tag: received for received in batch}
+        head: ReceivedMessage | None = None
         outstanding, acked_alone = self.outstanding, self.acked_alone
         while outstanding and (outstanding[0] in by_tag or outstanding[0] in acked_alone):
             tag = outstanding.popleft()
@@ -92,14 +92,14 @@ class RabbitReader:
                 head = by_tag.pop(tag)
         if head is not None:
             await head.ref.ack(multiple=True)
-        for tag, delivery in by_tag.items():
-            await delivery.ref.ack()  # one frame out each, no round trip
+        for tag, received in by_tag.items():
+            await received.ref.ack()  # one frame out each, no round trip
             acked_alone.add(tag)
 
     async def renew(self) -> bool:
         return not self.channel.is_closed
 
-    async def release(self, unfinished: Sequence[Delivery]) -> None:
+    async def release(self, unfinished: Sequence[ReceivedMessage]) -> None:
         # Closing the channel returns every unacked message (in order) and hands the single
         # active consumer role to the next member.
         if not self.channel.is_closed:

@@ -31,7 +31,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from townhall.platform.batching import Batcher
-from townhall.platform.messaging.transport import BusOptions, Delivery, strip_query
+from townhall.platform.messaging.transport import BusOptions, ReceivedMessage, strip_query
 
 PIPELINE_MOST = 500  # publishes per pipeline
 SWEEP_MOST = 1000  # pending entries looked at per sweep for stranded ones
@@ -63,7 +63,7 @@ class RedisReader:
         self.next_sweep = time.monotonic() + transport.options.lease_ttl
         self.lost = False  # a read failed on the wire: what it got may be pending unseen
 
-    async def fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         try:
             return await self._fetch(count, wait)
         except (RedisConnectionError, RedisTimeoutError):
@@ -78,7 +78,7 @@ class RedisReader:
             self.claim_cursor = "0-0"
             return []
 
-    async def _fetch(self, count: int, wait: float) -> list[Delivery]:
+    async def _fetch(self, count: int, wait: float) -> list[ReceivedMessage]:
         client = self.t.client
         if self.claim_cursor is not None:
             cursor, entries, *_ = await client.xautoclaim(
@@ -86,7 +86,7 @@ class RedisReader:
             )
             cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
             self.claim_cursor = None if cursor == "0-0" else cursor
-            got = [self._delivery(i, f, 1) for i, f in entries if f]
+            got = [self._received(i, f, 1) for i, f in entries if f]
             if got or self.claim_cursor is not None:
                 return got
         if time.monotonic() >= self.next_sweep:
@@ -97,9 +97,9 @@ class RedisReader:
         reply = await self.t.reader_client.xreadgroup(
             self.group, self.member, {self.stream: ">"}, count=count, block=int(wait * 1000)
         )
-        return [self._delivery(i, f, 0) for _, entries in reply or [] for i, f in entries]
+        return [self._received(i, f, 0) for _, entries in reply or [] for i, f in entries]
 
-    async def claim_stranded(self, count: int) -> list[Delivery]:
+    async def claim_stranded(self, count: int) -> list[ReceivedMessage]:
         """Entries other consumers of the group left pending for two lease TTLs."""
         client = self.t.client
         pending = await client.xpending_range(
@@ -113,21 +113,21 @@ class RedisReader:
             self.stream, self.group, self.member, self.stranded_after, ids
         )
         # An entry trimmed from the stream meanwhile comes back empty (or not at all).
-        return [self._delivery(e[0], e[1], 1) for e in entries if e and e[1]]
+        return [self._received(e[0], e[1], 1) for e in entries if e and e[1]]
 
     @staticmethod
-    def _delivery(entry_id: Any, fields: dict[bytes, bytes], previous: int) -> Delivery:
+    def _received(entry_id: Any, fields: dict[bytes, bytes], previous: int) -> ReceivedMessage:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return Delivery(fields[b"b"], entry, entry, previous)
+        return ReceivedMessage(fields[b"b"], entry, entry, previous)
 
     batch_acks = True
 
-    async def ack(self, delivery: Delivery) -> None:
-        await self.t.client.xack(self.stream, self.group, delivery.ref)
+    async def ack(self, received: ReceivedMessage) -> None:
+        await self.t.client.xack(self.stream, self.group, received.ref)
 
-    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
-            await self.t.client.xack(self.stream, self.group, *(d.ref for d in deliveries))
+    async def ack_many(self, batch: Sequence[ReceivedMessage]) -> None:
+        if batch:
+            await self.t.client.xack(self.stream, self.group, *(received.ref for received in batch))
 
     async def renew(self) -> bool:
         if self.lost:
@@ -135,7 +135,7 @@ class RedisReader:
         ttl = int(self.t.options.lease_ttl * 1000)
         return bool(await self.t.renew(keys=[self.lease], args=[self.member, ttl]))
 
-    async def release(self, unfinished: Sequence[Delivery]) -> None:
+    async def release(self, unfinished: Sequence[ReceivedMessage]) -> None:
         # Unfinished entries stay pending in the group; the next owner claims them first.
         await self.t.release(keys=[self.lease], args=[self.member])
 
