@@ -17,8 +17,8 @@ from importlib.util import find_spec
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from townhall.platform.http import HTTP_TITLES, PROBLEM_JSON, problem_body
 from townhall.platform.ids import new_id_str
+from townhall.platform.problems import HTTP_TITLES, PROBLEM_JSON, problem_body
 
 UNPARSEABLE = (
     "The request is not valid HTTP/1.1 (a control character in a header, or a malformed "

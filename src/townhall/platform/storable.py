@@ -1,7 +1,7 @@
 """Text every supported database can store: PostgreSQL refuses NUL in `text` and `jsonb`, and
 no database takes a lone UTF-16 surrogate (it is not Unicode text at all).
 
-Pure functions; the edge (`platform/http.py`) applies them to every request once.
+Pure functions; the edge (`platform/request_guards.py`) applies them to every request once.
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""The edge's ASGI middleware: a request id on every request and answer, the body size limit,
+an unhandled error as a 500 problem, and the access log and metrics per route template.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from townhall.platform.ids import new_id_str
+from townhall.platform.observability import HttpMetrics, get_logger
+from townhall.platform.problems import HTTP_TITLES, PROBLEM_JSON, problem_body
+
+MAX_REQUEST_ID = 128
+
+# The edge's logger keeps the name it had before the edge was split into files, so log
+# queries and filters that select it still do.
+log = get_logger("townhall.http")
+
+
+class EdgeMiddleware:
+    """Request id, body size limit, 500 as a problem, access log and metrics.
+
+    Plain ASGI (no BaseHTTPMiddleware) to keep the per-request cost of the edge small.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or new_id_str()
+        scope.setdefault("state", {})["request_id"] = request_id
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        answered_413 = False
+        header_value = request_id.encode()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if answered_413:
+                return  # the client already has its 413; drop what the app says after it
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", header_value)]
+            await send(message)
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._send_problem(send, 413, request_id, self._too_large_detail())
+            self._record(scope, 413, started, request_id)
+            return
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives; past the limit
+            # the client gets its 413 and the app sees the client go away.
+            nonlocal received, answered_413, status
+            if answered_413:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes and not response_started:
+                    answered_413, status = True, 413
+                    await self._send_problem(send, 413, request_id, self._too_large_detail())
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            if not answered_413:
+                # Everything needed to find the failure from the request id the client quotes.
+                log.exception(
+                    "unhandled error",
+                    request_id=request_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                    route=_route_template(scope),
+                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    error=str(exc),
+                )
+                if not response_started:
+                    status = 500
+                    await self._send_problem(
+                        send, 500, request_id, "An unexpected error occurred; quote the request id"
+                    )
+        self._record(scope, status, started, request_id)
+
+    def _too_large_detail(self) -> str:
+        return f"The body exceeds the limit of {self.max_body_bytes} bytes"
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        duration = time.perf_counter() - started
+        template = _route_template(scope)
+        self.metrics.observe(scope["method"], template, status, duration)
+        principal = (scope.get("state") or {}).get("principal")
+        log.info(
+            "request",
+            request_id=request_id,
+            method=scope["method"],
+            path=scope["path"],
+            route=template,
+            status=status,
+            duration_ms=round(duration * 1000, 3),
+            user=principal.username if principal else None,
+        )
+
+    @staticmethod
+    async def _send_problem(send: Send, status: int, request_id: str, detail: str) -> None:
+        code, title = HTTP_TITLES[status]
+        body = json.dumps(problem_body(status, code, title, detail, request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's full path template (`/api/v1/users/{id}`), for metric labels."""
+    context = (scope.get("fastapi") or {}).get("effective_route_context")
+    path = getattr(context, "path", None) or getattr(scope.get("route"), "path", None)
+    return str(path) if path else "unmatched"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1").strip()
+            if 0 < len(text) <= MAX_REQUEST_ID and text.isprintable():
+                return text
+            return None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
