@@ -2,7 +2,8 @@
 
 `ScriptedHttpServer`: a Starlette app on uvicorn (HTTP/1.1) on a free port, for Twilio and FCM.
 `ScriptedH2Server`: a minimal HTTP/2 server (h2c, prior knowledge) on asyncio, for APNs.
-Both record every request and answer with the next scripted `Reply` (then the default).
+Both record every request and answer with the next scripted `Reply` (then the default); a
+subclass of `ScriptedHttpServer` may answer from the request instead (`support.stripe_server`).
 """
 
 from __future__ import annotations
@@ -50,22 +51,25 @@ class ScriptedHttpServer:
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = Request(scope, receive)
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.url.path,
-                dict(request.headers),
-                await request.body(),
-                scope.get("http_version", "1.1"),
-            )
+        recorded = Recorded(
+            request.method,
+            request.url.path,
+            dict(request.headers),
+            await request.body(),
+            scope.get("http_version", "1.1"),
         )
-        reply = self.replies.pop(0) if self.replies else self.default
+        self.requests.append(recorded)
+        reply = await self.answer(recorded)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         response = Response(
             reply.encoded(), reply.status, reply.headers, media_type="application/json"
         )
         await response(scope, receive, send)
+
+    async def answer(self, request: Recorded) -> Reply:
+        """The next scripted reply, then the default; a subclass may answer from the request."""
+        return self.replies.pop(0) if self.replies else self.default
 
     @property
     def url(self) -> str:

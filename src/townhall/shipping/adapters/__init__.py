@@ -1,0 +1,1 @@
+"""The carriers: an in-memory simulator (the default)."""

@@ -1,0 +1,61 @@
+"""What a shipment is made of and what a carrier answers, as values: a shipment is `Booked`,
+`Refused` or `Transient`; a cancel is `Cancelled`, `Refused` or `Transient`. Pure Python: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str  # ISO 3166-1 alpha-2
+    line2: str | None = None
+
+
+@dataclass(frozen=True)
+class ParcelItem:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Booked:
+    """The carrier will take the parcel; `shipment_id` is its id for the shipment."""
+
+    shipment_id: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    shipment_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A final no: retrying cannot change it. `reason` is a code (`undeliverable_address`,
+    `unknown_shipment`, `invalid_request`, `idempotency_error`)."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Transient:
+    """Worth retrying with the same idempotency key: the carrier was busy or unreachable."""
+
+    error: str
+    retry_after: float | None = None
+
+
+ShipmentOutcome = Booked | Refused | Transient
+CancelOutcome = Cancelled | Refused | Transient
+
+UNDELIVERABLE_ADDRESS = "undeliverable_address"
+UNKNOWN_SHIPMENT = "unknown_shipment"
+INVALID_REQUEST = "invalid_request"
+IDEMPOTENCY_ERROR = "idempotency_error"
