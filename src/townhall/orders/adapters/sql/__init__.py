@@ -1,0 +1,5 @@
+"""The orders module's SQL stores (SQLAlchemy Core, SQLite and PostgreSQL)."""
+
+from townhall.orders.adapters.sql.sagas import SqlSagaStore, SqlTimeline
+
+__all__ = ["SqlSagaStore", "SqlTimeline"]

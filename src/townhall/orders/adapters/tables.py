@@ -1,0 +1,48 @@
+"""Orders' tables (prefix `orders_`); only this module's adapters touch them. The orders
+themselves are events in the platform's event store (stream `order-<id>`), not rows here."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+Time = sa.DateTime(timezone=True)
+
+# One row per saga of the orchestration mode: its state as `Saga.to_data()`, and its durable
+# timer, the deadline of what it waits for (null once it waits for nothing), indexed so that
+# any process finds the due ones.
+sagas = sa.Table(
+    "orders_sagas",
+    metadata,
+    sa.Column("order_id", sa.String(36), primary_key=True),
+    sa.Column("data", sa.JSON, nullable=False),
+    # Bumped by every save; a save applies only at the version its writer read.
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16)),  # the order's end once decided
+    sa.Column("deadline", Time),
+    sa.Column("attempt", sa.Integer),  # of the command waited on; a stuck compensation grows it
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("orders_sagas_deadline", "deadline"),
+)
+
+# The saga's timeline: every input the orchestrator handled and every message it sent.
+saga_steps = sa.Table(
+    "orders_saga_steps",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("order_id", sa.String(36), nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("module", sa.String(32), nullable=False),
+    sa.Column("message_type", sa.String(100), nullable=False),
+    sa.Column("message_id", sa.String(36), nullable=False),
+    sa.Column("correlation_id", sa.String(64)),
+    sa.Column("causation_id", sa.String(64)),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Index("orders_saga_steps_order", "order_id", "id"),
+)

@@ -1,0 +1,145 @@
+"""What the orchestrator needs from the world, as protocols: where orders are kept (as events),
+where each saga's state and durable timer are kept, where its timeline is written, and where
+its messages go out.
+
+Every write takes the caller's `Transaction`: one use case commits the order's events, the
+saga's row, its timeline entries and its outbox rows together, or none of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from townhall.orders.domain import Order, OrderEvent
+from townhall.orders.saga import Saga
+from townhall.platform.messaging import Envelope
+from townhall.platform.transaction import Transaction
+
+
+class ConcurrentChange(Exception):
+    """Another handler changed the order or its saga since it was read; this write was refused
+    and the caller's transaction must roll back. Read again and retry."""
+
+
+# --- values the stores take and give ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredSaga:
+    """A saga as read, with the version a save of this reading must still find."""
+
+    order_id: str
+    saga: Saga
+    version: int
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One message of an order's saga: an input the orchestrator handled (`outcome` is what the
+    saga made of it, a `saga.Note`) or a message it sent (`outcome` is `sent`)."""
+
+    order_id: str
+    at: datetime
+    module: str  # the module that sent the message: orders, inventory, payments, shipping
+    message_type: str
+    message_id: str
+    correlation_id: str | None
+    causation_id: str | None
+    outcome: str
+    detail: str | None = None  # a refusal's reason, a timer's step and attempt
+
+
+@dataclass(frozen=True)
+class StoredOrderEvent:
+    """One event of an order's stream as the event store keeps it."""
+
+    event: OrderEvent
+    version: int
+    recorded_at: datetime
+    correlation_id: str | None
+    causation_id: str | None
+
+
+# --- stores ---------------------------------------------------------------------------------
+
+
+class OrderRepository(Protocol):
+    """Orders stored only as events (stream `order-<id>`), appended at an expected version."""
+
+    async def load(self, conn: Transaction, order_id: uuid.UUID) -> Order | None:
+        """The order now (from its latest snapshot and the events after it); None if there is
+        no such order."""
+        ...
+
+    async def as_of(self, conn: Transaction, order_id: uuid.UUID, at: datetime) -> Order | None:
+        """The order as it was at `at`, replayed from its events; None before it existed."""
+        ...
+
+    async def history(self, conn: Transaction, order_id: uuid.UUID) -> list[StoredOrderEvent]:
+        """The order's events, oldest first; empty if there is no such order."""
+        ...
+
+    async def append(
+        self,
+        conn: Transaction,
+        order: Order | None,
+        events: Sequence[OrderEvent],
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None:
+        """Append `events` to the stream of `order`, expecting it at `order.version` (a new
+        stream when `order` is None: then the first event is `OrderPlaced`). Raises
+        `ConcurrentChange`, writing nothing, when the stream has moved on."""
+        ...
+
+
+class SagaStore(Protocol):
+    """The orchestrator's sagas, one per order, each with its durable timer: the deadline of
+    what the saga waits for (`Saga.waiting`), stored with it and fired by any process."""
+
+    async def add(self, conn: Transaction, order_id: str, saga: Saga, now: datetime) -> None:
+        """Record a new saga at version 1."""
+        ...
+
+    async def get(self, conn: Transaction, order_id: str) -> StoredSaga | None: ...
+
+    async def save(
+        self, conn: Transaction, stored: StoredSaga, saga: Saga, now: datetime
+    ) -> StoredSaga:
+        """Replace `stored` by `saga` (its version + 1), with its deadline, if the saga is still
+        at `stored.version`; raises `ConcurrentChange`, writing nothing, otherwise."""
+        ...
+
+    async def due(self, conn: Transaction, now: datetime, limit: int) -> list[str]:
+        """The orders whose saga's deadline is at or before `now`, earliest first."""
+        ...
+
+    async def claim_due(self, conn: Transaction, order_id: str, now: datetime) -> StoredSaga | None:
+        """The saga, if its deadline is still at or before `now` and no other process holds it;
+        it is then held until `conn`'s transaction ends (PostgreSQL: `FOR UPDATE SKIP
+        LOCKED`; SQLite has one writer). None otherwise."""
+        ...
+
+
+class Timeline(Protocol):
+    """Every message of each order's saga, in the order the orchestrator handled them."""
+
+    async def record(self, conn: Transaction, entries: Sequence[TimelineEntry]) -> None: ...
+
+    async def of(self, conn: Transaction, order_id: str) -> list[TimelineEntry]:
+        """The order's entries, in the order they were recorded."""
+        ...
+
+
+class SagaMessages(Protocol):
+    """Where the orchestrator's commands and the orders module's events go: the transactional
+    outbox, so they are published once the caller's transaction commits."""
+
+    async def send(self, conn: Transaction, messages: Sequence[tuple[str, Envelope]]) -> None:
+        """`(topic, envelope)` pairs, published in this order once `conn` commits."""
+        ...
