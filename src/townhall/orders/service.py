@@ -1,0 +1,430 @@
+"""The orchestrator: runs each order's saga (`saga.py`) on its ports. Each input (a
+participant's reply, a deadline passing, the buyer's cancel) is one unit of work: the saga is
+read, `saga.handle` decides, and the order's new events, the saga's new state and deadline,
+the timeline entries and the commands to send commit together.
+
+Two copies of one reply handled at once move the saga once: a saga is saved only at the
+version it was read at (and the order's events appended at the order's), so the second
+handler's transaction rolls back and it handles the reply again, against the saga the first
+one left, where it is a duplicate. Every input is saved, even one that changes nothing, so
+an input is always judged against the latest saga.
+
+Every message of the saga carries the order id as its correlation id; a command's causation
+id is the id of the input that made the saga send it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from townhall.inventory import events as inventory
+from townhall.orders import events as public
+from townhall.orders.domain import (
+    Address,
+    Change,
+    Order,
+    OrderEvent,
+    OrderLine,
+    OrderPlaced,
+    OrderStatus,
+    Reply,
+    SagaMode,
+    evolve,
+    fold,
+    place,
+)
+from townhall.orders.ports import (
+    ConcurrentChange,
+    OrderRepository,
+    SagaMessages,
+    SagaStore,
+    StoredOrderEvent,
+    StoredSaga,
+    Timeline,
+    TimelineEntry,
+)
+from townhall.orders.saga import (
+    CancelOrder,
+    Command,
+    DeadlinePassed,
+    Handled,
+    Input,
+    Note,
+    Timeouts,
+    handle,
+    start,
+)
+from townhall.payments import events as payments
+from townhall.platform import errors
+from townhall.platform.clock import Clock
+from townhall.platform.ids import new_id, new_id_str
+from townhall.platform.messaging import Envelope
+from townhall.platform.observability import get_logger
+from townhall.platform.transaction import Transaction, Transactions
+from townhall.shipping import events as shipping
+
+log = get_logger("townhall.orders")
+
+MODULE = "orders"
+SENT = "sent"  # the timeline's outcome of a message the orchestrator sent
+DEADLINE_TYPE = "orders.DeadlinePassed"
+CANCEL_TYPE = "orders.CancelOrder"
+
+COMMAND_TOPICS: dict[type[Command], str] = {
+    inventory.ReserveStock: inventory.COMMAND_TOPIC,
+    inventory.ReleaseStock: inventory.COMMAND_TOPIC,
+    payments.CapturePayment: payments.COMMAND_TOPIC,
+    payments.RefundPayment: payments.COMMAND_TOPIC,
+    shipping.CreateShipment: shipping.COMMAND_TOPIC,
+    shipping.CancelShipment: shipping.COMMAND_TOPIC,
+}
+
+
+class OrderNotFound(errors.NotFound):
+    def __init__(self, order_id: object) -> None:
+        super().__init__(f"no order {order_id}")
+
+
+class CancelRefused(errors.Conflict):
+    """The saga refuses the cancel: the shipment is under way or exists, or the order failed."""
+
+    code = "order-not-cancellable"
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """What a buyer orders, at the server's prices, and how they pay."""
+
+    buyer_id: str
+    lines: Sequence[OrderLine]
+    currency: str
+    shipping_address: Address
+    payment_method: str
+
+
+@dataclass(frozen=True)
+class Received:
+    """Where an input came from: its envelope's id, type and sender, and its correlation and
+    causation ids, for the timeline and for the causation of what it makes the saga send."""
+
+    message_id: str
+    message_type: str
+    module: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Received:
+        return cls(
+            message_id=str(envelope.id),
+            message_type=envelope.type,
+            module=envelope.type.split(".", 1)[0],
+            correlation_id=envelope.headers.get("correlation_id"),
+            causation_id=envelope.headers.get("causation_id"),
+        )
+
+
+class Orchestrator:
+    """Places orders and runs their sagas. `max_conflicts`: how many times an input is tried
+    again after another handler changed its saga first, before the error reaches the bus."""
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        orders: OrderRepository,
+        sagas: SagaStore,
+        timeline: Timeline,
+        messages: SagaMessages,
+        clock: Clock,
+        *,
+        timeouts: Timeouts | None = None,
+        max_conflicts: int = 20,
+    ) -> None:
+        self._tx = transactions
+        self._orders = orders
+        self._sagas = sagas
+        self._timeline = timeline
+        self._messages = messages
+        self._clock = clock
+        self._timeouts = timeouts or Timeouts()
+        self._max_conflicts = max_conflicts
+
+    # -- use cases -----------------------------------------------------------------------------
+
+    async def place(self, new: NewOrder) -> Order:
+        """Record the order (`OrderPlaced`), start its saga and send its first command, in one
+        unit of work. Raises `InvalidOrder` naming the field at fault; nothing is written."""
+        placed = place(
+            buyer_id=new.buyer_id,
+            lines=new.lines,
+            currency=new.currency,
+            shipping_address=new.shipping_address,
+            saga_mode=SagaMode.ORCHESTRATION,
+            clock=self._clock,
+        )
+        order = fold([placed])
+        assert order is not None
+        order_id = str(order.id)
+        started = start(order, new.payment_method, self._clock, self._timeouts)
+        announced = _envelope(public.OrderPlaced.type, order_id, _placed_payload(placed), None)
+        cause = Received(str(announced.id), announced.type, MODULE, order_id)
+        outgoing = [(public.TOPIC, announced), *self._commands(order_id, started, cause)]
+        async with self._tx.transaction() as conn:
+            await self._sagas.add(conn, order_id, started.saga, placed.at)
+            await self._timeline.record(conn, self._entries(order_id, outgoing, placed.at))
+            await self._messages.send(conn, outgoing)
+            await self._orders.append(
+                conn, None, [placed], correlation_id=order_id, causation_id=None
+            )
+        return order
+
+    async def handle(self, reply: Reply, received: Received) -> Handled | None:
+        """Run a participant's reply through the order's saga. None when the order has no saga
+        here (an order of the other saga mode, or not ours): nothing is written."""
+        return await self._run(reply.order_id, reply, received)
+
+    async def cancel(self, order_id: uuid.UUID) -> Note:
+        """The buyer asks to cancel: `APPLIED` (the saga winds down once the step in flight
+        answers) or `DUPLICATE`. Raises `OrderNotFound`, or `CancelRefused` saying why (the
+        refusal is in the timeline too)."""
+        received = Received(new_id_str(), CANCEL_TYPE, MODULE, str(order_id))
+        handled = await self._run(str(order_id), CancelOrder(), received)
+        if handled is None:
+            raise OrderNotFound(order_id)
+        if handled.note is Note.REFUSED:
+            raise CancelRefused(f"the order cannot be cancelled: {handled.refusal}")
+        return handled.note
+
+    async def fire_due(self, *, limit: int = 100) -> int:
+        """Fire the timers whose deadline has passed (at most `limit`): how many fired. A saga
+        another process is firing is skipped; one whose firing fails is logged and tried again
+        next time, and does not hold back the others."""
+        now = self._clock.now()
+        async with self._tx.connect() as conn:
+            due = await self._sagas.due(conn, now, limit)
+        fired = 0
+        for order_id in due:
+            try:
+                fired += await self._fire(order_id, now)
+            except ConcurrentChange:
+                continue  # a reply moved the saga meanwhile; its next deadline is its own
+            except Exception:
+                log.exception("firing a saga's deadline failed", order_id=order_id)
+        return fired
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def order(self, order_id: uuid.UUID, *, as_of: datetime | None = None) -> Order:
+        async with self._tx.connect() as conn:
+            if as_of is None:
+                order = await self._orders.load(conn, order_id)
+            else:
+                order = await self._orders.as_of(conn, order_id, as_of)
+        if order is None:
+            raise OrderNotFound(order_id)
+        return order
+
+    async def history(self, order_id: uuid.UUID) -> list[StoredOrderEvent]:
+        async with self._tx.connect() as conn:
+            return await self._orders.history(conn, order_id)
+
+    async def saga(self, order_id: uuid.UUID) -> StoredSaga | None:
+        async with self._tx.connect() as conn:
+            return await self._sagas.get(conn, str(order_id))
+
+    async def timeline(self, order_id: uuid.UUID) -> list[TimelineEntry]:
+        async with self._tx.connect() as conn:
+            return await self._timeline.of(conn, str(order_id))
+
+    # -- the unit of work ----------------------------------------------------------------------
+
+    async def _run(self, order_id: str, message: Input, received: Received) -> Handled | None:
+        for _ in range(self._max_conflicts):
+            try:
+                async with self._tx.transaction() as conn:
+                    stored = await self._sagas.get(conn, order_id)
+                    if stored is None:
+                        log.debug(
+                            "no saga for the order",
+                            order_id=order_id,
+                            message_type=received.message_type,
+                        )
+                        return None
+                    return await self._apply(conn, stored, message, received)
+            except ConcurrentChange:
+                continue  # another handler moved the saga first: judge it again
+        raise ConcurrentChange(f"order {order_id}: {self._max_conflicts} conflicting handlers")
+
+    async def _fire(self, order_id: str, now: datetime) -> int:
+        async with self._tx.transaction() as conn:
+            stored = await self._sagas.claim_due(conn, order_id, now)
+            if stored is None or stored.saga.waiting is None:
+                return 0  # fired by another process, or answered meanwhile
+            timer = stored.saga.waiting.timer
+            what = "compensation of " if timer.compensating else ""
+            received = Received(
+                new_id_str(),
+                DEADLINE_TYPE,
+                MODULE,
+                order_id,
+                detail=f"{what}{timer.step.value}, attempt {timer.attempt}",
+            )
+            await self._apply(conn, stored, timer, received)
+            return 1
+
+    async def _apply(
+        self, conn: Transaction, stored: StoredSaga, message: Input, received: Received
+    ) -> Handled:
+        order_id = stored.order_id
+        handled = handle(stored.saga, message, self._clock)
+        now = self._clock.now()
+        order = await self._orders.load(conn, uuid.UUID(order_id))
+        if order is None:
+            raise LookupError(f"the saga of order {order_id} has no order stream")
+        facts = self._facts(order, message, handled)
+        outgoing = self._commands(order_id, handled, received)
+        if handled.finished is not None:
+            outgoing.append((public.TOPIC, self._ending(order, handled, received)))
+        detail = handled.refusal or received.detail
+        entries = [
+            TimelineEntry(
+                order_id=order_id,
+                at=now,
+                module=received.module,
+                message_type=received.message_type,
+                message_id=received.message_id,
+                correlation_id=received.correlation_id,
+                causation_id=received.causation_id,
+                outcome=handled.note.value,
+                detail=detail,
+            ),
+            *self._entries(order_id, outgoing, now),
+        ]
+        # The saga first: a second copy of this input conflicts here, before anything else.
+        await self._sagas.save(conn, stored, handled.saga, now)
+        await self._timeline.record(conn, entries)
+        await self._messages.send(conn, outgoing)
+        if facts:
+            # Last: on PostgreSQL an append holds the event store's position lock to commit.
+            await self._orders.append(
+                conn,
+                order,
+                facts,
+                correlation_id=order_id,
+                causation_id=received.message_id,
+            )
+        log.debug(
+            "saga input handled",
+            order_id=order_id,
+            message_type=received.message_type,
+            note=handled.note.value,
+            sent=[envelope.type for _, envelope in outgoing],
+        )
+        return handled
+
+    def _facts(self, order: Order, message: Input, handled: Handled) -> list[OrderEvent]:
+        """What the order records of this input: a participant's fact (once; never refused),
+        an accepted cancel request, and the saga's end when this input finished it."""
+        events: list[OrderEvent] = []
+
+        def apply(change: Change) -> None:
+            nonlocal order
+            for event in change.events:
+                order = evolve(order, event)
+                events.append(event)
+
+        if isinstance(message, CancelOrder):
+            if handled.note is Note.APPLIED:
+                apply(order.request_cancel(self._clock))
+        elif not isinstance(message, DeadlinePassed):
+            apply(order.record(message, self._clock))
+        outcome = handled.finished
+        if outcome is not None:
+            if outcome.status is OrderStatus.CONFIRMED:
+                apply(order.confirm(self._clock))
+            elif outcome.status is OrderStatus.CANCELLED:
+                apply(order.cancel(self._clock))
+            else:
+                assert outcome.reason is not None
+                apply(order.fail(outcome.reason, self._clock, outcome.decline_code))
+        return events
+
+    def _commands(
+        self, order_id: str, handled: Handled, cause: Received
+    ) -> list[tuple[str, Envelope]]:
+        return [
+            (
+                COMMAND_TOPICS[type(command)],
+                _envelope(command.type, order_id, command.to_payload(), cause.message_id),
+            )
+            for command in handled.commands
+        ]
+
+    def _ending(self, order: Order, handled: Handled, cause: Received) -> Envelope:
+        outcome = handled.finished
+        assert outcome is not None
+        order_id = str(order.id)
+        ending: public.OrderConfirmed | public.OrderFailed | public.OrderCancelled
+        if outcome.status is OrderStatus.CONFIRMED:
+            ending = public.OrderConfirmed(
+                order_id, order.buyer_id, order.total_cents, order.currency
+            )
+        elif outcome.status is OrderStatus.CANCELLED:
+            ending = public.OrderCancelled(order_id, order.buyer_id)
+        else:
+            assert outcome.reason is not None
+            ending = public.OrderFailed(
+                order_id, order.buyer_id, outcome.reason.value, outcome.decline_code
+            )
+        return _envelope(ending.type, order_id, ending.to_payload(), cause.message_id)
+
+    def _entries(
+        self, order_id: str, outgoing: Sequence[tuple[str, Envelope]], at: datetime
+    ) -> list[TimelineEntry]:
+        return [
+            TimelineEntry(
+                order_id=order_id,
+                at=at,
+                module=MODULE,
+                message_type=envelope.type,
+                message_id=str(envelope.id),
+                correlation_id=envelope.headers.get("correlation_id"),
+                causation_id=envelope.headers.get("causation_id"),
+                outcome=SENT,
+            )
+            for _, envelope in outgoing
+        ]
+
+
+def _envelope(message_type: str, order_id: str, payload: object, cause: str | None) -> Envelope:
+    headers = {"correlation_id": order_id}
+    if cause is not None:
+        headers["causation_id"] = cause
+    return Envelope(type=message_type, key=order_id, payload=payload, id=new_id(), headers=headers)
+
+
+def _placed_payload(placed: OrderPlaced) -> dict[str, object]:
+    address = placed.shipping_address
+    return public.OrderPlaced(
+        order_id=str(placed.order_id),
+        buyer_id=placed.buyer_id,
+        lines=tuple(
+            public.PlacedLine(line.sku, line.quantity, line.unit_price_cents)
+            for line in placed.lines
+        ),
+        total_cents=placed.total_cents,
+        currency=placed.currency,
+        shipping_address=public.ShippingAddress(
+            address.name,
+            address.line1,
+            address.city,
+            address.postal_code,
+            address.country,
+            address.line2,
+        ),
+        saga_mode=placed.saga_mode.value,
+    ).to_payload()
