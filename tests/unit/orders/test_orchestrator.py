@@ -458,3 +458,116 @@ async def test_the_saga_group_hands_each_participant_event_to_its_saga_and_skips
             Received(str(reply.id), reply.type, "inventory", str(command.id), str(command.id)),
         )
     ]
+
+
+# --- the saga matrix: for every step, a failure, a timeout and a redelivered reply there -----
+
+COMPENSATION_OF = {
+    Step.RESERVE_STOCK: inventory.ReleaseStock.type,
+    Step.CAPTURE_PAYMENT: payments.RefundPayment.type,
+    Step.CREATE_SHIPMENT: shipping.CancelShipment.type,
+}
+FAILURE_OF = {
+    Step.RESERVE_STOCK: FailureReason.OUT_OF_STOCK,
+    Step.CAPTURE_PAYMENT: FailureReason.PAYMENT_DECLINED,
+    Step.CREATE_SHIPMENT: FailureReason.SHIPPING_FAILED,
+}
+TIMEOUT_OF = {
+    Step.RESERVE_STOCK: FailureReason.STOCK_TIMEOUT,
+    Step.CAPTURE_PAYMENT: FailureReason.PAYMENT_TIMEOUT,
+    Step.CREATE_SHIPMENT: FailureReason.SHIPPING_TIMEOUT,
+}
+
+
+def answer(envelope: Envelope, behaviour: dict[Step, str]):
+    """A participant's answer to a command: `ok`, `fail` or `hang` per step; compensations
+    are always acknowledged."""
+    payload = envelope.payload
+    order_id = payload["order_id"]
+    replies = {
+        inventory.ReserveStock.type: (
+            Step.RESERVE_STOCK,
+            inventory.StockReserved(order_id),
+            inventory.StockReservationFailed(order_id, ("tee-m",)),
+        ),
+        payments.CapturePayment.type: (
+            Step.CAPTURE_PAYMENT,
+            payments.PaymentCaptured(order_id, "pay-1", payload.get("amount_cents", 0), "EUR"),
+            payments.PaymentFailed(order_id, "card_declined"),
+        ),
+        shipping.CreateShipment.type: (
+            Step.CREATE_SHIPMENT,
+            shipping.ShipmentCreated(order_id, "ship-1"),
+            shipping.ShipmentFailed(order_id, "undeliverable_address"),
+        ),
+    }
+    if envelope.type in replies:
+        step, ok, failed = replies[envelope.type]
+        return {"ok": ok, "fail": failed, "hang": None}[behaviour.get(step, "ok")]
+    return {
+        inventory.ReleaseStock.type: inventory.StockReleased(order_id),
+        payments.RefundPayment.type: payments.PaymentRefunded(order_id, "pay-1", 7000, "EUR"),
+        shipping.CancelShipment.type: shipping.ShipmentCancelled(order_id, "ship-1"),
+    }[envelope.type]
+
+
+async def drive(world: World, order_id: str, behaviour: dict[Step, str], *, twice=None):
+    """Answer every command sent, the answer of step `twice` delivered twice; fire the timer
+    when nothing is left to answer; until the saga settles."""
+    answered = 0
+    for _ in range(50):
+        sent = world.messages.sent[answered:]
+        answered = len(world.messages.sent)
+        commands = [envelope for topic, envelope in sent if topic.endswith(".commands")]
+        if not commands:
+            if world.sagas.rows[order_id].saga.settled:
+                return
+            world.clock.advance(seconds=10)
+            await world.orchestrator.fire_due()
+            continue
+        for envelope in commands:
+            reply = answer(envelope, behaviour)
+            if reply is None:
+                continue
+            copies = 2 if twice is not None and envelope.type == twice else 1
+            for _ in range(copies):
+                await world.reply(reply)
+    raise AssertionError("the saga did not settle")
+
+
+STEP_COMMANDS = {
+    Step.RESERVE_STOCK: inventory.ReserveStock.type,
+    Step.CAPTURE_PAYMENT: payments.CapturePayment.type,
+    Step.CREATE_SHIPMENT: shipping.CreateShipment.type,
+}
+
+
+@pytest.mark.parametrize("k", range(3))
+@pytest.mark.parametrize("what", ["fail", "hang"])
+async def test_a_failure_or_timeout_at_step_k_compensates_the_steps_before_once_last_first(
+    world, k, what
+):
+    steps = list(Step)
+    order_id = await world.place()
+    await drive(world, order_id, {steps[k]: what})
+    done = steps[:k]
+    compensations = [c for c in world.commands() if c in COMPENSATION_OF.values()]
+    assert compensations == [COMPENSATION_OF[step] for step in reversed(done)]
+    assert world.commands()[: k + 1] == [STEP_COMMANDS[step] for step in steps[: k + 1]]
+    order = await world.order(order_id)
+    reason = (FAILURE_OF if what == "fail" else TIMEOUT_OF)[steps[k]]
+    assert (order.status, order.reason) == (OrderStatus.FAILED, reason)
+    assert world.sent(public.TOPIC).count(public.OrderFailed.type) == 1
+    assert not order.stock_held and not order.money_held
+
+
+@pytest.mark.parametrize("k", range(3))
+async def test_a_redelivered_reply_at_step_k_sends_every_command_once_and_confirms(world, k):
+    order_id = await world.place()
+    await drive(world, order_id, {}, twice=STEP_COMMANDS[list(Step)[k]])
+    assert world.commands() == list(STEP_COMMANDS.values())
+    order = await world.order(order_id)
+    assert order.status is OrderStatus.CONFIRMED
+    assert world.sent(public.TOPIC).count(public.OrderConfirmed.type) == 1
+    duplicates = [e for e in world.timeline.entries if e.outcome == "duplicate"]
+    assert len(duplicates) == 1
