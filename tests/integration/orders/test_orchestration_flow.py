@@ -25,7 +25,7 @@ from townhall.orders.adapters.outbox import OutboxSagaMessages
 from townhall.orders.adapters.sql import SqlSagaStore, SqlTimeline
 from townhall.orders.consumers import SagaTimers, saga_consumers
 from townhall.orders.domain import Address, FailureReason, OrderStatus
-from townhall.orders.saga import Timeouts
+from townhall.orders.saga import Note, Timeouts
 from townhall.orders.service import NewOrder, Orchestrator
 from townhall.payments import events as payments
 from townhall.platform.clock import SystemClock
@@ -44,6 +44,7 @@ MIGRATIONS = Path(townhall.orders.__file__).parent / "migrations"
 STACKS = {"sqlite+memory": ("sqlite", "memory"), "postgresql+rabbitmq": ("postgresql", "rabbitmq")}
 DECLINED = "4000000000009995"  # insufficient funds, as the payments simulator
 SILENT = "4000000000000000"  # a card whose capture is never answered
+HELD = "4000000000000001"  # a card whose capture is answered once the test lets it
 TIMEOUTS = Timeouts(
     reserve_stock=timedelta(seconds=5),
     capture_payment=timedelta(seconds=1),
@@ -68,6 +69,7 @@ class Participants:
     refunded: list[str] = field(default_factory=list)
     shipments: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    captures_released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def answer(self, topic: str, command: Envelope, reply) -> None:
         for _ in range(self.copies):
@@ -98,6 +100,8 @@ class Participants:
             capture = payments.CapturePayment.from_payload(envelope.payload)
             if capture.payment_method == SILENT:
                 return
+            if capture.payment_method == HELD:
+                await self.captures_released.wait()
             if capture.payment_method == DECLINED:
                 reply = payments.PaymentFailed(capture.order_id, "insufficient_funds")
             else:
@@ -201,6 +205,7 @@ async def saga(request, tmp_path) -> AsyncIterator[Running]:
         running = Running(orchestrator, participants, timers, database, eventstore)
         yield running
     finally:
+        participants.captures_released.set()  # no handler left waiting on the test
         await running.timers.stop()
         await relay.stop()
         for subscription in subscriptions:
@@ -331,3 +336,63 @@ async def test_a_deadline_armed_before_a_restart_fires_after_it(saga):
     order = await saga.ended(order_id)
     assert (order.status, order.reason) == (OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
     assert saga.participants.released == [str(order_id)]
+
+
+async def commanded(saga: Running, command_type: str) -> None:
+    async def asked() -> bool:
+        return command_type in saga.participants.commands
+
+    await eventually(asked)
+
+
+async def test_a_capture_answered_after_its_timeout_is_refunded_and_the_order_stays_failed(saga):
+    order_id = await saga.place(card=HELD)
+    order = await saga.ended(order_id)
+    assert (order.status, order.reason) == (OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
+    saga.participants.captures_released.set()  # the provider answers, late
+
+    async def refunded() -> bool:
+        return saga.participants.refunded == [str(order_id)]
+
+    await eventually(refunded)
+    await saga.ended(order_id)
+    timeline = flow(await saga.orchestrator.timeline(order_id))
+    late = timeline.index(("payments.PaymentCaptured", "late_success"))
+    assert timeline[late + 1] == ("payments.RefundPayment", "sent")
+    assert timeline[-1] == ("payments.PaymentRefunded", "applied")
+    history = [stored.event.type for stored in await saga.orchestrator.history(order_id)]
+    assert history.count("OrderFailed") == 1 and history[-1] == "OrderFailed"
+    order = await saga.orchestrator.order(order_id)
+    assert (order.status, order.reason) == (OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
+
+
+async def test_a_cancel_while_the_payment_is_captured_refunds_releases_and_cancels(saga):
+    order_id = await saga.place(card=HELD)
+    await commanded(saga, payments.CapturePayment.type)
+    assert await saga.orchestrator.cancel(order_id) is Note.APPLIED
+    saga.participants.captures_released.set()
+    order = await saga.ended(order_id)
+    assert order.status is OrderStatus.CANCELLED
+    key = str(order_id)
+    assert (saga.participants.refunded, saga.participants.released) == ([key], [key])
+    assert shipping.CreateShipment.type not in saga.participants.commands
+
+
+async def test_two_processes_firing_deadlines_at_once_fire_each_once(saga):
+    await saga.timers.stop()
+    order_ids = [await saga.place(card=SILENT) for _ in range(10)]
+
+    async def all_asked() -> bool:
+        return saga.participants.commands.count(payments.CapturePayment.type) == 10
+
+    await eventually(all_asked)
+    await asyncio.sleep(TIMEOUTS.capture_payment.total_seconds())
+    first, second = (orchestrator_on(saga.database, saga.eventstore) for _ in range(2))
+    fired = await asyncio.gather(first.fire_due(), second.fire_due())
+    assert sum(fired) == 10
+    for order_id in order_ids:
+        order = await saga.ended(order_id)
+        assert order.reason is FailureReason.PAYMENT_TIMEOUT
+        timeline = flow(await saga.orchestrator.timeline(order_id))
+        assert timeline.count(("orders.DeadlinePassed", "applied")) == 1
+    assert sorted(saga.participants.released) == sorted(str(o) for o in order_ids)
