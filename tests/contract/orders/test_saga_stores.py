@@ -365,3 +365,24 @@ async def test_an_order_as_of_a_time_is_the_prefix_of_its_events_up_to_then(stor
     assert before is None
     assert at_placing == between == order
     assert after == fold([placed, reserved]) and after.stock_held
+
+
+async def test_loading_an_order_in_a_transaction_needs_no_second_connection(postgres_url):
+    """With one connection in the pool, held by the handler's transaction, a load that took
+    a second one (for the snapshot) would wait for the pool until it timed out."""
+    database = Database(postgres_url, pool_size=1)
+    await migrate(database, [MIGRATIONS])
+    eventstore = await connect_eventstore(database)
+    orders = EventStoreOrders(eventstore, snapshot_every=2)
+    placed = placed_event()
+    order = fold([placed])
+    try:
+        async with database.transaction() as conn:
+            await orders.append(conn, None, [placed, StockReserved(at=at(1))])
+        async with database.transaction() as conn:
+            loaded = await asyncio.wait_for(orders.load(conn, placed.order_id), 10)
+        assert loaded == fold([placed, StockReserved(at=at(1))]) and loaded != order
+        assert (await eventstore.load_snapshot(stream_id(placed.order_id))).version == 2
+    finally:
+        await eventstore.close()
+        await database.dispose()

@@ -111,8 +111,17 @@ class EventStoreOrders:
         )
 
     async def load(self, conn: Transaction, order_id: uuid.UUID) -> Order | None:
-        loaded = await self._aggregates.load(stream_id(order_id), conn=connection(conn))
-        return loaded.state
+        # The snapshot too is read on the caller's connection (`Aggregates.load` takes its
+        # own): a handler holding a transaction never waits for a second connection, which a
+        # full pool would not give it.
+        sql, stream = connection(conn), stream_id(order_id)
+        order, version = None, 0
+        snapshot = await self._store.load_snapshot(stream, conn=sql)
+        if snapshot is not None and snapshot.schema_version == SNAPSHOT_SCHEMA:
+            order, version = order_from_snapshot(snapshot.state), snapshot.version
+        for recorded in await self._store.read_stream(stream, from_version=version, conn=sql):
+            order = evolve(order, _event(recorded))
+        return order
 
     async def as_of(self, conn: Transaction, order_id: uuid.UUID, at: datetime) -> Order | None:
         # The domain's rule for `as_of` (a prefix of the stream, by the events' own times),
