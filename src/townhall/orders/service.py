@@ -53,6 +53,7 @@ from townhall.orders.saga import (
     Handled,
     Input,
     Note,
+    Step,
     Timeouts,
     handle,
     start,
@@ -80,6 +81,17 @@ COMMAND_TOPICS: dict[type[Command], str] = {
     payments.RefundPayment: payments.COMMAND_TOPIC,
     shipping.CreateShipment: shipping.COMMAND_TOPIC,
     shipping.CancelShipment: shipping.COMMAND_TOPIC,
+}
+
+
+# The command a saga waits on, by (step, compensating): what a deadline passing was caused by.
+WAITED_ON: dict[tuple[Step, bool], str] = {
+    (Step.RESERVE_STOCK, False): inventory.ReserveStock.type,
+    (Step.RESERVE_STOCK, True): inventory.ReleaseStock.type,
+    (Step.CAPTURE_PAYMENT, False): payments.CapturePayment.type,
+    (Step.CAPTURE_PAYMENT, True): payments.RefundPayment.type,
+    (Step.CREATE_SHIPMENT, False): shipping.CreateShipment.type,
+    (Step.CREATE_SHIPMENT, True): shipping.CancelShipment.type,
 }
 
 
@@ -266,11 +278,23 @@ class Orchestrator:
                 return 0  # fired by another process, or answered meanwhile
             timer = stored.saga.waiting.timer
             what = "compensation of " if timer.compensating else ""
+            # Caused by the command it waited on: the last one of its kind the saga sent.
+            waited_on = WAITED_ON[timer.step, timer.compensating]
+            entries = await self._timeline.of(conn, order_id)
+            cause = next(
+                (
+                    e.message_id
+                    for e in reversed(entries)
+                    if (e.outcome, e.message_type) == (SENT, waited_on)
+                ),
+                None,
+            )
             received = Received(
                 new_id_str(),
                 DEADLINE_TYPE,
                 MODULE,
                 order_id,
+                causation_id=cause,
                 detail=f"{what}{timer.step.value}, attempt {timer.attempt}",
             )
             await self._apply(conn, stored, timer, received)

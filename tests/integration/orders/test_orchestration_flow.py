@@ -301,7 +301,9 @@ async def test_a_payment_that_never_answers_is_compensated_after_the_step_timeou
     assert saga.participants.released == [str(order_id)]
     assert order.updated_at - order.created_at >= TIMEOUTS.capture_payment
     timeline = await saga.orchestrator.timeline(order_id)
-    assert ("orders.DeadlinePassed", "applied") in flow(timeline)
+    (capture,) = [e for e in timeline if e.message_type == payments.CapturePayment.type]
+    (deadline,) = [e for e in timeline if e.message_type == "orders.DeadlinePassed"]
+    assert (deadline.outcome, deadline.causation_id) == ("applied", capture.message_id)
 
 
 async def test_a_shipping_failure_refunds_the_payment_and_releases_the_stock(saga):

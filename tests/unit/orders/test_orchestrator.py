@@ -278,6 +278,8 @@ async def test_a_payment_that_times_out_is_compensated_and_its_late_success_refu
     assert world.sagas.rows[order_id].saga.settled
     timer = [e for e in world.timeline.entries if e.message_type == "orders.DeadlinePassed"]
     assert [(e.outcome, e.detail) for e in timer] == [("applied", "capture_payment, attempt 1")]
+    (capture,) = [e for t, e in world.messages.sent if e.type == payments.CapturePayment.type]
+    assert (timer[0].causation_id, timer[0].correlation_id) == (str(capture.id), order_id)
 
 
 async def test_a_timer_armed_before_a_restart_fires_from_the_store(world):
