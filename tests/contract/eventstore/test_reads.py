@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -132,3 +133,34 @@ async def test_a_naive_until_is_refused(store, bad):
 
     with pytest.raises(Exception, match="naive"):
         await store.read_stream("order-1", until=datetime.fromisoformat(bad))
+
+
+async def test_an_aggregate_loaded_inside_a_transaction_reads_only_on_that_connection(
+    database_url,
+):
+    """A handler holding a transaction loads its aggregate on it: the snapshot is not read
+    on a second connection, which a full pool (no overflow) would never hand out."""
+    from townhall.platform.db import Database
+    from townhall.platform.eventstore import connect
+
+    database = Database(database_url, pool_size=1)
+    store = await connect(database, migrate=True)
+    try:
+        aggregates = Aggregates(
+            store,
+            initial=lambda: {"count": 0, "last": None},
+            evolve=_count,
+            policy=SnapshotPolicy(every=100, per_type={"order": 2}),
+        )
+        loaded = await aggregates.load("order-1")
+        state = loaded.state
+        for n in range(3):
+            state = _count(state, NewEvent(f"E{n}", {}))
+            await aggregates.save("order-1", loaded, [NewEvent(f"E{n}", {})], state)
+            loaded = await aggregates.load("order-1")
+        async with database.transaction() as conn:
+            inside = await asyncio.wait_for(aggregates.load("order-1", conn=conn), 5)
+        assert (inside.state, inside.version) == (state, 3)
+    finally:
+        await store.close()
+        await database.dispose()

@@ -124,7 +124,9 @@ class Aggregates(Generic[State]):
     ) -> Loaded[State]:
         """The aggregate now, or as of `until` (an as-of load replays from the start)."""
         state, version = self._initial(), 0
-        snapshot = None if until is not None else await self._store.load_snapshot(stream_id)
+        snapshot = None
+        if until is None:  # on the caller's connection: a second one may never come
+            snapshot = await self._store.load_snapshot(stream_id, conn=conn)
         if snapshot is not None and snapshot.schema_version == self._schema_version:
             state, version = self._from_snapshot(snapshot.state), snapshot.version
         events = await self._store.read_stream(
