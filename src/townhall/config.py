@@ -112,6 +112,17 @@ class Settings(BaseSettings):
     provider_cooldown: float = Field(
         30.0, ge=0, description="Seconds a failing provider is skipped before it is tried again."
     )
+    inventory_reservation_ttl: float = Field(
+        900.0,
+        gt=0,
+        description=(
+            "Seconds a stock reservation holds before it is released, unless the order saga "
+            "confirms or releases it first."
+        ),
+    )
+    inventory_expiry_interval: float = Field(
+        15.0, gt=0, description="Seconds between two looks for expired stock reservations."
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
