@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from limits import parse
 
-from townhall import __version__, identity, notifications
+from townhall import __version__, identity, notifications, payments, shipping
 from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
 from townhall.platform.clock import SystemClock
@@ -32,6 +32,8 @@ from townhall.platform.ratelimit import RateLimiter, parse_group_limits
 MODULES: list[ModuleSpec] = [
     identity.module,
     notifications.module,
+    payments.module,
+    shipping.module,
 ]
 
 log = get_logger("townhall.bootstrap")
