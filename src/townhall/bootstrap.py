@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from limits import parse
 
-from townhall import __version__, identity, inventory, notifications
+from townhall import __version__, identity, inventory, notifications, payments, shipping
 from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
 from townhall.platform.clock import SystemClock
@@ -33,6 +33,8 @@ MODULES: list[ModuleSpec] = [
     identity.module,
     notifications.module,
     inventory.module,
+    payments.module,
+    shipping.module,
 ]
 
 log = get_logger("townhall.bootstrap")

@@ -123,6 +123,46 @@ class Settings(BaseSettings):
     inventory_expiry_interval: float = Field(
         15.0, gt=0, description="Seconds between two looks for expired stock reservations."
     )
+    # Payments and shipping, the saga's participants (issue 21).
+    payments_gateway: Literal["simulator", "stripe"] = Field(
+        "simulator", description="Payment gateway: the built-in simulator, or stripe."
+    )
+    stripe_url: str = Field("https://api.stripe.com", description="Stripe API base URL.")
+    stripe_secret_key: SecretStr | None = Field(
+        None, description="Stripe secret key (needed when the payment gateway is stripe)."
+    )
+    payments_call_timeout: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds a capture or refund may wait for the provider; then the attempt is "
+            "transient and the bus tries the command again, with the same idempotency key."
+        ),
+    )
+    payments_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description=(
+            "Attempts at a payment command; a capture still without a final answer at the "
+            "last one answers PaymentFailed (provider_unavailable)."
+        ),
+    )
+    shipping_refuse_countries: str = Field(
+        "", description="Comma-separated countries (ISO codes) the carrier simulator refuses."
+    )
+    shipping_refuse_postcodes: str = Field(
+        "", description="Comma-separated postcodes the carrier simulator refuses."
+    )
+    shipping_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description=(
+            "Attempts at a shipping command; a shipment still without a final answer at the "
+            "last one answers ShipmentFailed (carrier_unavailable)."
+        ),
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

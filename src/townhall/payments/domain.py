@@ -1,5 +1,6 @@
 """What a payment provider answers, as values: a capture is `Captured`, `Declined`, `Transient`
-or `Permanent`; a refund is `Refunded`, `Transient` or `Permanent`. Pure Python: no I/O.
+or `Permanent`; a refund is `Refunded`, `Transient` or `Permanent`. And `Payment`, what payments
+keeps of an order's money. Pure Python: no I/O.
 
 A gateway classifies its provider's answer instead of raising, so the payments service decides
 from the value whether to report the capture, the decline, or retry the step with the same
@@ -8,7 +9,8 @@ idempotency key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,56 @@ ALREADY_REFUNDED = "charge_already_refunded"
 AMOUNT_TOO_LARGE = "amount_too_large"
 IDEMPOTENCY_ERROR = "idempotency_error"
 PROCESSING_ERROR = "processing_error"
+
+# What payments answers when the provider never gave a final answer in all the attempts allowed.
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+
+
+class PaymentStatus(StrEnum):
+    CAPTURED = "captured"
+    FAILED = "failed"  # declined, or refused for good: nothing was taken
+    # The provider never answered for good in every attempt: it may have charged. The capture
+    # can be asked again under the same key (a refund does), so the method is kept meanwhile.
+    UNKNOWN = "unknown"
+    REFUNDED = "refunded"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """An order's payment, one per order. `payment_method` is kept only while the status is
+    UNKNOWN (to ask the provider again under `capture_key`); it is cleared once settled."""
+
+    order_id: str
+    amount_cents: int
+    currency: str
+    capture_key: str
+    status: PaymentStatus
+    payment_id: str | None = None
+    refunded_cents: int = 0
+    decline_code: str | None = None
+    payment_method: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """The capture has its final answer (a later capture command only repeats it)."""
+        return self.status is not PaymentStatus.UNKNOWN
+
+    @property
+    def refundable_cents(self) -> int:
+        if self.status not in (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED):
+            return 0
+        return self.amount_cents - self.refunded_cents
+
+    def captured(self, payment_id: str) -> Payment:
+        return replace(
+            self, status=PaymentStatus.CAPTURED, payment_id=payment_id, payment_method=None
+        )
+
+    def failed(self, code: str) -> Payment:
+        return replace(self, status=PaymentStatus.FAILED, decline_code=code, payment_method=None)
+
+    def refunded(self, amount_cents: int) -> Payment:
+        """`amount_cents` more given back; REFUNDED once nothing is left."""
+        total = min(self.amount_cents, self.refunded_cents + amount_cents)
+        status = PaymentStatus.REFUNDED if total >= self.amount_cents else self.status
+        return replace(self, refunded_cents=total, status=status)

@@ -1,4 +1,6 @@
-"""The port payments reaches its provider through: `PaymentGateway`.
+"""What the payments service needs from the outside world: the provider (`PaymentGateway`), its
+own table (`PaymentStore`), where its events go (`PaymentEvents`) and the commands it already
+handled (`HandledCommands`), and the values they exchange.
 
 Every call carries an idempotency key, one per saga step and the same on every retry of that
 step: a retried capture or refund with the same key never charges or refunds twice, and answers
@@ -8,9 +10,25 @@ what the first attempt answered. The same key with another request is a `Permane
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from townhall.payments.domain import CaptureOutcome, RefundOutcome
+from townhall.payments.domain import CaptureOutcome, Payment, RefundOutcome
+from townhall.payments.events import PaymentCaptured, PaymentFailed, PaymentRefunded
+from townhall.platform.transaction import Transaction
+
+Reply = PaymentCaptured | PaymentFailed | PaymentRefunded
+
+
+@dataclass(frozen=True)
+class Received:
+    """The message a command came in: its id (what the inbox dedupes on), its correlation id
+    (the saga's, which the reply carries on), and whether the bus will try it again after a
+    failure (`final_attempt`: this is the last try before the dead letters)."""
+
+    message_id: str
+    correlation_id: str
+    final_attempt: bool = False
 
 
 class PaymentGateway(Protocol):
@@ -41,3 +59,29 @@ class PaymentGateway(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class PaymentStore(Protocol):
+    """Payments' own table: one payment per order."""
+
+    async def get(self, conn: Transaction, order_id: str) -> Payment | None: ...
+
+    async def add(self, conn: Transaction, payment: Payment) -> bool:
+        """Insert; False (and nothing written) when the order already has a payment."""
+
+    async def update(self, conn: Transaction, payment: Payment) -> None:
+        """Replace the order's payment with `payment`."""
+
+
+class PaymentEvents(Protocol):
+    """Where payments' events go: written in the caller's transaction (the outbox), keyed by the
+    order id, carrying the command's correlation id and the command as their cause."""
+
+    async def publish(self, conn: Transaction, event: Reply, cause: Received) -> None: ...
+
+
+class HandledCommands(Protocol):
+    """The inbox: the command messages already handled."""
+
+    async def first_time(self, conn: Transaction, message_id: str) -> bool:
+        """Record `message_id` as handled in the caller's transaction; False if it was."""

@@ -1,10 +1,12 @@
 """What a shipment is made of and what a carrier answers, as values: a shipment is `Booked`,
-`Refused` or `Transient`; a cancel is `Cancelled`, `Refused` or `Transient`. Pure Python: no I/O.
+`Refused` or `Transient`; a cancel is `Cancelled`, `Refused` or `Transient`. And `Shipment`, what
+shipping keeps of an order's parcel. Pure Python: no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,27 @@ UNDELIVERABLE_ADDRESS = "undeliverable_address"
 UNKNOWN_SHIPMENT = "unknown_shipment"
 INVALID_REQUEST = "invalid_request"
 IDEMPOTENCY_ERROR = "idempotency_error"
+
+# What shipping answers when the carrier never gave a final answer in all the attempts allowed.
+CARRIER_UNAVAILABLE = "carrier_unavailable"
+
+
+class ShipmentStatus(StrEnum):
+    CREATED = "created"
+    FAILED = "failed"  # refused, or no final answer: nothing is booked that we know of
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """An order's shipment, one per order; `shipment_id` is the carrier's (once created)."""
+
+    order_id: str
+    status: ShipmentStatus
+    shipment_id: str | None = None
+    reason: str | None = None
+
+    def cancelled(self) -> Shipment:
+        if self.status is not ShipmentStatus.CREATED:
+            return self
+        return replace(self, status=ShipmentStatus.CANCELLED)

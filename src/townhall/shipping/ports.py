@@ -1,4 +1,6 @@
-"""The port shipping reaches its carrier through: `Carrier`.
+"""What the shipping service needs from the outside world: the carrier (`Carrier`), its own table
+(`ShipmentStore`), where its events go (`ShippingEvents`) and the commands it already handled
+(`HandledCommands`).
 
 Creating a shipment carries an idempotency key (the saga's, one per order): a retry with the same
 key books nothing new and answers what the first attempt answered; the same key with another
@@ -9,9 +11,30 @@ shipment id: a second cancel answers `Cancelled` again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from townhall.shipping.domain import Address, CancelOutcome, ParcelItem, ShipmentOutcome
+from townhall.platform.transaction import Transaction
+from townhall.shipping.domain import (
+    Address,
+    CancelOutcome,
+    ParcelItem,
+    Shipment,
+    ShipmentOutcome,
+)
+from townhall.shipping.events import ShipmentCancelled, ShipmentCreated, ShipmentFailed
+
+Reply = ShipmentCreated | ShipmentFailed | ShipmentCancelled
+
+
+@dataclass(frozen=True)
+class Received:
+    """The message a command came in: its id (what the inbox dedupes on), its correlation id
+    (the saga's, which the reply carries on), and whether this is the bus's last try at it."""
+
+    message_id: str
+    correlation_id: str
+    final_attempt: bool = False
 
 
 class Carrier(Protocol):
@@ -32,3 +55,29 @@ class Carrier(Protocol):
     async def cancel_shipment(self, shipment_id: str) -> CancelOutcome: ...
 
     async def aclose(self) -> None: ...
+
+
+class ShipmentStore(Protocol):
+    """Shipping's own table: one shipment per order."""
+
+    async def get(self, conn: Transaction, order_id: str) -> Shipment | None: ...
+
+    async def add(self, conn: Transaction, shipment: Shipment) -> bool:
+        """Insert; False (and nothing written) when the order already has a shipment."""
+
+    async def update(self, conn: Transaction, shipment: Shipment) -> None:
+        """Replace the order's shipment with `shipment`."""
+
+
+class ShippingEvents(Protocol):
+    """Where shipping's events go: written in the caller's transaction (the outbox), keyed by
+    the order id, carrying the command's correlation id and the command as their cause."""
+
+    async def publish(self, conn: Transaction, event: Reply, cause: Received) -> None: ...
+
+
+class HandledCommands(Protocol):
+    """The inbox: the command messages already handled."""
+
+    async def first_time(self, conn: Transaction, message_id: str) -> bool:
+        """Record `message_id` as handled in the caller's transaction; False if it was."""

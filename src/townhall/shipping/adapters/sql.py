@@ -1,0 +1,96 @@
+"""Shipping's store on SQLAlchemy Core (SQLite and PostgreSQL), its events through the
+transactional outbox, and its inbox. Each method takes the service's opaque `Transaction` and
+works on the SQLAlchemy connection behind it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from townhall.platform.db import connection
+from townhall.platform.messaging import Envelope
+from townhall.platform.outbox import enqueue, outbox_inbox
+from townhall.platform.transaction import Transaction
+from townhall.shipping.adapters.tables import shipments
+from townhall.shipping.domain import Shipment, ShipmentStatus
+from townhall.shipping.events import TOPIC
+from townhall.shipping.ports import Received, Reply
+
+BY_ORDER = shipments.select().where(shipments.c.order_id == sa.bindparam("order_id"))
+
+
+def _shipment(row: Any) -> Shipment:
+    return Shipment(
+        order_id=row.order_id,
+        status=ShipmentStatus(row.status),
+        shipment_id=row.shipment_id,
+        reason=row.reason,
+    )
+
+
+def _values(shipment: Shipment) -> dict[str, Any]:
+    return {
+        "status": shipment.status.value,
+        "shipment_id": shipment.shipment_id,
+        "reason": shipment.reason,
+        "updated_at": datetime.now(UTC),
+    }
+
+
+def _insert(sql: Any) -> Any:
+    return postgresql.insert if sql.dialect.name == "postgresql" else sqlite.insert
+
+
+class SqlShipments:
+    async def get(self, conn: Transaction, order_id: str) -> Shipment | None:
+        row = (await connection(conn).execute(BY_ORDER, {"order_id": order_id})).first()
+        return _shipment(row) if row else None
+
+    async def add(self, conn: Transaction, shipment: Shipment) -> bool:
+        sql = connection(conn)
+        values = _values(shipment)
+        statement = _insert(sql)(shipments).values(
+            order_id=shipment.order_id, created_at=values["updated_at"], **values
+        )
+        result = await sql.execute(statement.on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+    async def update(self, conn: Transaction, shipment: Shipment) -> None:
+        await connection(conn).execute(
+            shipments.update()
+            .where(shipments.c.order_id == shipment.order_id)
+            .values(**_values(shipment))
+        )
+
+
+class OutboxShippingEvents:
+    async def publish(self, conn: Transaction, event: Reply, cause: Received) -> None:
+        envelope = Envelope(
+            type=event.type,
+            key=event.order_id,
+            payload=event.to_payload(),
+            headers={"correlation_id": cause.correlation_id, "causation_id": cause.message_id},
+        )
+        await enqueue(connection(conn), TOPIC, envelope)
+
+
+class SqlHandledCommands:
+    """The platform's inbox (`outbox_inbox`), under the consumer group that handles them."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+
+    async def first_time(self, conn: Transaction, message_id: str) -> bool:
+        sql = connection(conn)
+        values = {
+            "group_name": self._group,
+            "envelope_id": message_id,
+            "handled_at": datetime.now(UTC),
+        }
+        result = await sql.execute(
+            _insert(sql)(outbox_inbox).values(**values).on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)

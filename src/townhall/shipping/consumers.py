@@ -1,0 +1,45 @@
+"""Shipping's bus entry point: the consumer group `shipping.commands` on its command topic,
+which hands `CreateShipment` and `CancelShipment` to the service."""
+
+from __future__ import annotations
+
+from townhall.platform.messaging import ConsumerSpec, Envelope, Handler
+from townhall.platform.observability import get_logger
+from townhall.shipping.events import COMMAND_TOPIC, CancelShipment, CreateShipment
+from townhall.shipping.ports import Received
+from townhall.shipping.service import ShippingService
+
+GROUP = "shipping.commands"
+
+log = get_logger("townhall.shipping")
+
+
+def received(envelope: Envelope, max_attempts: int) -> Received:
+    return Received(
+        message_id=str(envelope.id),
+        correlation_id=envelope.headers.get("correlation_id", str(envelope.id)),
+        final_attempt=envelope.attempt >= max_attempts,
+    )
+
+
+def command_handler(service: ShippingService, *, max_attempts: int) -> Handler:
+    async def handle(envelope: Envelope) -> None:
+        if envelope.type == CreateShipment.type:
+            create = CreateShipment.from_payload(envelope.payload)
+            await service.create(create, received(envelope, max_attempts))
+        elif envelope.type == CancelShipment.type:
+            cancel = CancelShipment.from_payload(envelope.payload)
+            await service.cancel(cancel, received(envelope, max_attempts))
+        else:
+            log.warning("shipping_unknown_command", type=envelope.type, id=str(envelope.id))
+
+    return handle
+
+
+def command_consumer(
+    service: ShippingService, *, max_attempts: int, prefetch: int = 100
+) -> ConsumerSpec:
+    handler = command_handler(service, max_attempts=max_attempts)
+    return ConsumerSpec(
+        COMMAND_TOPIC, GROUP, lambda: handler, prefetch=prefetch, max_attempts=max_attempts
+    )

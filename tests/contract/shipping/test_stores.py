@@ -1,0 +1,191 @@
+"""One contract for shipping's store ports (`ShipmentStore`, `ShippingEvents`, `HandledCommands`),
+run against the SQL adapters on SQLite and on PostgreSQL and against the in-memory fakes the
+unit tests use: the fakes behave as the real adapters do, or this fails."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import townhall.shipping
+from support.participant_fakes import (
+    MemoryHandledCommands,
+    MemoryShipments,
+    MemoryTransactions,
+    ShippingEventsFake,
+)
+from support.services import create_database, database_name, drop_database
+from townhall.platform.db import Database
+from townhall.platform.messaging import Envelope
+from townhall.platform.migrations import migrate
+from townhall.platform.outbox import outbox_messages
+from townhall.shipping.adapters.sql import OutboxShippingEvents, SqlHandledCommands, SqlShipments
+from townhall.shipping.domain import Shipment, ShipmentStatus
+from townhall.shipping.events import TOPIC, ShipmentCreated, ShipmentFailed
+from townhall.shipping.ports import HandledCommands, Received, ShipmentStore, ShippingEvents
+
+pytestmark = pytest.mark.timeout(60)
+
+MIGRATIONS = Path(townhall.shipping.__file__).parent / "migrations"
+MESSAGE_ID = "0190f3c2-0000-7000-8000-000000000001"
+
+
+@dataclass
+class Adapters:
+    transactions: Any
+    shipments: ShipmentStore
+    events: ShippingEvents
+    handled: HandledCommands
+    # (topic, type, key, payload, correlation id, causation id) of what was published, in order
+    published: Callable[[], Awaitable[list[tuple[Any, ...]]]]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def adapters(request, tmp_path) -> AsyncIterator[Adapters]:
+    if request.param == "memory":
+        events = ShippingEventsFake()
+
+        async def published_in_memory() -> list[tuple[Any, ...]]:
+            return [
+                (
+                    TOPIC,
+                    event.type,
+                    event.order_id,
+                    event.to_payload(),
+                    cause.correlation_id,
+                    cause.message_id,
+                )
+                for event, cause in events.published
+            ]
+
+        yield Adapters(
+            MemoryTransactions(),
+            MemoryShipments(),
+            events,
+            MemoryHandledCommands(),
+            published_in_memory,
+        )
+        return
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'shipping.db'}"
+    else:
+        name = database_name("s")
+        url = await create_database(name)
+    database = Database(url)
+    await migrate(database, [MIGRATIONS])
+
+    async def published_in_outbox() -> list[tuple[Any, ...]]:
+        query = sa.select(outbox_messages.c.topic, outbox_messages.c.body).order_by(
+            outbox_messages.c.position
+        )
+        async with database.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        envelopes = [(row.topic, Envelope.from_bytes(row.body.encode())) for row in rows]
+        return [
+            (
+                topic,
+                e.type,
+                e.key,
+                e.payload,
+                e.headers["correlation_id"],
+                e.headers["causation_id"],
+            )
+            for topic, e in envelopes
+        ]
+
+    try:
+        yield Adapters(
+            database,
+            SqlShipments(),
+            OutboxShippingEvents(),
+            SqlHandledCommands("shipping.commands"),
+            published_in_outbox,
+        )
+    finally:
+        await database.dispose()
+        if name is not None:
+            await drop_database(name)
+
+
+def shipment(order_id: str = "o-1", **changes: Any) -> Shipment:
+    return replace(Shipment(order_id, ShipmentStatus.CREATED, "shp_1"), **changes)
+
+
+async def get(adapters: Adapters, order_id: str) -> Shipment | None:
+    async with adapters.transactions.connect() as conn:
+        return await adapters.shipments.get(conn, order_id)
+
+
+async def test_an_order_without_a_shipment_has_none(adapters):
+    assert await get(adapters, "o-404") is None
+
+
+async def test_an_added_shipment_reads_back_as_it_was_written(adapters):
+    written = shipment()
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.shipments.add(conn, written)
+        assert await adapters.shipments.get(conn, "o-1") == written  # seen in its transaction
+    assert await get(adapters, "o-1") == written
+    failed = shipment("o-2", status=ShipmentStatus.FAILED, shipment_id=None, reason="nope")
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.shipments.add(conn, failed)
+    assert await get(adapters, "o-2") == failed
+
+
+async def test_a_second_shipment_for_one_order_is_refused_and_the_first_stays(adapters):
+    first = shipment()
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.shipments.add(conn, first)
+    async with adapters.transactions.transaction() as conn:
+        assert not await adapters.shipments.add(conn, shipment(shipment_id="shp_2"))
+    assert await get(adapters, "o-1") == first
+
+
+async def test_an_update_replaces_the_orders_shipment(adapters):
+    async with adapters.transactions.transaction() as conn:
+        await adapters.shipments.add(conn, shipment())
+    async with adapters.transactions.transaction() as conn:
+        await adapters.shipments.update(conn, shipment().cancelled())
+    stored = await get(adapters, "o-1")
+    assert stored == Shipment("o-1", ShipmentStatus.CANCELLED, "shp_1")
+
+
+async def test_a_rolled_back_transaction_keeps_no_shipment_no_event_and_no_handled_message(
+    adapters,
+):
+    with pytest.raises(RuntimeError):
+        async with adapters.transactions.transaction() as conn:
+            assert await adapters.handled.first_time(conn, MESSAGE_ID)
+            await adapters.shipments.add(conn, shipment())
+            await adapters.events.publish(
+                conn, ShipmentFailed("o-1", "nope"), Received(MESSAGE_ID, "saga-1")
+            )
+            raise RuntimeError("the handler failed")
+    assert await get(adapters, "o-1") is None
+    assert await adapters.published() == []
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.handled.first_time(conn, MESSAGE_ID)
+
+
+async def test_an_event_goes_out_on_the_shipping_topic_keyed_by_order_with_the_saga_ids(adapters):
+    event = ShipmentCreated("o-1", "shp_1")
+    async with adapters.transactions.transaction() as conn:
+        await adapters.events.publish(conn, event, Received(MESSAGE_ID, "saga-1"))
+    assert await adapters.published() == [
+        (TOPIC, event.type, "o-1", event.to_payload(), "saga-1", MESSAGE_ID)
+    ]
+
+
+async def test_a_message_is_handled_the_first_time_only(adapters):
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.handled.first_time(conn, MESSAGE_ID)
+        assert not await adapters.handled.first_time(conn, MESSAGE_ID)
+    async with adapters.transactions.transaction() as conn:
+        assert not await adapters.handled.first_time(conn, MESSAGE_ID)
+        assert await adapters.handled.first_time(conn, "0190f3c2-0000-7000-8000-000000000002")

@@ -1,0 +1,66 @@
+"""Shipping over the bus, as the saga drives it: a command envelope on `shipping.commands`, the
+event out on `shipping` with the saga's correlation id; on SQLite + the in-process bus and on
+PostgreSQL + RabbitMQ, with the carrier simulator refusing what the settings list."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from support.participants import STACKS, participants, send, stack_urls
+from townhall.shipping.adapters.tables import shipments
+from townhall.shipping.events import (
+    COMMAND_TOPIC,
+    TOPIC,
+    Address,
+    CancelShipment,
+    CreateShipment,
+    ShipmentCancelled,
+    ShipmentCreated,
+    ShipmentFailed,
+    ShippedLine,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+HOME = Address("Ada Lovelace", "12 St James's Square", "London", "SW1Y 4JH", "GB")
+REFUSED_POSTCODE = Address("Bob", "1 Rue X", "Paris", "75 001", "FR")
+
+
+@pytest.fixture(params=list(STACKS))
+async def stack(request, tmp_path):
+    async with stack_urls(request.param, tmp_path) as urls:
+        yield urls
+
+
+def create_of(order_id: str, address: Address = HOME) -> CreateShipment:
+    return CreateShipment(order_id, address, (ShippedLine("tee-m", 2),))
+
+
+async def test_a_shipment_comes_out_created_once_and_a_cancel_comes_out_cancelled(stack, tmp_path):
+    async with participants(stack, tmp_path, TOPIC) as (runtime, replies):
+        command = await send(runtime, COMMAND_TOPIC, create_of("o-1"))
+        await send(runtime, COMMAND_TOPIC, create_of("o-1"))  # the same command sent again
+        first, second = await replies.at_least(2)
+        assert first.headers["correlation_id"] == "saga-o-1"
+        assert first.headers["causation_id"] == str(command.id)
+        created = ShipmentCreated.from_payload(first.payload)
+        assert ShipmentCreated.from_payload(second.payload) == created
+
+        await send(runtime, COMMAND_TOPIC, CancelShipment("o-1", created.shipment_id))
+        replies_now = await replies.at_least(3)
+        assert replies_now[2].type == ShipmentCancelled.type
+        async with runtime.platform.database.connect() as conn:
+            query = sa.select(shipments).where(shipments.c.order_id == "o-1")
+            row = (await conn.execute(query)).one()
+        assert (row.status, row.shipment_id) == ("cancelled", created.shipment_id)
+
+
+async def test_an_address_the_carrier_refuses_comes_out_as_shipment_failed(stack, tmp_path):
+    settings = {"shipping_refuse_countries": "XX, YY", "shipping_refuse_postcodes": "75001"}
+    async with participants(stack, tmp_path, TOPIC, **settings) as (runtime, replies):
+        await send(runtime, COMMAND_TOPIC, create_of("o-2", REFUSED_POSTCODE))
+        [reply] = await replies.at_least(1)
+        assert ShipmentFailed.from_payload(reply.payload) == ShipmentFailed(
+            "o-2", "undeliverable_address"
+        )
