@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from limits import parse
 
-from townhall import __version__, identity, inventory, notifications, payments, shipping
+from townhall import (
+    __version__,
+    identity,
+    inventory,
+    notifications,
+    orders,
+    payments,
+    shipping,
+)
 from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
 from townhall.platform.clock import SystemClock
@@ -35,6 +43,7 @@ MODULES: list[ModuleSpec] = [
     inventory.module,
     payments.module,
     shipping.module,
+    orders.module,
 ]
 
 log = get_logger("townhall.bootstrap")

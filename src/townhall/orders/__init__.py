@@ -1,3 +1,52 @@
 """Orders: an event-sourced order whose workflow runs as a saga over inventory, payments and
 shipping (issue 21). See README.md; `domain` is the aggregate, `saga` the state machine.
+
+Other modules reach it through `townhall.orders.events` (topic `orders`).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from townhall.orders.adapters.eventstore import EventStoreOrders
+from townhall.orders.adapters.outbox import OutboxSagaMessages
+from townhall.orders.adapters.prices import InventoryPrices
+from townhall.orders.adapters.sql import SqlIdempotencyKeys, SqlSagaStore, SqlTimeline
+from townhall.orders.consumers import SagaTimers, saga_consumers
+from townhall.orders.http import routers
+from townhall.orders.service import Orchestrator, OrderDesk
+from townhall.platform.modules import Installed, ModuleSpec, Platform
+
+__all__ = ["module"]
+
+
+def _install(platform: Platform) -> Installed:
+    # Here, not at the top: inventory imports `orders.events`, which runs this package first.
+    from townhall.inventory import InventoryFacade
+
+    database, clock = platform.database, platform.clock
+    orchestrator = Orchestrator(
+        database,
+        EventStoreOrders(platform.eventstore),
+        SqlSagaStore(),
+        SqlTimeline(),
+        OutboxSagaMessages(),
+        clock,
+    )
+    prices = InventoryPrices(platform.facade(InventoryFacade))
+    desk = OrderDesk(database, orchestrator, prices, SqlIdempotencyKeys(), clock)
+    timers = SagaTimers(orchestrator)
+    return Installed(
+        routers=routers(desk, orchestrator),
+        consumers=saga_consumers(orchestrator),
+        on_start=[timers.start],
+        on_stop=[timers.stop],
+    )
+
+
+module = ModuleSpec(
+    name="orders",
+    install=_install,
+    migrations=Path(__file__).parent / "migrations",
+    requires=("identity", "inventory"),
+)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from townhall.orders.domain import Order, OrderEvent
+from townhall.orders.domain import Order, OrderEvent, OrderLine
 from townhall.orders.saga import Saga
 from townhall.platform.messaging import Envelope
 from townhall.platform.transaction import Transaction
@@ -143,3 +143,41 @@ class SagaMessages(Protocol):
     async def send(self, conn: Transaction, messages: Sequence[tuple[str, Envelope]]) -> None:
         """`(topic, envelope)` pairs, published in this order once `conn` commits."""
         ...
+
+
+# --- placing orders over HTTP ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """What a buyer's idempotency key stands for: the request it first came with (as a
+    fingerprint) and the order that request placed."""
+
+    fingerprint: str
+    order_id: str
+
+
+class IdempotencyKeys(Protocol):
+    """One order per (buyer, key)."""
+
+    async def find(self, conn: Transaction, buyer_id: str, key: str) -> KnownKey | None: ...
+
+    async def remember(
+        self, conn: Transaction, buyer_id: str, key: str, known: KnownKey, now: datetime
+    ) -> None:
+        """Raises `ConcurrentChange` when another request took the key first; the caller's
+        transaction must then roll back."""
+        ...
+
+
+@dataclass(frozen=True)
+class PricedBasket:
+    lines: Sequence[OrderLine]
+    currency: str
+
+
+class Prices(Protocol):
+    """The server's current prices of a basket (inventory's, through its facade). Raises
+    `errors.Invalid` naming `items.N.sku` for an unknown sku."""
+
+    async def price(self, lines: Sequence[tuple[str, int]]) -> PricedBasket: ...

@@ -16,7 +16,7 @@ id is the id of the input that made the saga send it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,7 +38,10 @@ from townhall.orders.domain import (
 )
 from townhall.orders.ports import (
     ConcurrentChange,
+    IdempotencyKeys,
+    KnownKey,
     OrderRepository,
+    Prices,
     SagaMessages,
     SagaStore,
     StoredOrderEvent,
@@ -167,9 +170,15 @@ class Orchestrator:
 
     # -- use cases -----------------------------------------------------------------------------
 
-    async def place(self, new: NewOrder) -> Order:
+    async def place(
+        self,
+        new: NewOrder,
+        *,
+        also: Callable[[Transaction, Order], Awaitable[None]] | None = None,
+    ) -> Order:
         """Record the order (`OrderPlaced`), start its saga and send its first command, in one
-        unit of work. Raises `InvalidOrder` naming the field at fault; nothing is written."""
+        unit of work (with `also`, the caller's own write of the new order, when given).
+        Raises `InvalidOrder` naming the field at fault; nothing is written."""
         placed = place(
             buyer_id=new.buyer_id,
             lines=new.lines,
@@ -189,6 +198,8 @@ class Orchestrator:
             await self._sagas.add(conn, order_id, started.saga, placed.at)
             await self._timeline.record(conn, self._entries(order_id, outgoing, placed.at))
             await self._messages.send(conn, outgoing)
+            if also is not None:
+                await also(conn, order)
             await self._orders.append(
                 conn, None, [placed], correlation_id=order_id, causation_id=None
             )
@@ -422,6 +433,77 @@ class Orchestrator:
             )
             for _, envelope in outgoing
         ]
+
+
+class KeyReused(errors.Invalid):
+    """An idempotency key the buyer already used with another request."""
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What a buyer asks for over HTTP: skus and quantities (the prices are the server's)."""
+
+    items: Sequence[tuple[str, int]]
+    shipping_address: Address
+    payment_method: str
+
+
+class OrderDesk:
+    """Takes a buyer's order: prices it, and places it once per (buyer, idempotency key). The
+    key and the order commit together; a second request with the key gets the first's order
+    (also when the two race), one with the key and another body is refused."""
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        orchestrator: Orchestrator,
+        prices: Prices,
+        keys: IdempotencyKeys,
+        clock: Clock,
+    ) -> None:
+        self._tx = transactions
+        self._orchestrator = orchestrator
+        self._prices = prices
+        self._keys = keys
+        self._clock = clock
+
+    async def place(
+        self, buyer_id: str, key: str, fingerprint: str, request: OrderRequest
+    ) -> Order:
+        known = await self._known(buyer_id, key, fingerprint)
+        if known is not None:
+            return known
+        basket = await self._prices.price(request.items)
+        new = NewOrder(
+            buyer_id,
+            basket.lines,
+            basket.currency,
+            request.shipping_address,
+            request.payment_method,
+        )
+
+        async def remember(conn: Transaction, order: Order) -> None:
+            entry = KnownKey(fingerprint, str(order.id))
+            await self._keys.remember(conn, buyer_id, key, entry, self._clock.now())
+
+        try:
+            return await self._orchestrator.place(new, also=remember)
+        except ConcurrentChange:
+            raced = await self._known(buyer_id, key, fingerprint)
+            if raced is None:
+                raise
+            return raced
+
+    async def _known(self, buyer_id: str, key: str, fingerprint: str) -> Order | None:
+        async with self._tx.connect() as conn:
+            known = await self._keys.find(conn, buyer_id, key)
+        if known is None:
+            return None
+        if known.fingerprint != fingerprint:
+            raise KeyReused(
+                "this Idempotency-Key was used with another request", field="Idempotency-Key"
+            )
+        return await self._orchestrator.order(uuid.UUID(known.order_id))
 
 
 def _envelope(message_type: str, order_id: str, payload: object, cause: str | None) -> Envelope:

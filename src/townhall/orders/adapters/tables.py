@@ -46,3 +46,15 @@ saga_steps = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Index("orders_saga_steps_order", "order_id", "id"),
 )
+
+# The buyers' idempotency keys of `POST /orders`: one order per (buyer, key), and the
+# fingerprint of the request that first used the key (another body with it is refused).
+idempotency_keys = sa.Table(
+    "orders_idempotency_keys",
+    metadata,
+    sa.Column("buyer_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("order_id", sa.String(36), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)

@@ -1,5 +1,6 @@
 """The orders module's SQL stores (SQLAlchemy Core, SQLite and PostgreSQL)."""
 
+from townhall.orders.adapters.sql.idempotency import SqlIdempotencyKeys
 from townhall.orders.adapters.sql.sagas import SqlSagaStore, SqlTimeline
 
-__all__ = ["SqlSagaStore", "SqlTimeline"]
+__all__ = ["SqlIdempotencyKeys", "SqlSagaStore", "SqlTimeline"]
