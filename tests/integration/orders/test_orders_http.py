@@ -1,8 +1,8 @@
-"""Orders end to end over HTTP on the embedded defaults (SQLite + the in-process bus, the
-payment and carrier simulators): a buyer's order runs its saga to CONFIRMED and takes its
-stock, a declined card ends FAILED with the stock back, a retried POST with the same key is the
-same order, another body with it is refused, a missing key is a 400, and only the buyer and
-administrators see an order."""
+"""Orders end to end over HTTP, on SQLite + the in-process bus and on PostgreSQL + RabbitMQ,
+with the embedded payment and carrier simulators: a buyer's order runs its saga to CONFIRMED
+and takes its stock, a declined card ends FAILED with the stock back, a retried POST with the
+same key is the same order, another body with it is refused, a missing key is a 400, and only
+the buyer and administrators see an order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from support.app import running_app, settings_for
-from support.notifications import eventually, user
+from support.notifications import bus_url, eventually, user
+from support.services import create_database, database_name, drop_database, require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,10 +29,30 @@ ADDRESS = {
 }
 
 
+STACKS = {
+    "sqlite+memory": ("sqlite", "memory"),
+    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
+}
+
+
+@pytest.fixture(params=list(STACKS))
+async def stack(request, tmp_path):
+    database, bus = STACKS[request.param]
+    if bus == "rabbitmq":
+        require("RabbitMQ", "127.0.0.1", 5672)
+    if database == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", bus_url(bus, "o")
+        return
+    name = database_name("o")
+    url = await create_database(name)
+    yield url, bus_url(bus, "o")
+    await drop_database(name)
+
+
 @pytest.fixture
-async def app(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'o.db'}"
-    settings = settings_for(url, tmp_path, admins="boss")
+async def app(stack, tmp_path):
+    url, bus = stack
+    settings = settings_for(url, tmp_path, bus_url=bus, admins="boss")
     async with running_app(settings, MODULES) as (client, _runtime):
         _, boss = await user(client, "boss")
         _, buyer = await user(client)
