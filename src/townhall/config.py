@@ -163,6 +163,18 @@ class Settings(BaseSettings):
             "last one answers ShipmentFailed (carrier_unavailable)."
         ),
     )
+    # Orders (issue 21).
+    orders_step_timeout: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Seconds each step of an order's saga (reserve stock, capture the payment, create "
+            "the shipment, a compensation) may take before its timeout applies."
+        ),
+    )
+    orders_snapshot_every: int = Field(
+        100, ge=0, description="A snapshot of an order every this many events (0: never)."
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

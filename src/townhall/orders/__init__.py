@@ -6,6 +6,7 @@ Other modules reach it through `townhall.orders.events` (topic `orders`).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from townhall.orders.adapters.eventstore import EventStoreOrders
@@ -14,6 +15,7 @@ from townhall.orders.adapters.prices import InventoryPrices
 from townhall.orders.adapters.sql import SqlIdempotencyKeys, SqlSagaStore, SqlTimeline
 from townhall.orders.consumers import SagaTimers, saga_consumers
 from townhall.orders.http import routers
+from townhall.orders.saga import Timeouts
 from townhall.orders.service import Orchestrator, OrderDesk
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 
@@ -24,14 +26,16 @@ def _install(platform: Platform) -> Installed:
     # Here, not at the top: inventory imports `orders.events`, which runs this package first.
     from townhall.inventory import InventoryFacade
 
-    database, clock = platform.database, platform.clock
+    settings, database, clock = platform.settings, platform.database, platform.clock
+    step = timedelta(seconds=settings.orders_step_timeout)
     orchestrator = Orchestrator(
         database,
-        EventStoreOrders(platform.eventstore),
+        EventStoreOrders(platform.eventstore, snapshot_every=settings.orders_snapshot_every),
         SqlSagaStore(),
         SqlTimeline(),
         OutboxSagaMessages(),
         clock,
+        timeouts=Timeouts(step, step, step, step),
     )
     prices = InventoryPrices(platform.facade(InventoryFacade))
     desk = OrderDesk(database, orchestrator, prices, SqlIdempotencyKeys(), clock)
