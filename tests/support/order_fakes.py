@@ -13,8 +13,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from townhall.orders.domain import Order, OrderEvent, evolve, fold
-from townhall.orders.ports import ConcurrentChange, StoredOrderEvent, StoredSaga, TimelineEntry
+from townhall.orders.domain import Order, OrderEvent, OrderLine, evolve, fold
+from townhall.orders.ports import (
+    ConcurrentChange,
+    KnownKey,
+    PricedBasket,
+    StoredOrderEvent,
+    StoredSaga,
+    TimelineEntry,
+)
 from townhall.orders.saga import Saga
 from townhall.platform.messaging import Envelope
 
@@ -188,3 +195,42 @@ class MemoryMessages:
 
     async def send(self, conn: Handle, messages: Sequence[tuple[str, Envelope]]) -> None:
         conn.writes.append(lambda: self.sent.extend(messages))
+
+
+class MemoryIdempotencyKeys:
+    """Idempotency keys in a dict, written on commit; a key taken meanwhile fails the commit."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, str], KnownKey] = {}
+        self.refused = 0  # commits refused because the key was taken meanwhile
+
+    async def find(self, conn: Handle, buyer_id: str, key: str) -> KnownKey | None:
+        known = self.keys.get((buyer_id, key))
+        await asyncio.sleep(0)  # a real store yields here: lets two requests interleave
+        return known
+
+    async def remember(
+        self, conn: Handle, buyer_id: str, key: str, known: KnownKey, now: datetime
+    ) -> None:
+        def check() -> None:
+            if (buyer_id, key) in self.keys:
+                self.refused += 1
+                raise ConcurrentChange(f"idempotency key {key!r} was taken meanwhile")
+
+        def write() -> None:
+            self.keys[buyer_id, key] = known
+
+        conn.checks.append(check)
+        conn.writes.append(write)
+
+
+class FixedPrices:
+    """Every sku at one price, in EUR."""
+
+    def __init__(self, unit_price_cents: int = 1500) -> None:
+        self.unit_price_cents = unit_price_cents
+
+    async def price(self, lines: Sequence[tuple[str, int]]) -> PricedBasket:
+        return PricedBasket(
+            [OrderLine(sku, quantity, self.unit_price_cents) for sku, quantity in lines], "EUR"
+        )
