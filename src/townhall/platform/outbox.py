@@ -448,7 +448,12 @@ def idempotent(
 
 async def mark_handled(conn: AsyncConnection, group: str, envelope: Envelope) -> bool:
     """Record `envelope` as handled by `group`; False if it already was."""
-    values = {"group_name": group, "envelope_id": str(envelope.id), "handled_at": datetime.now(UTC)}
+    return await mark_handled_id(conn, group, str(envelope.id))
+
+
+async def mark_handled_id(conn: AsyncConnection, group: str, envelope_id: str) -> bool:
+    """`mark_handled` by the envelope's id, for a handler that keeps only the id."""
+    values = {"group_name": group, "envelope_id": envelope_id, "handled_at": datetime.now(UTC)}
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     result = await conn.execute(insert(outbox_inbox).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount)

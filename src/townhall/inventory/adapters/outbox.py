@@ -3,25 +3,17 @@ the order id), and the messages it handled are kept in the platform's inbox tabl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from sqlalchemy.dialects import postgresql, sqlite
-
 from townhall.inventory.events import TOPIC
 from townhall.inventory.ports import Answer, Cause
 from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
-from townhall.platform.outbox import enqueue, outbox_inbox
+from townhall.platform.outbox import enqueue, mark_handled_id
 from townhall.platform.transaction import Transaction
 
 
 class OutboxMessages:
     async def first_delivery(self, tx: Transaction, group: str, message_id: str) -> bool:
-        sql = connection(tx)
-        insert = postgresql.insert if sql.dialect.name == "postgresql" else sqlite.insert
-        values = {"group_name": group, "envelope_id": message_id, "handled_at": datetime.now(UTC)}
-        result = await sql.execute(insert(outbox_inbox).values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount)
+        return await mark_handled_id(connection(tx), group, message_id)
 
     async def publish(self, tx: Transaction, answer: Answer, cause: Cause) -> None:
         headers = {}

@@ -16,7 +16,7 @@ from townhall.payments.events import TOPIC
 from townhall.payments.ports import Received, Reply
 from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
-from townhall.platform.outbox import enqueue, outbox_inbox
+from townhall.platform.outbox import enqueue, mark_handled_id
 from townhall.platform.transaction import Transaction
 
 BY_ORDER = payments.select().where(payments.c.order_id == sa.bindparam("order_id"))
@@ -91,12 +91,4 @@ class SqlHandledCommands:
         self._group = group
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
-        sql = connection(conn)
-        insert = postgresql.insert if sql.dialect.name == "postgresql" else sqlite.insert
-        values = {
-            "group_name": self._group,
-            "envelope_id": message_id,
-            "handled_at": datetime.now(UTC),
-        }
-        result = await sql.execute(insert(outbox_inbox).values(**values).on_conflict_do_nothing())
-        return bool(result.rowcount)
+        return await mark_handled_id(connection(conn), self._group, message_id)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
-from townhall.platform.outbox import enqueue, outbox_inbox
+from townhall.platform.outbox import enqueue, mark_handled_id
 from townhall.platform.transaction import Transaction
 from townhall.shipping.adapters.tables import shipments
 from townhall.shipping.domain import Shipment, ShipmentStatus
@@ -84,13 +84,4 @@ class SqlHandledCommands:
         self._group = group
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
-        sql = connection(conn)
-        values = {
-            "group_name": self._group,
-            "envelope_id": message_id,
-            "handled_at": datetime.now(UTC),
-        }
-        result = await sql.execute(
-            _insert(sql)(outbox_inbox).values(**values).on_conflict_do_nothing()
-        )
-        return bool(result.rowcount)
+        return await mark_handled_id(connection(conn), self._group, message_id)
