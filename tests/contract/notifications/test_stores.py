@@ -11,11 +11,10 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import townhall.notifications
+from support.databases import migrated_database, outbox_envelopes
 from support.notification_fakes import MemoryNotifications
-from support.services import create_database, database_name, drop_database
 from townhall.notifications.adapters.sql import (
     SqlDeliveries,
     SqlDevices,
@@ -45,10 +44,7 @@ from townhall.notifications.ports import (
     Rendering,
 )
 from townhall.platform.clock import FrozenClock
-from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope
-from townhall.platform.migrations import migrate
-from townhall.platform.outbox import outbox_messages
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,24 +72,11 @@ async def stores(request, tmp_path) -> AsyncIterator[Stores]:
 
         yield Stores(*memory.stores(), published_in_memory)
         return
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'notifications.db'}"
-    else:
-        name = database_name("n")
-        url = await create_database(name)
-    database = Database(url)
-    await migrate(database, [MIGRATIONS])
+    async with migrated_database(request.param, tmp_path, [MIGRATIONS]) as database:
 
-    async def published_in_outbox() -> list[tuple[str, Envelope]]:
-        query = sa.select(outbox_messages.c.topic, outbox_messages.c.body).order_by(
-            outbox_messages.c.position
-        )
-        async with database.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(row.topic, Envelope.from_bytes(row.body.encode())) for row in rows]
+        async def published_in_outbox() -> list[tuple[str, Envelope]]:
+            return await outbox_envelopes(database)
 
-    try:
         yield Stores(
             SqlNotificationRequests(database),
             SqlDeliveries(database),
@@ -102,10 +85,6 @@ async def stores(request, tmp_path) -> AsyncIterator[Stores]:
             SqlInbox(database),
             published_in_outbox,
         )
-    finally:
-        await database.dispose()
-        if name is not None:
-            await drop_database(name)
 
 
 def new(*channels: Channel, key: str | None = None, recipient: str | None = None):

@@ -10,20 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 import townhall.shipping
+from support.databases import migrated_database, outbox_envelopes
 from support.participant_fakes import (
     MemoryHandledCommands,
     MemoryShipments,
     MemoryTransactions,
     ShippingEventsFake,
 )
-from support.services import create_database, database_name, drop_database
-from townhall.platform.db import Database
-from townhall.platform.messaging import Envelope
-from townhall.platform.migrations import migrate
-from townhall.platform.outbox import outbox_messages
 from townhall.shipping.adapters.sql import OutboxShippingEvents, SqlHandledCommands, SqlShipments
 from townhall.shipping.domain import Shipment, ShipmentStatus
 from townhall.shipping.events import TOPIC, ShipmentCreated, ShipmentFailed
@@ -71,35 +66,22 @@ async def adapters(request, tmp_path) -> AsyncIterator[Adapters]:
             published_in_memory,
         )
         return
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'shipping.db'}"
-    else:
-        name = database_name("s")
-        url = await create_database(name)
-    database = Database(url)
-    await migrate(database, [MIGRATIONS])
+    async with migrated_database(request.param, tmp_path, [MIGRATIONS]) as database:
 
-    async def published_in_outbox() -> list[tuple[Any, ...]]:
-        query = sa.select(outbox_messages.c.topic, outbox_messages.c.body).order_by(
-            outbox_messages.c.position
-        )
-        async with database.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        envelopes = [(row.topic, Envelope.from_bytes(row.body.encode())) for row in rows]
-        return [
-            (
-                topic,
-                e.type,
-                e.key,
-                e.payload,
-                e.headers["correlation_id"],
-                e.headers["causation_id"],
-            )
-            for topic, e in envelopes
-        ]
+        async def published_in_outbox() -> list[tuple[Any, ...]]:
+            envelopes = await outbox_envelopes(database)
+            return [
+                (
+                    topic,
+                    e.type,
+                    e.key,
+                    e.payload,
+                    e.headers["correlation_id"],
+                    e.headers["causation_id"],
+                )
+                for topic, e in envelopes
+            ]
 
-    try:
         yield Adapters(
             database,
             SqlShipments(),
@@ -107,10 +89,6 @@ async def adapters(request, tmp_path) -> AsyncIterator[Adapters]:
             SqlHandledCommands("shipping.commands"),
             published_in_outbox,
         )
-    finally:
-        await database.dispose()
-        if name is not None:
-            await drop_database(name)
 
 
 def shipment(order_id: str = "o-1", **changes: Any) -> Shipment:
