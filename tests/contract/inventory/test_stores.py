@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 import townhall.inventory
+from support.databases import migrated_database, outbox_envelopes
 from support.inventory_fakes import MemoryInventory
-from support.services import create_database, database_name, drop_database
 from townhall.inventory.adapters.outbox import OutboxMessages
 from townhall.inventory.adapters.sql import SqlProducts, SqlReservations
 from townhall.inventory.domain import (
@@ -27,10 +26,6 @@ from townhall.inventory.domain import (
 )
 from townhall.inventory.events import StockReleased, StockReservationFailed
 from townhall.inventory.ports import Cause, Messages, Products, Reservations
-from townhall.platform.db import Database
-from townhall.platform.messaging import Envelope
-from townhall.platform.migrations import migrate
-from townhall.platform.outbox import outbox_messages
 from townhall.platform.transaction import Transactions
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,33 +54,16 @@ async def stores(request, tmp_path) -> AsyncIterator[Stores]:
 
         yield Stores(memory, *memory.stores(), published_in_memory)
         return
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}"
-    else:
-        name = database_name("i")
-        url = await create_database(name)
-    database = Database(url)
-    await migrate(database, [MIGRATIONS])
+    async with migrated_database(request.param, tmp_path, [MIGRATIONS]) as database:
 
-    async def published_in_outbox() -> Published:
-        query = sa.select(outbox_messages.c.topic, outbox_messages.c.body).order_by(
-            outbox_messages.c.position
-        )
-        async with database.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        envelopes = [(row.topic, Envelope.from_bytes(row.body.encode())) for row in rows]
-        assert {topic for topic, _ in envelopes} <= {"inventory"}
-        return [(e.type, e.key, e.payload, e.headers) for _, e in envelopes]
+        async def published_in_outbox() -> Published:
+            envelopes = await outbox_envelopes(database)
+            assert {topic for topic, _ in envelopes} <= {"inventory"}
+            return [(e.type, e.key, e.payload, e.headers) for _, e in envelopes]
 
-    try:
         yield Stores(
             database, SqlProducts(), SqlReservations(), OutboxMessages(), published_in_outbox
         )
-    finally:
-        await database.dispose()
-        if name is not None:
-            await drop_database(name)
 
 
 def product(sku: str, stock: int = 5, price: int = 1500, currency: str = "EUR") -> Product:
