@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from townhall.payments.domain import Payment
 from townhall.payments.ports import Received as PaymentReceived
 from townhall.payments.ports import Reply as PaymentReply
-from townhall.shipping.domain import Shipment
+from townhall.shipping.domain import Shipment, ShipmentStatus
+from townhall.shipping.ports import Event as ShippingEvent
 from townhall.shipping.ports import Received as ShippingReceived
-from townhall.shipping.ports import Reply as ShippingReply
 
 
 class Handle:
@@ -105,6 +105,13 @@ class MemoryShipments(_Rows):
     async def update(self, conn: Handle, shipment: Shipment) -> None:
         self._update(conn, shipment.order_id, shipment)
 
+    async def mark_dispatched(self, conn: Handle, order_id: str, tracking: str) -> bool:
+        stored: Shipment | None = self._get(conn, order_id)
+        if stored is None or stored.status is not ShipmentStatus.CREATED or stored.tracking:
+            return False
+        self._update(conn, order_id, replace(stored, tracking=tracking))
+        return True
+
 
 @dataclass
 class MemoryEvents:
@@ -126,7 +133,7 @@ class PaymentEventsFake(MemoryEvents):
 
 
 class ShippingEventsFake(MemoryEvents):
-    async def publish(self, conn: Handle, event: ShippingReply, cause: ShippingReceived) -> None:
+    async def publish(self, conn: Handle, event: ShippingEvent, cause: ShippingReceived) -> None:
         await super().publish(conn, event, cause)
 
 

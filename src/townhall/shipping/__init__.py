@@ -1,8 +1,8 @@
 """Shipping: shipments with a carrier, the last step of the order saga (issue 21).
 
 Other modules reach it only through `townhall.shipping.events`: the commands it takes (on
-`shipping.commands`) and the events it publishes (on `shipping`). It has no facade: nothing
-calls it synchronously.
+`shipping.commands`) and the events it publishes (on `shipping`). It reads orders'
+`OrderConfirmed` to dispatch the parcel. It has no facade: nothing calls it synchronously.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from townhall.config import Settings
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 from townhall.shipping.adapters.simulator import SimulatedCarrier
 from townhall.shipping.adapters.sql import OutboxShippingEvents, SqlHandledCommands, SqlShipments
-from townhall.shipping.consumers import GROUP, command_consumer
+from townhall.shipping.consumers import GROUP, command_consumer, orders_consumer
 from townhall.shipping.ports import Carrier
 from townhall.shipping.service import ShippingService
 
@@ -43,7 +43,10 @@ def _install(platform: Platform) -> Installed:
         carrier,
     )
     return Installed(
-        consumers=[command_consumer(service, max_attempts=settings.shipping_max_attempts)],
+        consumers=[
+            command_consumer(service, max_attempts=settings.shipping_max_attempts),
+            orders_consumer(service, max_attempts=settings.shipping_max_attempts),
+        ],
         on_stop=[carrier.aclose],
     )
 

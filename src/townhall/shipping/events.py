@@ -1,7 +1,9 @@
 """Shipping's public messages (versioned; additive changes only).
 
 Commands go to shipping on `COMMAND_TOPIC`; shipping publishes its events on `TOPIC`, keyed by
-the order id, which is also the idempotency key: an order has at most one shipment.
+the order id, which is also the idempotency key: an order has at most one shipment. Once the
+order is confirmed (orders' `OrderConfirmed`), the carrier takes the parcel and shipping
+publishes `ShipmentDispatched`, once per order.
 """
 
 from __future__ import annotations
@@ -118,4 +120,26 @@ class ShipmentCancelled:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> ShipmentCancelled:
+        return cls(**payload)
+
+
+@dataclass(frozen=True)
+class ShipmentDispatched:
+    """The carrier took the parcel of a confirmed order: `tracking` is its tracking number.
+    Published once per order; `buyer_id` is the order's buyer (from `OrderConfirmed`), so the
+    buyer can be told without asking orders."""
+
+    type = "shipping.ShipmentDispatched"
+    version = 1
+
+    order_id: str
+    shipment_id: str
+    tracking: str
+    buyer_id: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> ShipmentDispatched:
         return cls(**payload)

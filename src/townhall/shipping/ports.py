@@ -5,7 +5,9 @@
 Creating a shipment carries an idempotency key (the saga's, one per order): a retry with the same
 key books nothing new and answers what the first attempt answered; the same key with another
 address or other items is `Refused("idempotency_error")`. Cancelling is idempotent by the
-shipment id: a second cancel answers `Cancelled` again.
+shipment id: a second cancel answers `Cancelled` again. Dispatching (the carrier takes the parcel
+of a confirmed order) is idempotent by the shipment id too: a second dispatch answers the same
+tracking number.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ from townhall.platform.transaction import Transaction
 from townhall.shipping.domain import (
     Address,
     CancelOutcome,
+    DispatchOutcome,
     ParcelItem,
     Shipment,
     ShipmentOutcome,
 )
-from townhall.shipping.events import ShipmentCancelled, ShipmentCreated, ShipmentFailed
+from townhall.shipping.events import (
+    ShipmentCancelled,
+    ShipmentCreated,
+    ShipmentDispatched,
+    ShipmentFailed,
+)
 
 Reply = ShipmentCreated | ShipmentFailed | ShipmentCancelled
+# What shipping publishes: the replies to the saga's commands, and the dispatch of a parcel.
+Event = Reply | ShipmentDispatched
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,9 @@ class Carrier(Protocol):
 
     async def cancel_shipment(self, shipment_id: str) -> CancelOutcome: ...
 
+    async def dispatch(self, shipment_id: str) -> DispatchOutcome:
+        """Hand the parcel over: `Dispatched(tracking)`; the same again for a repeat."""
+
     async def aclose(self) -> None: ...
 
 
@@ -68,12 +81,16 @@ class ShipmentStore(Protocol):
     async def update(self, conn: Transaction, shipment: Shipment) -> None:
         """Replace the order's shipment with `shipment`."""
 
+    async def mark_dispatched(self, conn: Transaction, order_id: str, tracking: str) -> bool:
+        """Set the tracking of the order's created shipment if it has none yet; False (and
+        nothing written) otherwise: the first of racing writers wins, once."""
+
 
 class ShippingEvents(Protocol):
     """Where shipping's events go: written in the caller's transaction (the outbox), keyed by
     the order id, carrying the command's correlation id and the command as their cause."""
 
-    async def publish(self, conn: Transaction, event: Reply, cause: Received) -> None: ...
+    async def publish(self, conn: Transaction, event: Event, cause: Received) -> None: ...
 
 
 class HandledCommands(Protocol):

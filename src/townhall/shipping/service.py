@@ -1,5 +1,6 @@
-"""`ShippingService`: the shipment step of the order saga and its compensation. It asks the
-carrier, then records the shipment and publishes the answer in one transaction.
+"""`ShippingService`: the shipment step of the order saga and its compensation, and the
+dispatch of a confirmed order's parcel. It asks the carrier, then records the shipment and
+publishes the answer in one transaction.
 
 No transaction is held open while the carrier is asked. The order id is the carrier's
 idempotency key (an order has at most one shipment), so two racing deliveries of one command
@@ -20,6 +21,7 @@ from townhall.shipping.domain import (
     Address,
     Booked,
     Cancelled,
+    Dispatched,
     ParcelItem,
     Refused,
     Shipment,
@@ -31,6 +33,7 @@ from townhall.shipping.events import (
     CreateShipment,
     ShipmentCancelled,
     ShipmentCreated,
+    ShipmentDispatched,
     ShipmentFailed,
 )
 from townhall.shipping.ports import (
@@ -52,6 +55,16 @@ class CarrierUnavailable(Exception):
 class CancelRefused(Exception):
     """The carrier refused a cancel for good: raised so the command ends in the dead letters,
     where a person looks (a compensation is never answered with a failure)."""
+
+
+class DispatchRefused(Exception):
+    """The carrier will not take the parcel of a confirmed order: raised so the message ends
+    in the dead letters, where a person looks."""
+
+
+class NoShipment(Exception):
+    """An order was confirmed and shipping holds no shipment for it (yet): raised so the bus
+    tries again, then keeps it in the dead letters."""
 
 
 class ShippingService:
@@ -127,6 +140,29 @@ class ShippingService:
             lambda s: _cancel_reply(s, command),
             shipment.cancelled(),
         )
+
+    async def dispatch(self, order_id: str, buyer_id: str | None, received: Received) -> None:
+        """Hand a confirmed order's parcel to the carrier and publish `ShipmentDispatched`,
+        once per order, whatever the deliveries: the tracking is written only where none is
+        (`mark_dispatched`), and the event only with that write. A transient answer raises
+        (the bus retries); a refusal raises `DispatchRefused` (a person looks)."""
+        shipment = await self._read(order_id)
+        if shipment is None:
+            raise NoShipment(f"order {order_id} is confirmed but has no shipment here")
+        if not shipment.dispatchable:
+            return  # dispatched already, or nothing to dispatch (failed, cancelled)
+        assert shipment.shipment_id is not None  # created
+        outcome = await self._call(self._carrier.dispatch(shipment.shipment_id))
+        if isinstance(outcome, Transient):
+            raise _retry(outcome)
+        if not isinstance(outcome, Dispatched):
+            raise DispatchRefused(f"{outcome.reason}: {outcome.message}")
+        async with self._transactions.transaction() as conn:
+            if await self._shipments.mark_dispatched(conn, order_id, outcome.tracking):
+                event = ShipmentDispatched(
+                    order_id, shipment.shipment_id, outcome.tracking, buyer_id=buyer_id
+                )
+                await self._events.publish(conn, event, received)
 
     async def _call(self, call: Awaitable[T]) -> T | Transient:
         try:

@@ -167,3 +167,27 @@ async def test_a_message_is_handled_the_first_time_only(adapters):
     async with adapters.transactions.transaction() as conn:
         assert not await adapters.handled.first_time(conn, MESSAGE_ID)
         assert await adapters.handled.first_time(conn, "0190f3c2-0000-7000-8000-000000000002")
+
+
+async def test_a_created_shipment_is_marked_dispatched_once_and_only_a_created_one(adapters):
+    failed = shipment("o-2", status=ShipmentStatus.FAILED, shipment_id=None, reason="nope")
+    async with adapters.transactions.transaction() as conn:
+        await adapters.shipments.add(conn, shipment())
+        await adapters.shipments.add(conn, failed)
+    async with adapters.transactions.transaction() as conn:
+        assert await adapters.shipments.mark_dispatched(conn, "o-1", "SIM1")
+        assert (await adapters.shipments.get(conn, "o-1")).tracking == "SIM1"  # in its transaction
+        assert not await adapters.shipments.mark_dispatched(conn, "o-1", "SIM2")
+    async with adapters.transactions.transaction() as conn:
+        assert not await adapters.shipments.mark_dispatched(conn, "o-1", "SIM3")
+        assert not await adapters.shipments.mark_dispatched(conn, "o-2", "SIM4")
+        assert not await adapters.shipments.mark_dispatched(conn, "o-404", "SIM5")
+    assert await get(adapters, "o-1") == shipment(tracking="SIM1")
+    assert await get(adapters, "o-2") == failed
+    async with adapters.transactions.transaction() as conn:
+        await adapters.shipments.add(conn, shipment("o-3"))
+    with pytest.raises(RuntimeError):
+        async with adapters.transactions.transaction() as conn:
+            assert await adapters.shipments.mark_dispatched(conn, "o-3", "SIM6")
+            raise RuntimeError("the handler failed")
+    assert (await get(adapters, "o-3")).tracking is None

@@ -1,13 +1,16 @@
 """Shipping over the bus, as the saga drives it: a command envelope on `shipping.commands`, the
-event out on `shipping` with the saga's correlation id; on SQLite + the in-process bus and on
-PostgreSQL + RabbitMQ, with the carrier simulator refusing what the settings list."""
+event out on `shipping` with the saga's correlation id; orders' `OrderConfirmed` dispatches the
+parcel once; on SQLite + the in-process bus and on PostgreSQL + RabbitMQ, with the carrier
+simulator refusing what the settings list."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
+from support.databases import outbox_envelopes
 from support.participants import STACKS, participants, send, stack_urls
+from townhall.orders import events as orders
 from townhall.shipping.adapters.tables import shipments
 from townhall.shipping.events import (
     COMMAND_TOPIC,
@@ -17,6 +20,7 @@ from townhall.shipping.events import (
     CreateShipment,
     ShipmentCancelled,
     ShipmentCreated,
+    ShipmentDispatched,
     ShipmentFailed,
     ShippedLine,
 )
@@ -64,3 +68,43 @@ async def test_an_address_the_carrier_refuses_comes_out_as_shipment_failed(stack
         assert ShipmentFailed.from_payload(reply.payload) == ShipmentFailed(
             "o-2", "undeliverable_address"
         )
+
+
+async def test_a_confirmed_orders_parcel_is_dispatched_once_even_when_the_event_comes_again(
+    stack, tmp_path
+):
+    async with participants(stack, tmp_path, TOPIC) as (runtime, replies):
+        await send(runtime, COMMAND_TOPIC, create_of("o-3"))
+        [created] = await replies.at_least(1)
+        shipment_id = ShipmentCreated.from_payload(created.payload).shipment_id
+        confirmed = await send(
+            runtime, orders.TOPIC, orders.OrderConfirmed("o-3", "buyer-3", 3000, "EUR")
+        )
+        _, dispatched = await replies.at_least(2)
+        event = ShipmentDispatched.from_payload(dispatched.payload)
+        assert (event.order_id, event.shipment_id) == ("o-3", shipment_id)
+        assert event.buyer_id == "buyer-3"
+        assert event.tracking.startswith("SIM")
+        assert dispatched.headers["correlation_id"] == "saga-o-3"
+        assert dispatched.headers["causation_id"] == str(confirmed.id)
+
+        # The group's own handler, given the event again (a redelivery) and a copy of it in
+        # another envelope: both return once handled, and neither publishes a second event.
+        [spec] = [c for c in runtime.consumers if c.group == "shipping.orders"]
+        handler = spec.handler_factory()
+        await handler(confirmed)
+        await handler(orders_copy(confirmed))
+        database = runtime.platform.database
+        published = [e for _, e in await outbox_envelopes(database) if e.key == "o-3"]
+        assert [e.type for e in published] == [ShipmentCreated.type, ShipmentDispatched.type]
+        async with database.connect() as conn:
+            query = sa.select(shipments).where(shipments.c.order_id == "o-3")
+            row = (await conn.execute(query)).one()
+        assert (row.status, row.tracking) == ("created", event.tracking)
+        assert row.dispatched_at is not None
+
+
+def orders_copy(envelope):
+    return type(envelope)(
+        type=envelope.type, key=envelope.key, payload=envelope.payload, headers=envelope.headers
+    )

@@ -29,6 +29,7 @@ MESSAGES = [
     shipping.ShipmentCreated("o-1", "ship-1"),
     shipping.ShipmentFailed("o-1", "undeliverable"),
     shipping.ShipmentCancelled("o-1", "ship-1"),
+    shipping.ShipmentDispatched("o-1", "ship-1", "SIM123", "buyer-1"),
     orders.OrderPlaced(
         "o-1",
         "buyer-1",

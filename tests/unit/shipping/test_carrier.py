@@ -1,5 +1,6 @@
 """The simulated carrier: it books shipments, refuses the countries and postcodes it is told to,
-answers a retry with the same key with the first answer, and cancels idempotently."""
+answers a retry with the same key with the first answer, cancels idempotently, and dispatches a
+booked shipment with one tracking number."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from townhall.shipping.adapters.simulator import SimulatedCarrier
 from townhall.shipping.domain import (
     IDEMPOTENCY_ERROR,
     INVALID_REQUEST,
+    SHIPMENT_CANCELLED,
     UNDELIVERABLE_ADDRESS,
     UNKNOWN_SHIPMENT,
     Address,
     Booked,
     Cancelled,
+    Dispatched,
     ParcelItem,
     Refused,
 )
@@ -139,3 +142,22 @@ async def test_cancelling_an_unknown_shipment_is_refused():
 
     assert isinstance(outcome, Refused)
     assert outcome.reason == UNKNOWN_SHIPMENT
+
+
+async def test_a_dispatch_answers_one_tracking_number_and_only_for_a_live_shipment():
+    carrier = SimulatedCarrier()
+    booked = await ship(carrier)
+    first = await carrier.dispatch(booked.shipment_id)
+    again = await carrier.dispatch(booked.shipment_id)
+    assert isinstance(first, Dispatched) and first == again
+    assert first.tracking == carrier.shipments[booked.shipment_id].tracking
+    refused_cancel = await carrier.cancel_shipment(booked.shipment_id)
+    assert isinstance(refused_cancel, Refused) and refused_cancel.reason == INVALID_REQUEST
+
+    void = await ship(carrier, key="order-2", order_id="order-2")
+    await carrier.cancel_shipment(void.shipment_id)
+    assert await carrier.dispatch(void.shipment_id) == Refused(
+        SHIPMENT_CANCELLED, f"shipment {void.shipment_id!r} was cancelled"
+    )
+    unknown = await carrier.dispatch("shp_unknown")
+    assert isinstance(unknown, Refused) and unknown.reason == UNKNOWN_SHIPMENT

@@ -1,5 +1,6 @@
 """The shipping service on in-memory ports and the carrier simulator: one parcel per order
-whatever the deliveries, a refusal is a failure event, a cancel is idempotent."""
+whatever the deliveries, a refusal is a failure event, a cancel is idempotent, a confirmed
+order's parcel is dispatched once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from townhall.shipping.adapters.simulator import SimulatedCarrier
 from townhall.shipping.domain import (
     CARRIER_UNAVAILABLE,
     CancelOutcome,
+    DispatchOutcome,
     Refused,
     ShipmentOutcome,
     ShipmentStatus,
@@ -30,11 +32,18 @@ from townhall.shipping.events import (
     CreateShipment,
     ShipmentCancelled,
     ShipmentCreated,
+    ShipmentDispatched,
     ShipmentFailed,
     ShippedLine,
 )
 from townhall.shipping.ports import Received
-from townhall.shipping.service import CancelRefused, CarrierUnavailable, ShippingService
+from townhall.shipping.service import (
+    CancelRefused,
+    CarrierUnavailable,
+    DispatchRefused,
+    NoShipment,
+    ShippingService,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -45,12 +54,19 @@ NOWHERE = Address("Nemo", "1 Deep Street", "Atlantis", "00000", "XX")
 class Scripted:
     """A carrier that answers the scripted outcomes first, then passes calls to the simulator."""
 
-    def __init__(self, *creates: ShipmentOutcome, cancels: tuple[CancelOutcome, ...] = ()) -> None:
+    def __init__(
+        self,
+        *creates: ShipmentOutcome,
+        cancels: tuple[CancelOutcome, ...] = (),
+        dispatches: tuple[DispatchOutcome, ...] = (),
+    ) -> None:
         self.name = "scripted"
         self.simulator = SimulatedCarrier(refuse_countries=["XX"])
         self.creates = list(creates)
         self.cancels = list(cancels)
+        self.dispatches = list(dispatches)
         self.create_calls = 0
+        self.dispatch_calls = 0
 
     async def create_shipment(self, **request) -> ShipmentOutcome:
         self.create_calls += 1
@@ -62,6 +78,13 @@ class Scripted:
         if self.cancels:
             return self.cancels.pop(0)
         return await self.simulator.cancel_shipment(shipment_id)
+
+    async def dispatch(self, shipment_id: str) -> DispatchOutcome:
+        self.dispatch_calls += 1
+        await asyncio.sleep(0)  # a real carrier call yields: racing deliveries interleave here
+        if self.dispatches:
+            return self.dispatches.pop(0)
+        return await self.simulator.dispatch(shipment_id)
 
     async def aclose(self) -> None:
         return None
@@ -182,4 +205,63 @@ async def test_a_transient_cancel_raises_for_the_bus_to_retry():
     await shipping.service.create(create_of(), message())
     with pytest.raises(CarrierUnavailable):
         await shipping.service.cancel(CancelShipment("o-1", "any"), message(final=True))
+    assert shipping.store.rows["o-1"].status is ShipmentStatus.CREATED
+
+
+# --- dispatch: the parcel of a confirmed order ---------------------------------------------
+
+
+async def test_a_confirmed_orders_parcel_is_dispatched_once_whatever_the_deliveries():
+    shipping = Shipping()
+    await shipping.service.create(create_of(), message())
+    [created] = shipping.events.events
+    confirmed = message()
+    await asyncio.gather(
+        *(shipping.service.dispatch("o-1", "buyer-1", confirmed) for _ in range(3)),
+        shipping.service.dispatch("o-1", "buyer-1", message()),  # a copy in another envelope
+    )
+    await shipping.service.dispatch("o-1", "buyer-1", confirmed)  # redelivered after all that
+
+    dispatched = [e for e in shipping.events.events if isinstance(e, ShipmentDispatched)]
+    tracking = shipping.carrier.simulator.shipments[created.shipment_id].tracking
+    assert tracking and tracking.startswith("SIM")
+    assert dispatched == [ShipmentDispatched("o-1", created.shipment_id, tracking, "buyer-1")]
+    assert shipping.store.rows["o-1"].tracking == tracking
+    assert shipping.store.rows["o-1"].status is ShipmentStatus.CREATED
+    assert shipping.carrier.dispatch_calls == 4  # the redelivery found it done, without a call
+    [(_, cause)] = [(e, c) for e, c in shipping.events.published if e in dispatched]
+    assert cause.correlation_id == "saga-1"
+
+
+async def test_a_dispatch_the_carrier_refuses_goes_to_a_person_and_a_transient_one_is_retried():
+    shipping = Shipping(
+        Scripted(dispatches=(Transient("carrier busy"), Refused("shipment_cancelled", "void")))
+    )
+    await shipping.service.create(create_of(), message())
+    with pytest.raises(CarrierUnavailable):
+        await shipping.service.dispatch("o-1", "buyer-1", message())
+    with pytest.raises(DispatchRefused, match="shipment_cancelled"):
+        await shipping.service.dispatch("o-1", "buyer-1", message())
+    assert shipping.store.rows["o-1"].tracking is None
+    assert [type(e) for e in shipping.events.events] == [ShipmentCreated]
+    await shipping.service.dispatch("o-1", "buyer-1", message())  # the next try goes through
+    assert isinstance(shipping.events.events[-1], ShipmentDispatched)
+
+
+async def test_no_parcel_is_dispatched_for_an_order_without_a_created_shipment():
+    shipping = Shipping()
+    with pytest.raises(NoShipment):  # the bus retries, then keeps it for a person
+        await shipping.service.dispatch("o-9", "buyer-1", message())
+    await shipping.service.create(create_of(NOWHERE, "o-2"), message())
+    await shipping.service.dispatch("o-2", "buyer-1", message())  # failed: nothing to send
+    assert shipping.carrier.dispatch_calls == 0
+    assert [type(e) for e in shipping.events.events] == [ShipmentFailed]
+
+
+async def test_a_dispatched_parcel_can_no_longer_be_cancelled():
+    shipping = Shipping()
+    await shipping.service.create(create_of(), message())
+    await shipping.service.dispatch("o-1", None, message())
+    with pytest.raises(CancelRefused, match="invalid_request"):
+        await shipping.service.cancel(CancelShipment("o-1", "any"), message())
     assert shipping.store.rows["o-1"].status is ShipmentStatus.CREATED

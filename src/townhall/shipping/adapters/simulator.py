@@ -1,6 +1,6 @@
 """`SimulatedCarrier`: the embedded default, a carrier simulated in memory. It books every
 shipment, except to the countries and postcodes it is told to refuse, so a failure after the
-payment (and its refund) is testable.
+payment (and its refund) is testable; it dispatches a booked shipment with a tracking number.
 
 Its shipments and idempotency keys live in this process's memory: a restart forgets them and
 two processes do not share them, which only a simulator may do.
@@ -15,12 +15,15 @@ from townhall.platform.ids import new_id
 from townhall.shipping.domain import (
     IDEMPOTENCY_ERROR,
     INVALID_REQUEST,
+    SHIPMENT_CANCELLED,
     UNDELIVERABLE_ADDRESS,
     UNKNOWN_SHIPMENT,
     Address,
     Booked,
     Cancelled,
     CancelOutcome,
+    Dispatched,
+    DispatchOutcome,
     ParcelItem,
     Refused,
     ShipmentOutcome,
@@ -34,6 +37,7 @@ class SimulatedShipment:
     address: Address
     items: tuple[ParcelItem, ...]
     cancelled: bool = False
+    tracking: str | None = None  # set once dispatched
 
 
 class SimulatedCarrier:
@@ -91,8 +95,20 @@ class SimulatedCarrier:
         shipment = self.shipments.get(shipment_id)
         if shipment is None:
             return Refused(UNKNOWN_SHIPMENT, f"no shipment {shipment_id!r}")
+        if shipment.tracking is not None:
+            return Refused(INVALID_REQUEST, f"shipment {shipment_id!r} was dispatched already")
         shipment.cancelled = True
         return Cancelled(shipment_id)
+
+    async def dispatch(self, shipment_id: str) -> DispatchOutcome:
+        shipment = self.shipments.get(shipment_id)
+        if shipment is None:
+            return Refused(UNKNOWN_SHIPMENT, f"no shipment {shipment_id!r}")
+        if shipment.cancelled:
+            return Refused(SHIPMENT_CANCELLED, f"shipment {shipment_id!r} was cancelled")
+        if shipment.tracking is None:
+            shipment.tracking = f"SIM{new_id().hex[-12:].upper()}"
+        return Dispatched(shipment_id, shipment.tracking)
 
     async def aclose(self) -> None:
         return None

@@ -17,7 +17,7 @@ from townhall.platform.transaction import Transaction
 from townhall.shipping.adapters.tables import shipments
 from townhall.shipping.domain import Shipment, ShipmentStatus
 from townhall.shipping.events import TOPIC
-from townhall.shipping.ports import Received, Reply
+from townhall.shipping.ports import Event, Received
 
 BY_ORDER = shipments.select().where(shipments.c.order_id == sa.bindparam("order_id"))
 
@@ -28,6 +28,7 @@ def _shipment(row: Any) -> Shipment:
         status=ShipmentStatus(row.status),
         shipment_id=row.shipment_id,
         reason=row.reason,
+        tracking=row.tracking,
     )
 
 
@@ -36,6 +37,7 @@ def _values(shipment: Shipment) -> dict[str, Any]:
         "status": shipment.status.value,
         "shipment_id": shipment.shipment_id,
         "reason": shipment.reason,
+        "tracking": shipment.tracking,
         "updated_at": datetime.now(UTC),
     }
 
@@ -65,9 +67,22 @@ class SqlShipments:
             .values(**_values(shipment))
         )
 
+    async def mark_dispatched(self, conn: Transaction, order_id: str, tracking: str) -> bool:
+        now = datetime.now(UTC)
+        result = await connection(conn).execute(
+            shipments.update()
+            .where(
+                shipments.c.order_id == order_id,
+                shipments.c.status == ShipmentStatus.CREATED.value,
+                shipments.c.tracking.is_(None),
+            )
+            .values(tracking=tracking, dispatched_at=now, updated_at=now)
+        )
+        return bool(result.rowcount)
+
 
 class OutboxShippingEvents:
-    async def publish(self, conn: Transaction, event: Reply, cause: Received) -> None:
+    async def publish(self, conn: Transaction, event: Event, cause: Received) -> None:
         envelope = Envelope(
             type=event.type,
             key=event.order_id,

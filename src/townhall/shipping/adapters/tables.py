@@ -12,6 +12,8 @@ shipments = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("shipment_id", sa.String(255)),
     sa.Column("reason", sa.String(100)),
+    sa.Column("tracking", sa.String(255)),  # shipping_0002_dispatch
+    sa.Column("dispatched_at", Time),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
