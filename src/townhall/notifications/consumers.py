@@ -1,6 +1,6 @@
 """Notifications' bus entry points: the consumer group of each channel (its `DeliveryWorker`),
 and the handlers of the events that ask for notifications (identity's `UserRegistered`, our
-own `NotificationRequested`)."""
+own `NotificationRequested`, orders' and shipping's events that concern a buyer)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ from townhall.identity.events import UserRegistered
 from townhall.notifications.domain import Channel
 from townhall.notifications.events import TOPIC, NotificationRequested
 from townhall.notifications.messages import topic_for
-from townhall.notifications.service import Accepted, DeliveryWorker
+from townhall.notifications.order_notices import TOPICS as ORDER_TOPICS
+from townhall.notifications.order_notices import notice_for
+from townhall.notifications.service import Accepted, DeliveryWorker, IdempotencyKeyReused
 from townhall.platform.messaging import ConsumerSpec, Envelope, Handler
+from townhall.platform.observability import get_logger
+from townhall.shipping.events import ShipmentDispatched
 
 WELCOME_GROUP = "notifications.welcome"
 REQUESTS_GROUP = "notifications.requests"
+ORDERS_GROUP = "notifications.orders"
+
+log = get_logger("townhall.notifications")
 
 
 class Notifier(Protocol):
@@ -84,3 +91,23 @@ def event_consumers(notifier: Notifier) -> list[ConsumerSpec]:
         ConsumerSpec(IDENTITY_TOPIC, WELCOME_GROUP, lambda: on_user_registered),
         ConsumerSpec(TOPIC, REQUESTS_GROUP, lambda: on_requested),
     ]
+
+
+def order_consumers(notifier: Notifier) -> list[ConsumerSpec]:
+    """The buyer's notices: one group, `notifications.orders`, on orders' topic (confirmed,
+    failed, cancelled) and on shipping's (dispatched). Each fact of an order notifies once:
+    its idempotency key is the order and the fact (`order_notices`)."""
+
+    async def on_order_event(envelope: Envelope) -> None:
+        request = notice_for(envelope.type, envelope.payload)
+        if request is None:
+            if envelope.type == ShipmentDispatched.type:
+                log.warning("order notice without a buyer", type=envelope.type, key=envelope.key)
+            return
+        try:
+            await notifier.notify(request, requested_by=f"event:{envelope.type}")
+        except IdempotencyKeyReused:
+            # The buyer was told of this fact already, from another version of the event.
+            log.warning("order notice given already", type=envelope.type, key=envelope.key)
+
+    return [ConsumerSpec(topic, ORDERS_GROUP, lambda: on_order_event) for topic in ORDER_TOPICS]
