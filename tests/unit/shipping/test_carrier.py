@@ -161,3 +161,5 @@ async def test_a_dispatch_answers_one_tracking_number_and_only_for_a_live_shipme
     )
     unknown = await carrier.dispatch("shp_unknown")
     assert isinstance(unknown, Refused) and unknown.reason == UNKNOWN_SHIPMENT
+    # Another process's simulator (or this one after a restart) answers the same tracking.
+    assert await SimulatedCarrier().dispatch(booked.shipment_id) == first

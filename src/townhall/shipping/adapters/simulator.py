@@ -29,6 +29,8 @@ from townhall.shipping.domain import (
     ShipmentOutcome,
 )
 
+_PREFIX = "shp_sim_"  # of the simulator's shipment ids
+
 
 @dataclass
 class SimulatedShipment:
@@ -87,7 +89,7 @@ class SimulatedCarrier:
             return Refused(UNDELIVERABLE_ADDRESS, f"no deliveries to country {address.country}")
         if _postcode(address.postal_code) in self._refused_postcodes:
             return Refused(UNDELIVERABLE_ADDRESS, f"no deliveries to {address.postal_code}")
-        shipment = SimulatedShipment(f"shp_sim_{new_id().hex}", order_id, address, items)
+        shipment = SimulatedShipment(f"{_PREFIX}{new_id().hex}", order_id, address, items)
         self.shipments[shipment.shipment_id] = shipment
         return Booked(shipment.shipment_id)
 
@@ -101,14 +103,19 @@ class SimulatedCarrier:
         return Cancelled(shipment_id)
 
     async def dispatch(self, shipment_id: str) -> DispatchOutcome:
+        """The tracking number is made from the shipment id, so every simulator answers the
+        same one. A shipment id of the simulator's own form that this one does not hold was
+        booked by another process's simulator, or before a restart: it is dispatched too, as
+        a real carrier, which keeps its shipments, would."""
         shipment = self.shipments.get(shipment_id)
-        if shipment is None:
+        if shipment is None and not shipment_id.startswith(_PREFIX):
             return Refused(UNKNOWN_SHIPMENT, f"no shipment {shipment_id!r}")
-        if shipment.cancelled:
+        if shipment is not None and shipment.cancelled:
             return Refused(SHIPMENT_CANCELLED, f"shipment {shipment_id!r} was cancelled")
-        if shipment.tracking is None:
-            shipment.tracking = f"SIM{new_id().hex[-12:].upper()}"
-        return Dispatched(shipment_id, shipment.tracking)
+        tracking = f"SIM{shipment_id.removeprefix(_PREFIX)[-12:].upper()}"
+        if shipment is not None:
+            shipment.tracking = tracking
+        return Dispatched(shipment_id, tracking)
 
     async def aclose(self) -> None:
         return None
