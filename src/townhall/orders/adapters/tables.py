@@ -96,13 +96,13 @@ sales = sa.Table(
 )
 
 # The sales projection's own memory of each order's basket (from `OrderPlaced`), needed when
-# `OrderConfirmed` comes; `counted` once its sales are added, so a confirmation counts once.
-# Dropped when the order fails or is cancelled.
+# `OrderConfirmed` comes. `state`: `open`, then `counted` once its sales are added (a
+# confirmation counts once) or `void` when the order fails or is cancelled (lines emptied).
 sales_baskets = sa.Table(
     "orders_sales_baskets",
     metadata,
     sa.Column("order_id", sa.String(36), primary_key=True),
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("counted", sa.Boolean, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
 )

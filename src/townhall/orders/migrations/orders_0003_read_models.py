@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("order_id", sa.String(36), primary_key=True),
         sa.Column("lines", sa.JSON, nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("counted", sa.Boolean, nullable=False),
+        sa.Column("state", sa.String(8), nullable=False),
     )
 
 

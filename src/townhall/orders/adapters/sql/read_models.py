@@ -6,7 +6,8 @@ A projection's handler gets a batch of events and the subscription's transaction
 moves its checkpoint: it reads the rows the batch touches in one query, applies the batch in
 memory and writes each table once (an executemany, or one upsert). Applying is idempotent: a
 summary keeps the position of the last event applied and skips any event at or below it; a
-basket is counted into the sales once (`counted`). `reset` empties the tables, for a rebuild.
+basket is counted into the sales once (its state moves from `open` to `counted` or `void`, and
+never back). `reset` empties the tables, for a rebuild.
 """
 
 from __future__ import annotations
@@ -65,12 +66,20 @@ def _order_events(events: Sequence[RecordedEvent]) -> list[tuple[str, RecordedEv
     ]
 
 
+def _lines(placed: OrderPlaced) -> list[dict[str, Any]]:
+    return [
+        {"sku": x.sku, "quantity": x.quantity, "unit_price_cents": x.unit_price_cents}
+        for x in placed.lines
+    ]
+
+
 def _upsert(conn: AsyncConnection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 # --- orders.summaries -------------------------------------------------------------------------
 
+_OPEN, _COUNTED, _VOID = "open", "counted", "void"  # a sales basket's states
 _CHANGING = ("status", "reason", "decline_code", "updated_at", "version", "position")
 
 
@@ -106,14 +115,7 @@ class SqlOrderSummaries:
                     "status": "PENDING",
                     "reason": None,
                     "decline_code": None,
-                    "items": [
-                        {
-                            "sku": x.sku,
-                            "quantity": x.quantity,
-                            "unit_price_cents": x.unit_price_cents,
-                        }
-                        for x in event.lines
-                    ],
+                    "items": _lines(event),
                     "total_cents": event.total_cents,
                     "currency": event.currency,
                     "created_at": _utc(event.at),
@@ -208,29 +210,21 @@ class SqlSales:
             for row in await sql.execute(sa.select(sales_baskets).where(b.order_id.in_(ids)))
         }
         baskets = {order_id: dict(row) for order_id, row in known.items()}
-        dropped: set[str] = set()
         # (day, sku, currency) -> [quantity, revenue, orders]
         added: dict[tuple[date, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         for order_id, recorded in ours:
             event = event_from_data(recorded.type, recorded.data)
             basket = baskets.get(order_id)
             if isinstance(event, OrderPlaced):
-                if basket is None and order_id not in dropped:
+                if basket is None:
                     baskets[order_id] = {
                         "order_id": order_id,
-                        "lines": [
-                            {
-                                "sku": x.sku,
-                                "quantity": x.quantity,
-                                "unit_price_cents": x.unit_price_cents,
-                            }
-                            for x in event.lines
-                        ],
+                        "lines": _lines(event),
                         "currency": event.currency,
-                        "counted": False,
+                        "state": _OPEN,
                     }
-            elif basket is None or basket["counted"]:
-                continue  # counted already, or an order this projection does not hold
+            elif basket is None or basket["state"] != _OPEN:
+                continue  # counted or void already, or an order this projection never saw
             elif isinstance(event, OrderConfirmed):
                 day = event.at.astimezone(UTC).date()
                 for line in basket["lines"]:
@@ -238,28 +232,24 @@ class SqlSales:
                     total[0] += line["quantity"]
                     total[1] += line["quantity"] * line["unit_price_cents"]
                     total[2] += 1
-                basket["counted"] = True
+                basket["state"] = _COUNTED
             else:  # failed or cancelled: it never sells
-                del baskets[order_id]
-                dropped.add(order_id)
+                basket.update(state=_VOID, lines=[])
         inserted = [row for order_id, row in baskets.items() if order_id not in known]
-        counted = [
-            {"key": order_id}
+        closed = [
+            {"key": order_id, "new_state": row["state"], "new_lines": row["lines"]}
             for order_id, row in baskets.items()
-            if order_id in known and row["counted"] and not known[order_id]["counted"]
+            if order_id in known and row["state"] != known[order_id]["state"]
         ]
-        gone = sorted(dropped & known.keys())
         if inserted:
             await sql.execute(sales_baskets.insert(), inserted)
-        if counted:
-            await sql.execute(
+        if closed:
+            close = (
                 sales_baskets.update()
                 .where(b.order_id == sa.bindparam("key"))
-                .values(counted=True),
-                counted,
+                .values(state=sa.bindparam("new_state"), lines=sa.bindparam("new_lines"))
             )
-        if gone:
-            await sql.execute(sales_baskets.delete().where(b.order_id.in_(gone)))
+            await sql.execute(close, closed)
         if added:
             insert = _upsert(sql)(sales)
             await sql.execute(
