@@ -12,11 +12,20 @@ from pathlib import Path
 from townhall.orders.adapters.eventstore import EventStoreOrders
 from townhall.orders.adapters.outbox import OutboxSagaMessages
 from townhall.orders.adapters.prices import InventoryPrices
-from townhall.orders.adapters.sql import SqlIdempotencyKeys, SqlSagaStore, SqlTimeline
+from townhall.orders.adapters.sql import (
+    SqlIdempotencyKeys,
+    SqlOrderSummaries,
+    SqlSagaOverviews,
+    SqlSagaStore,
+    SqlSales,
+    SqlTimeline,
+)
 from townhall.orders.consumers import SagaTimers, saga_consumers
 from townhall.orders.http import routers
+from townhall.orders.queries import OrderViews
 from townhall.orders.saga import Timeouts
 from townhall.orders.service import Orchestrator, OrderDesk
+from townhall.platform.eventstore import Projection
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 
 __all__ = ["module"]
@@ -40,8 +49,15 @@ def _install(platform: Platform) -> Installed:
     prices = InventoryPrices(platform.facade(InventoryFacade))
     desk = OrderDesk(database, orchestrator, prices, SqlIdempotencyKeys(), clock)
     timers = SagaTimers(orchestrator)
+    # The read models: projections of the orders' events, run by the platform with the process.
+    summaries, sales = SqlOrderSummaries(), SqlSales()
+    for read_model in (summaries, sales):
+        platform.projections.register(
+            Projection(read_model.name, read_model.project, read_model.reset)
+        )
+    views = OrderViews(database, summaries, sales, SqlSagaOverviews(), SqlTimeline(), clock)
     return Installed(
-        routers=routers(desk, orchestrator),
+        routers=routers(desk, orchestrator, views),
         consumers=saga_consumers(orchestrator),
         on_start=[timers.start],
         on_stop=[timers.stop],

@@ -11,7 +11,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Protocol
 
 from townhall.orders.domain import Order, OrderEvent, OrderLine
@@ -181,3 +182,92 @@ class Prices(Protocol):
     `errors.Invalid` naming `items.N.sku` for an unknown sku."""
 
     async def price(self, lines: Sequence[tuple[str, int]]) -> PricedBasket: ...
+
+
+# --- the read side (CQRS): read models and lists, never read by the write side --------------
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    """One order as the `orders.summaries` read model keeps it."""
+
+    order_id: str
+    buyer_id: str
+    status: str
+    reason: str | None
+    decline_code: str | None
+    items: tuple[OrderLine, ...]
+    total_cents: int
+    currency: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class SummaryKey:
+    """Where a buyer's list of orders (newest first) stands: the last order of a page."""
+
+    created_at: datetime
+    order_id: str
+
+
+@dataclass(frozen=True)
+class DailySales:
+    """What the confirmed orders of one day sold of one product (`orders.sales`)."""
+
+    day: date
+    sku: str
+    currency: str
+    quantity: int
+    revenue_cents: int
+    orders: int
+
+
+class SagaFilter(StrEnum):
+    RUNNING = "running"  # not ended
+    FAILED = "failed"  # ended FAILED
+    STUCK = "stuck"  # running, and its deadline long passed or its command sent many times
+
+
+@dataclass(frozen=True)
+class SagaOverview:
+    """A saga as an administrator sees it in a list."""
+
+    order_id: str
+    phase: str
+    status: str | None
+    deadline: datetime | None
+    attempt: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderSummaries(Protocol):
+    async def of_buyer(
+        self, conn: Transaction, buyer_id: str, after: SummaryKey | None, limit: int
+    ) -> list[OrderSummary]:
+        """The buyer's orders, newest first (by creation time, then id), after `after`."""
+        ...
+
+
+class SalesReport(Protocol):
+    async def between(self, conn: Transaction, first: date, last: date) -> list[DailySales]:
+        """Sales of the days `first` to `last` (both included), by day, sku and currency."""
+        ...
+
+
+class SagaOverviews(Protocol):
+    async def sagas(
+        self,
+        conn: Transaction,
+        which: SagaFilter,
+        *,
+        overdue_before: datetime,
+        stuck_attempts: int,
+        after: str | None,
+        limit: int,
+    ) -> list[SagaOverview]:
+        """Sagas by order id, newest first, after the order id `after`. Stuck: running, and
+        its deadline is before `overdue_before` or its attempt is at least `stuck_attempts`."""
+        ...

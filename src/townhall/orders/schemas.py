@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
-from datetime import datetime
+import re
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from fastapi import Query
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from townhall.orders.domain import Address, Order
+from townhall.orders.ports import (
+    DailySales,
+    OrderSummary,
+    SagaOverview,
+    StoredOrderEvent,
+    SummaryKey,
+    TimelineEntry,
+)
 
 
 class ItemIn(BaseModel):
@@ -64,6 +78,8 @@ class LineOut(BaseModel):
 
 
 class OrderOut(BaseModel):
+    """An order as its events left it (`GET /orders/{id}`), or as the read model holds it."""
+
     id: str
     status: str
     reason: str | None = None
@@ -91,4 +107,213 @@ def order_out(order: Order) -> OrderOut:
         created_at=order.created_at,
         updated_at=order.updated_at,
         version=order.version,
+    )
+
+
+# --- the read side ----------------------------------------------------------------------------
+
+_NOT_A_CURSOR = "not a cursor: pass back the next_cursor of a page"
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(value: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError(_NOT_A_CURSOR) from None
+
+
+def encode_summary_cursor(key: SummaryKey) -> str:
+    return _b64(f"{key.created_at.isoformat()}|{key.order_id}")
+
+
+def summary_key(value: str) -> SummaryKey:
+    """The position a `next_cursor` of a buyer's orders names: its last order's time and id."""
+    at, _, order_id = _unb64(value).partition("|")
+    try:
+        key = SummaryKey(datetime.fromisoformat(at), str(uuid.UUID(order_id)))
+    except ValueError:
+        raise ValueError(_NOT_A_CURSOR) from None
+    if key.created_at.tzinfo is None or encode_summary_cursor(key) != value:
+        raise ValueError(_NOT_A_CURSOR)
+    return key
+
+
+def _summary_cursor(value: str | None) -> str | None:
+    if value is not None:
+        summary_key(value)
+    return value
+
+
+def encode_saga_cursor(order_id: str) -> str:
+    return _b64(order_id)
+
+
+def saga_key(value: str) -> str:
+    """The order id a `next_cursor` of sagas names: its last saga's."""
+    try:
+        order_id = str(uuid.UUID(_unb64(value)))
+    except ValueError:
+        raise ValueError(_NOT_A_CURSOR) from None
+    if encode_saga_cursor(order_id) != value:
+        raise ValueError(_NOT_A_CURSOR)
+    return order_id
+
+
+def _saga_cursor(value: str | None) -> str | None:
+    if value is not None:
+        saga_key(value)
+    return value
+
+
+def _day(value: object) -> object:
+    """A day is exactly YYYY-MM-DD (not a timestamp, not a week date)."""
+    if not isinstance(value, str) or not _DAY.fullmatch(value):
+        raise ValueError("a day is YYYY-MM-DD")
+    return date.fromisoformat(value)  # a ValueError for a day that does not exist
+
+
+_CURSOR_QUERY = Query(max_length=200, description="the next_cursor of the previous page")
+SummaryCursor = Annotated[str | None, _CURSOR_QUERY, AfterValidator(_summary_cursor)]
+SagaCursor = Annotated[str | None, _CURSOR_QUERY, AfterValidator(_saga_cursor)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+FromDay = Annotated[
+    date, Query(alias="from", description="first day, YYYY-MM-DD (UTC)"), BeforeValidator(_day)
+]
+ToDay = Annotated[
+    date, Query(alias="to", description="last day, YYYY-MM-DD (UTC)"), BeforeValidator(_day)
+]
+
+
+class SummaryPageOut(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+def summary_out(summary: OrderSummary) -> OrderOut:
+    return OrderOut(
+        id=summary.order_id,
+        status=summary.status,
+        reason=summary.reason,
+        decline_code=summary.decline_code,
+        items=[
+            LineOut(sku=x.sku, quantity=x.quantity, unit_price_cents=x.unit_price_cents)
+            for x in summary.items
+        ],
+        total_cents=summary.total_cents,
+        currency=summary.currency,
+        created_at=summary.created_at,
+        updated_at=summary.updated_at,
+        version=summary.version,
+    )
+
+
+class EventOut(BaseModel):
+    type: str
+    version: int
+    time: datetime = Field(description="when it happened (the event's own time)")
+    recorded_at: datetime
+    correlation_id: str | None
+    causation_id: str | None
+    data: dict[str, Any]
+
+
+class EventsOut(BaseModel):
+    items: list[EventOut]
+
+
+def event_out(stored: StoredOrderEvent) -> EventOut:
+    return EventOut(
+        type=stored.event.type,
+        version=stored.version,
+        time=stored.event.at,
+        recorded_at=stored.recorded_at,
+        correlation_id=stored.correlation_id,
+        causation_id=stored.causation_id,
+        data=stored.event.to_data(),
+    )
+
+
+class TimelineEntryOut(BaseModel):
+    time: datetime
+    module: str
+    message_type: str
+    message_id: str
+    correlation_id: str | None
+    causation_id: str | None
+    outcome: str
+    detail: str | None
+
+
+class TimelineOut(BaseModel):
+    items: list[TimelineEntryOut]
+
+
+def timeline_entry_out(entry: TimelineEntry) -> TimelineEntryOut:
+    return TimelineEntryOut(
+        time=entry.at,
+        module=entry.module,
+        message_type=entry.message_type,
+        message_id=entry.message_id,
+        correlation_id=entry.correlation_id,
+        causation_id=entry.causation_id,
+        outcome=entry.outcome,
+        detail=entry.detail,
+    )
+
+
+class DailySalesOut(BaseModel):
+    day: date
+    sku: str
+    currency: str
+    quantity: int
+    revenue_cents: int
+    orders: int
+
+
+class SalesOut(BaseModel):
+    from_: date = Field(serialization_alias="from")
+    to: date
+    items: list[DailySalesOut]
+
+
+def daily_sales_out(row: DailySales) -> DailySalesOut:
+    return DailySalesOut(
+        day=row.day,
+        sku=row.sku,
+        currency=row.currency,
+        quantity=row.quantity,
+        revenue_cents=row.revenue_cents,
+        orders=row.orders,
+    )
+
+
+class SagaOut(BaseModel):
+    order_id: str
+    phase: str
+    status: str | None = Field(description="the order's end once decided; null while running")
+    deadline: datetime | None
+    attempt: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SagaPageOut(BaseModel):
+    items: list[SagaOut]
+    next_cursor: str | None
+
+
+def saga_out(saga: SagaOverview) -> SagaOut:
+    return SagaOut(
+        order_id=saga.order_id,
+        phase=saga.phase,
+        status=saga.status,
+        deadline=saga.deadline,
+        attempt=saga.attempt,
+        created_at=saga.created_at,
+        updated_at=saga.updated_at,
     )

@@ -494,6 +494,14 @@ class OrderDesk:
                 raise
             return raced
 
+    async def cancel(self, order: Order) -> Order:
+        """The buyer's cancel of `order`, by the saga that runs it: accepted (the saga winds
+        the order down to CANCELLED once the step in flight answers) or a repeat; refused with
+        the reason otherwise (`CancelRefused`, `CannotCancel`). The order after the request."""
+        # One entry point for every saga mode: the order's own mode decides who winds it down.
+        await self._orchestrator.cancel(order.id)
+        return await self._orchestrator.order(order.id)
+
     async def _known(self, buyer_id: str, key: str, fingerprint: str) -> Order | None:
         async with self._tx.connect() as conn:
             known = await self._keys.find(conn, buyer_id, key)

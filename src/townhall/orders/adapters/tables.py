@@ -58,3 +58,51 @@ idempotency_keys = sa.Table(
     sa.Column("order_id", sa.String(36), nullable=False),
     sa.Column("created_at", Time, nullable=False),
 )
+
+# --- read models (CQRS), fed by the projections of `adapters/sql/read_models.py` -----------
+# Rebuildable from the event store at any time: nothing on the write side reads them.
+
+# `orders.summaries`: one row per order, as its events left it; `position` is the global
+# position of the last event applied (an event at or below it is not applied again).
+summaries = sa.Table(
+    "orders_summaries",
+    metadata,
+    sa.Column("order_id", sa.String(36), primary_key=True),
+    sa.Column("buyer_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("decline_code", sa.String(64)),
+    sa.Column("items", sa.JSON, nullable=False),
+    sa.Column("total_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    # A buyer's orders, newest first, paged by (created_at, order_id).
+    sa.Index("orders_summaries_buyer", "buyer_id", "created_at", "order_id"),
+)
+
+# `orders.sales`: confirmed sales per product per day (UTC, the day of `OrderConfirmed`).
+sales = sa.Table(
+    "orders_sales",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("revenue_cents", sa.BigInteger, nullable=False),
+    sa.Column("orders", sa.Integer, nullable=False),
+)
+
+# The sales projection's own memory of each order's basket (from `OrderPlaced`), needed when
+# `OrderConfirmed` comes. `state`: `open`, then `counted` once its sales are added (a
+# confirmation counts once) or `void` when the order fails or is cancelled (lines emptied).
+sales_baskets = sa.Table(
+    "orders_sales_baskets",
+    metadata,
+    sa.Column("order_id", sa.String(36), primary_key=True),
+    sa.Column("lines", sa.JSON, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+)

@@ -1,6 +1,18 @@
 """The orders module's SQL stores (SQLAlchemy Core, SQLite and PostgreSQL)."""
 
 from townhall.orders.adapters.sql.idempotency import SqlIdempotencyKeys
+from townhall.orders.adapters.sql.read_models import (
+    SqlOrderSummaries,
+    SqlSagaOverviews,
+    SqlSales,
+)
 from townhall.orders.adapters.sql.sagas import SqlSagaStore, SqlTimeline
 
-__all__ = ["SqlIdempotencyKeys", "SqlSagaStore", "SqlTimeline"]
+__all__ = [
+    "SqlIdempotencyKeys",
+    "SqlOrderSummaries",
+    "SqlSagaOverviews",
+    "SqlSagaStore",
+    "SqlSales",
+    "SqlTimeline",
+]
