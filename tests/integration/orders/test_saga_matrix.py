@@ -120,7 +120,7 @@ async def shop(request, tmp_path_factory, saga_mode) -> AsyncIterator[Shop]:
         settings = settings_for(
             database_url,
             tmp,
-            bus_url=bus,
+            bus_url=bus + "&partitions=1",  # few queues on the shared broker
             admins="boss",
             saga_mode=saga_mode,
             shipping_refuse_countries=REFUSED_COUNTRY,
