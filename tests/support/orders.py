@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from townhall.orders.domain import Address, Order, OrderLine, SagaMode, fold, place
 from townhall.platform.clock import FrozenClock
 
@@ -25,3 +27,16 @@ def placed_order(clock: FrozenClock | None = None) -> Order:
     order = fold([event])
     assert order is not None
     return order
+
+
+# --- the saga mode every end-to-end saga test runs in ------------------------------------------
+
+# The modes the saga scenarios run in: a mode joins this list once it is wired (issue 21's
+# choreography adds "choreography"); each test passes it on as `saga_mode` / TOWNHALL_SAGA_MODE.
+SAGA_MODES = ["orchestration"]
+
+
+@pytest.fixture(scope="module", params=SAGA_MODES)
+def saga_mode(request: pytest.FixtureRequest) -> str:
+    """The saga mode of the app or processes a test starts (`Settings.saga_mode`)."""
+    return str(request.param)
