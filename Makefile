@@ -54,6 +54,7 @@ bench: install-bench services
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/orders.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
