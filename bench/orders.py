@@ -32,9 +32,10 @@ Per system:
 3. check: 20 orders with a declined card end FAILED with their stock released, and the
    confirmed orders hold exactly their stock.
 Then the projection rebuild rate (events/s) of each registered projection, in process.
-`--profile` runs the orders worker under cProfile for the peak phase and prints where its time
-goes. Every process, the databases and the RabbitMQ queues and exchanges of the run are
-removed at the end, also on errors. Prints tables; asserts nothing about time.
+`--profile` samples every Townhall process with py-spy (from the bench lock) during the peak
+phase and prints, per process, where its CPU goes. Every process, the databases and the
+RabbitMQ queues and exchanges of the run are removed at the end, also on errors. Prints
+tables; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import argparse
 import asyncio
 import json
 import os
-import pstats
 import resource
 import signal
 import subprocess
@@ -117,6 +117,7 @@ class Figures:
     services_ms: dict[str, float] = field(default_factory=dict)
     machine_ms: float = float("nan")
     cpu_note: str = ""
+    by_process: dict[str, float] = field(default_factory=dict)  # ms per saga
     check: str = ""
     rebuild: list[tuple[str, int, float]] = field(default_factory=list)
     skipped: str = ""
@@ -147,9 +148,10 @@ class CpuWindow:
 
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
-        self.pgids = [proc.pid for proc in procs.running.values()]
+        self.pgids = {name: proc.pid for name, proc in procs.running.items()}
+        self.each = {name: group_cpu_seconds([pgid]) for name, pgid in self.pgids.items()}
         self.start = (
-            group_cpu_seconds(self.pgids),
+            group_cpu_seconds(self.pgids.values()),
             own_cpu_seconds(),
             cpu_by_command(SERVICES),
             machine_cpu_seconds(),
@@ -158,7 +160,11 @@ class CpuWindow:
     def per_saga(self, figures: Figures, sagas: int) -> None:
         processes, client, services, machine = self.start
         ms = 1000 / sagas
-        ours = group_cpu_seconds(self.pgids) - processes
+        ours = group_cpu_seconds(self.pgids.values()) - processes
+        figures.by_process = {
+            name: (group_cpu_seconds([pgid]) - self.each[name]) * ms
+            for name, pgid in self.pgids.items()
+        }
         mine = own_cpu_seconds() - client
         figures.cpu_ms = (ours + mine) * ms
         figures.services_ms = {
@@ -443,12 +449,7 @@ def run_townhall(
     procs.start("edge", [*townhall, "serve", "--modules", EDGE_MODULES, "--no-consumers",
                          "--no-relay"], env)  # fmt: skip
     procs.start("relay", [*townhall, "relay"], env)
-    orders_worker = [*townhall, "worker", *saga_groups]
-    if args.profile:
-        profile = procs.logs / f"orders-{mode}.prof"
-        orders_worker = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "townhall",
-                         "worker", *saga_groups]  # fmt: skip
-    procs.start("orders", orders_worker, env)
+    procs.start("orders", [*townhall, "worker", *saga_groups], env)
     procs.start("participants", [*townhall, "worker", *participant_groups], env)
     procs.wait_for_log("edge", "Townhall is up")
     for name in ("orders", "participants"):
@@ -462,17 +463,17 @@ def run_townhall(
         warm = await buyer.as_fast_as_possible(100, 8)
         await terminals.wait_for(warm)
         window = CpuWindow(procs)
+        spies = Spies(procs, mode) if args.profile else None
         with client_without_pauses():
             placed = await buyer.as_fast_as_possible(args.count, args.connections)
             await terminals.wait_for(placed)
         window.per_saga(figures, len(placed))
+        if spies is not None:
+            spies.stop()
+            spies.report(f"Townhall {mode}, peak phase ({len(placed)} sagas)")
         figures.peak, _ = rates_of(placed, terminals)
         counts = statuses(placed, terminals)
         figures.peak_note = f"{len(placed)} orders, {buyer.errors} errors, {counts}"
-        if args.profile:
-            procs.kill("orders", signal.SIGINT)  # cProfile writes its file on the way out
-            procs.start("orders", [*townhall, "worker", *saga_groups], env)
-            await asyncio.to_thread(procs.wait_for_log, "orders", "worker running")
         figures.rate = figures.peak / 2
         with client_without_pauses():
             due, achieved = await buyer.paced(figures.rate, args.seconds)
@@ -494,23 +495,157 @@ def run_townhall(
     asyncio.run(phases())
     for name in ("edge", "relay", "orders", "participants"):
         procs.kill(name, signal.SIGTERM)
-    if args.profile:
-        print_profile(procs.logs / f"orders-{mode}.prof", f"orders worker, {mode}")
     registered = [name for name in projections if name.startswith("orders.")] or projections
     if registered:
         figures.rebuild = asyncio.run(rebuild_rates(env, registered))
     return figures
 
 
-def print_profile(path: Path, title: str) -> None:
-    if not path.exists():
-        print(f"(no profile written at {path})", file=sys.stderr)
-        return
-    print(f"\nProfile of the {title}, peak phase: top 25 by cumulative time\n")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("cumulative").print_stats(25)
-    print(f"top 25 by own time ({path})\n")
-    stats.sort_stats("tottime").print_stats(25)
+class Spies:
+    """py-spy sampling every process of the run (CPU only: idle threads are not sampled),
+    from creation to `stop()`; `report()` prints where each process's samples fall."""
+
+    RATE = 100  # samples per second
+
+    def __init__(self, procs: Processes, label: str) -> None:
+        self.outputs: dict[str, Path] = {}
+        self.spies: list[subprocess.Popen[bytes]] = []
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        for name, proc in procs.running.items():
+            output = procs.logs / f"{name}-{label}.spy"
+            log = open(procs.logs / f"{name}-{label}.spy.log", "wb")
+            self.spies.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(proc.pid),
+                        "--rate",
+                        str(self.RATE),
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--output",
+                        str(output),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            log.close()
+            self.outputs[name] = output
+        time.sleep(0.5)  # attached before the phase starts
+
+    def stop(self) -> None:
+        for spy in self.spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on the way out
+        for spy in self.spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+
+    def report(self, title: str) -> None:
+        samples = {name: read_spy(path) for name, path in self.outputs.items() if path.exists()}
+        total = sum(sum(stacks.values()) for stacks in samples.values())
+        print(f"\nWhere the CPU goes, {title}: py-spy, {self.RATE} samples/s of CPU time")
+        if not total:
+            print("  no samples (py-spy could not attach?); see the *.spy.log files")
+            return
+        for name, stacks in samples.items():
+            count = sum(stacks.values())
+            if not count:
+                continue
+            print(f"\n{name}: {count / self.RATE:.1f} CPU s sampled, {count / total:.0%} of all")
+            shares = ", ".join(
+                f"{layer} {share:.0%}" for layer, share in layer_shares(stacks).items()
+            )
+            print(f"  by layer (innermost frame): {shares}")
+            print("  inclusive, Townhall functions (share of this process's samples):")
+            for function, share in inclusive(stacks, "townhall/", 12):
+                print(f"    {share:5.0%}  {function}")
+            print("  own time, top functions:")
+            for function, share in own(stacks, 8):
+                print(f"    {share:5.0%}  {function}")
+
+
+LAYERS = (
+    ("sqlalchemy/", "SQLAlchemy"),
+    ("asyncpg/", "asyncpg"),
+    ("aio_pika/", "AMQP client"),
+    ("aiormq/", "AMQP client"),
+    ("pamqp/", "AMQP client"),
+    ("pydantic", "pydantic"),
+    ("fastapi/", "HTTP stack"),
+    ("starlette/", "HTTP stack"),
+    ("uvicorn/", "HTTP stack"),
+    ("json/", "json"),
+    ("orjson", "json"),
+    ("asyncio/runners.py", "event loop (uvloop, native)"),
+    ("asyncio/", "asyncio"),
+    ("uvloop", "asyncio"),
+    ("townhall/", "Townhall"),
+)
+
+
+def outer(frame: str) -> bool:
+    """The command's own frames, under which every sample of the process falls."""
+    return "townhall/cli.py:" in frame or "townhall/__main__.py:" in frame
+
+
+def read_spy(path: Path) -> dict[tuple[str, ...], int]:
+    """py-spy's raw (collapsed) output: one `frame;frame;... count` line per stack."""
+    stacks: dict[tuple[str, ...], int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            frames = tuple(stack.split(";"))
+            stacks[frames] = stacks.get(frames, 0) + int(count)
+    return stacks
+
+
+def layer_of(frame: str) -> str | None:
+    return next((layer for marker, layer in LAYERS if marker in frame), None)
+
+
+def layer_shares(stacks: dict[tuple[str, ...], int]) -> dict[str, float]:
+    total = sum(stacks.values())
+    counts: dict[str, int] = {}
+    for frames, count in stacks.items():
+        layer = next((x for x in map(layer_of, reversed(frames)) if x is not None), "other")
+        counts[layer] = counts.get(layer, 0) + count
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def short(frame: str) -> str:
+    """`handle (/work/.../src/townhall/orders/service.py:208)` -> `handle (orders/service.py)`."""
+    function, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    if function == "Runner.run" and path.endswith("asyncio/runners.py"):
+        # uvloop's loop is C: its own work (socket I/O, callbacks) shows as its caller's.
+        return "the event loop itself (uvloop: socket I/O, scheduling)"
+    for marker in ("townhall/", "site-packages/", "python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{function} ({path})"
+
+
+def inclusive(stacks: dict[tuple[str, ...], int], marker: str, top: int) -> list[tuple[str, float]]:
+    total, counts = sum(stacks.values()), {}
+    for frames, count in stacks.items():
+        for function in {short(f) for f in frames if marker in f and not outer(f)}:
+            counts[function] = counts.get(function, 0) + count
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [(f, c / total) for f, c in ranked][:top]
+
+
+def own(stacks: dict[tuple[str, ...], int], top: int) -> list[tuple[str, float]]:
+    total, counts = sum(stacks.values()), {}
+    for frames, count in stacks.items():
+        leaf = short(frames[-1])
+        counts[leaf] = counts.get(leaf, 0) + count
+    return [(f, c / total) for f, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
 
 
 # --- Celery ------------------------------------------------------------------------------------
@@ -713,7 +848,8 @@ def table(all_figures: list[Figures], args: Any) -> None:
             Row(f.system, "completed sagas/s at peak", f"{f.peak:,.0f}/s", f.peak_note),
             Row(f.system, f"p50 / p99 placed -> terminal at {f.rate:,.0f}/s",
                 f"{f.p50:.1f} / {f.p99:.1f} ms", f.latency_note),
-            Row(f.system, "CPU per saga, processes + client", f"{f.cpu_ms:.1f} ms", f.cpu_note),
+            Row(f.system, "CPU per saga, processes + client", f"{f.cpu_ms:.1f} ms",
+                f"{f.cpu_note}; " + ", ".join(f"{k} {v:.1f}" for k, v in f.by_process.items())),
             Row(f.system, "CPU per saga, PostgreSQL / RabbitMQ", f"{services} ms",
                 "their server processes, shared with other users of the machine"),
             Row(f.system, "CPU per saga, whole machine", f"{f.machine_ms:.1f} ms",
@@ -745,6 +881,30 @@ def table(all_figures: list[Figures], args: Any) -> None:
               f"{f.cpu_ms:>13.1f}{f.machine_ms:>12.1f}")  # fmt: skip
 
 
+def broker_up(within: float = 60.0) -> None:
+    """Wait for RabbitMQ to take a connection: on a shared machine it is at times slow to."""
+    deadline = time.monotonic() + within
+    while not amqp_answers(5.0):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"RabbitMQ at 127.0.0.1:5672 did not answer within {within:.0f} s")
+        time.sleep(1.0)
+
+
+def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
+    """One system's figures; a failure is reported in its row, and the others still run."""
+    broker_up()
+    try:
+        figures: Figures = run(*args)
+        return figures
+    except (Exception, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and "stopped by signal" in str(exc):
+            raise
+        print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
+        return Figures(system, skipped=f"failed: {str(exc)[:300]}")
+    finally:
+        procs.stop_all()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="orchestration,choreography")
@@ -755,12 +915,12 @@ def main() -> None:
     parser.add_argument("--celery-pool", default="prefork", choices=["prefork", "threads"])
     parser.add_argument("--celery-concurrency", type=int, default=4)
     parser.add_argument("--celery-client-threads", type=int, default=8)
-    parser.add_argument("--profile", action="store_true", help="cProfile the orders worker")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy every Townhall process, peak phase"
+    )
     args = parser.parse_args()
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
 
-    if not amqp_answers(5.0):
-        raise SystemExit("RabbitMQ at 127.0.0.1:5672 did not answer an AMQP handshake in 5 s")
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the start", flush=True)
     run_id = uuid.uuid4().hex[:8]
     logs = Path(tempfile.mkdtemp(prefix="townhall-ordersbench-"))
@@ -776,10 +936,15 @@ def main() -> None:
                     all_figures.append(Figures(f"Townhall {mode}", skipped=why_not))
                     continue
                 print(f"running Townhall, {mode} ...", flush=True)
-                all_figures.append(run_townhall(mode, args, procs, run_id, made))
+                all_figures.append(
+                    isolated(f"Townhall {mode}", procs, run_townhall, mode, args, procs, run_id,
+                             made)
+                )  # fmt: skip
             if not args.skip_celery:
                 print("running the Celery canvas ...", flush=True)
-                all_figures.append(run_celery(args, procs, run_id, made))
+                all_figures.append(
+                    isolated("Celery canvas", procs, run_celery, args, procs, run_id, made)
+                )
     finally:
         cleanup("processes", procs.stop_all)
         cleanup("RabbitMQ", lambda: remove_rabbit(made))
