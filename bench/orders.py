@@ -119,6 +119,7 @@ class Figures:
     cpu_note: str = ""
     by_process: dict[str, float] = field(default_factory=dict)  # ms per saga
     check: str = ""
+    database_work: str = ""
     rebuild: list[tuple[str, int, float]] = field(default_factory=list)
     skipped: str = ""
 
@@ -187,8 +188,10 @@ class Terminals:
         self.dsn, self.query = dsn, query
         self.ended: dict[str, tuple[str, float]] = {}
         self._seen = 0
+        self.polls = 0  # each one a transaction of the run's database, not the system's
 
     async def poll(self, conn: Any) -> None:
+        self.polls += 1
         for row in await conn.fetch(self.query, max(0, self._seen - 5000)):
             self._seen = max(self._seen, row["seq"])
             self.ended.setdefault(row["id"], (row["status"], row["at"].timestamp()))
@@ -226,6 +229,35 @@ CELERY_TERMINALS = (
     "SELECT finish_seq AS seq, id::text AS id, status, finished_at AS at"
     " FROM orders WHERE finish_seq > $1 ORDER BY finish_seq"
 )
+
+
+def database_work(database: str, orders: int, polls: int) -> str:
+    """Transactions and rows written per order over the whole run (set-up, warm-up and check
+    included), from PostgreSQL's statistics of the run's own database once its clients have
+    gone (a backend flushes its counters on exit); the benchmark's polls taken out."""
+    import asyncpg
+
+    async def read() -> Any:
+        conn = await asyncpg.connect(f"{POSTGRES}/postgres")
+        try:
+            await asyncio.sleep(1.0)
+            return await conn.fetchrow(
+                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted"
+                " FROM pg_stat_database WHERE datname = $1",
+                database,
+            )
+        finally:
+            await conn.close()
+
+    row = asyncio.run(read())
+    if row is None or not orders:
+        return ""
+    commits = (row["xact_commit"] - polls) / orders
+    return (
+        f"{commits:.1f} commits, {row['xact_rollback'] / orders:.2f} rollbacks, rows inserted "
+        f"{row['tup_inserted'] / orders:.1f} / updated {row['tup_updated'] / orders:.1f} / "
+        f"deleted {row['tup_deleted'] / orders:.1f} per order"
+    )
 
 
 def rates_of(submitted: dict[str, float], terminals: Terminals) -> tuple[float, float]:
@@ -495,6 +527,7 @@ def run_townhall(
     asyncio.run(phases())
     for name in ("edge", "relay", "orders", "participants"):
         procs.kill(name, signal.SIGTERM)
+    figures.database_work = database_work(database, len(terminals.ended), terminals.polls)
     registered = [name for name in projections if name.startswith("orders.")] or projections
     if registered:
         figures.rebuild = asyncio.run(rebuild_rates(env, registered))
@@ -764,6 +797,7 @@ def run_celery(args: Any, procs: Processes, run_id: str, made: dict[str, list[st
             conn.close()
         celery_saga_tasks.app.close()
         procs.kill("celery", signal.SIGTERM)
+    figures.database_work = database_work(database, len(terminals.ended), terminals.polls)
     return figures
 
 
@@ -855,6 +889,7 @@ def table(all_figures: list[Figures], args: Any) -> None:
             Row(f.system, "CPU per saga, whole machine", f"{f.machine_ms:.1f} ms",
                 f"{os.cpu_count()} cores allow at most "
                 f"{os.cpu_count() * 1000 / f.machine_ms:,.0f}/s at this cost"),
+            Row(f.system, "PostgreSQL work", "", f.database_work),
             Row(f.system, "check", "", f.check),
         ]  # fmt: skip
         if f.system.startswith("Townhall"):
