@@ -43,8 +43,12 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist): most tests wait on a broker or a database, so two share the 2 cores
+# well; each worker has its own run id, hence its own databases, key prefixes and queues.
+PYTEST_WORKERS ?= 2
+
 pytest: install-dev services
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 test: install-dev services lint typecheck pytest
 

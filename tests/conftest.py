@@ -33,3 +33,26 @@ async def database_url(request, tmp_path) -> AsyncIterator[str]:
     url = await create_database(name)
     yield url
     await drop_database(name)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Delete the Redis keys this run created (every test prefix holds the run id): a shared Redis
+    must not fill up with the leftovers of test runs. Each xdist worker cleans its own run id."""
+    from support.services import REDIS_URL, RUN_ID, port_open
+
+    if not port_open("127.0.0.1", 6379):
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"*{RUN_ID}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
