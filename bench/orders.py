@@ -120,6 +120,7 @@ class Figures:
     by_process: dict[str, float] = field(default_factory=dict)  # ms per saga
     check: str = ""
     database_work: str = ""
+    hops: list[str] = field(default_factory=list)
     rebuild: list[tuple[str, int, float]] = field(default_factory=list)
     skipped: str = ""
 
@@ -258,6 +259,63 @@ def database_work(database: str, orders: int, polls: int) -> str:
         f"{row['tup_inserted'] / orders:.1f} / updated {row['tup_updated'] / orders:.1f} / "
         f"deleted {row['tup_deleted'] / orders:.1f} per order"
     )
+
+
+async def hops_of(dsn: str, due: dict[str, float], terminals: Terminals) -> list[str]:
+    """Where an order's time goes, hop by hop, from the outbox: per message type (in the order
+    the saga writes them), the median time a message waits in the outbox until the relay has
+    published it (`sent_at - created_at`) and then until the order's next message is written
+    (the broker, the consumer and its transaction); first the edge (due -> first message) and
+    last the end (last message -> terminal event)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT key, CAST(body AS json)->>'type' AS type, created_at, sent_at"
+            " FROM outbox_messages WHERE key = ANY($1::text[])",
+            list(due),
+        )
+    finally:
+        await conn.close()
+    by_order: dict[str, list[Any]] = {}
+    for row in rows:
+        by_order.setdefault(row["key"], []).append(row)
+    waits: dict[str, list[float]] = {}
+    onward: dict[str, list[float]] = {}
+    offsets: dict[str, list[float]] = {}
+    edge, tail = [], []
+    for order_id, messages in by_order.items():
+        messages.sort(key=lambda row: row["created_at"])
+        first = messages[0]["created_at"].timestamp()
+        edge.append((first - due[order_id]) * 1000)
+        end = terminals.ended[order_id][1]
+        before_end = [m for m in messages if m["created_at"].timestamp() <= end]
+        tail.append((end - before_end[-1]["created_at"].timestamp()) * 1000)
+        for index, message in enumerate(messages):
+            kind = message["type"]
+            created = message["created_at"].timestamp()
+            offsets.setdefault(kind, []).append(created - first)
+            if message["sent_at"] is None:
+                continue
+            sent = message["sent_at"].timestamp()
+            waits.setdefault(kind, []).append((sent - created) * 1000)
+            after = [m["created_at"].timestamp() for m in messages[index + 1 :]]
+            caused = [at for at in after if at >= sent]
+            if caused and created < end:
+                onward.setdefault(kind, []).append((min(caused) - sent) * 1000)
+    if not by_order:
+        return []
+    lines = [f"POST due -> first message written: p50 {percentile(edge, 50):.1f} ms"]
+    for kind in sorted(offsets, key=lambda k: percentile(offsets[k], 50)):
+        wait = percentile(waits.get(kind, []), 50)
+        line = f"{kind}: in the outbox {wait:.1f} ms"
+        if onward.get(kind):
+            line += f", then {percentile(onward[kind], 50):.1f} ms to the next message"
+        lines.append(line)
+    lines.append(f"last message before the end -> terminal event: p50 "
+                 f"{percentile(tail, 50):.1f} ms")  # fmt: skip
+    return lines
 
 
 def rates_of(submitted: dict[str, float], terminals: Terminals) -> tuple[float, float]:
@@ -515,6 +573,7 @@ def run_townhall(
         figures.latency_note = (
             f"achieved {achieved:.0f}/s, {statuses(due, terminals)}; " + figures.latency_note
         )
+        figures.hops = await hops_of(f"{POSTGRES}/{database}", due, terminals)
         declined = await buyer.as_fast_as_possible(CHECK_COUNT, 4, DECLINED_CARD)
         await terminals.wait_for(declined)
         confirmed = sum(1 for status, _ in terminals.ended.values() if status == "OrderConfirmed")
@@ -892,6 +951,8 @@ def table(all_figures: list[Figures], args: Any) -> None:
             Row(f.system, "PostgreSQL work", "", f.database_work),
             Row(f.system, "check", "", f.check),
         ]  # fmt: skip
+        for line in f.hops:
+            rows.append(Row(f.system, "latency phase, hop by hop (p50)", "", line))
         if f.system.startswith("Townhall"):
             if not f.rebuild:
                 rows.append(Row(f.system, "projection rebuild", "skipped",
