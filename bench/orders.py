@@ -29,9 +29,13 @@ Per system:
    processes, shared with whatever else runs), the whole machine.
 2. latency: orders at half the measured peak, open loop (order i is due at t0 + i/rate,
    whatever the earlier ones do), for `--seconds`: p50/p99 from the due time to terminal.
+   Townhall's latency hop by hop, from `outbox_messages`: per message type, the time in the
+   outbox until the relay published it, then until the order's next message was written.
 3. check: 20 orders with a declined card end FAILED with their stock released, and the
    confirmed orders hold exactly their stock.
-Then the projection rebuild rate (events/s) of each registered projection, in process.
+Then PostgreSQL's work per order (commits, rows written: the run database's statistics,
+read once its clients are gone) and the projection rebuild rate (events/s) of each
+registered projection, in process.
 `--profile` samples every Townhall process with py-spy (from the bench lock) during the peak
 phase and prints, per process, where its CPU goes. Every process, the databases and the
 RabbitMQ queues and exchanges of the run are removed at the end, also on errors. Prints
