@@ -36,10 +36,11 @@ Per system:
 Then PostgreSQL's work per order (commits, rows written: the run database's statistics,
 read once its clients are gone) and the projection rebuild rate (events/s) of each
 registered projection, in process.
-`--profile` samples every Townhall process with py-spy (from the bench lock) during the peak
-phase and prints, per process, where its CPU goes. Every process, the databases and the
-RabbitMQ queues and exchanges of the run are removed at the end, also on errors. Prints
-tables; asserts nothing about time.
+`--relay-linger 0` runs the relay without its 10 ms linger (`bench/relay_linger.py`), to
+measure what the linger costs each hop. `--profile` samples every Townhall process with
+py-spy (from the bench lock) during the peak phase and prints, per process, where its CPU
+goes. Every process, the databases and the RabbitMQ queues and exchanges of the run are
+removed at the end, also on errors. Prints tables; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -542,7 +543,11 @@ def run_townhall(
     townhall = [sys.executable, "-m", "townhall"]
     procs.start("edge", [*townhall, "serve", "--modules", EDGE_MODULES, "--no-consumers",
                          "--no-relay"], env)  # fmt: skip
-    procs.start("relay", [*townhall, "relay"], env)
+    relay = [*townhall, "relay"]
+    if args.relay_linger is not None:
+        relay = [sys.executable, str(HERE / "relay_linger.py"), str(args.relay_linger)]
+        figures.system += f", relay linger {args.relay_linger:g} s"
+    procs.start("relay", relay, env)
     procs.start("orders", [*townhall, "worker", *saga_groups], env)
     procs.start("participants", [*townhall, "worker", *participant_groups], env)
     procs.wait_for_log("edge", "Townhall is up")
@@ -971,13 +976,14 @@ def table(all_figures: list[Figures], args: Any) -> None:
         rows,
     )
     print("\nside by side")
-    print(f"{'system':<25}{'sagas/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'at /s':>8}"
+    width = max(len(f.system) for f in all_figures) + 2 if all_figures else 25
+    print(f"{'system':<{width}}{'sagas/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'at /s':>8}"
           f"{'CPU ms/saga':>13}{'machine ms':>12}")  # fmt: skip
     for f in all_figures:
         if f.skipped:
-            print(f"{f.system:<25}{'skipped':>10}")
+            print(f"{f.system:<{width}}{'skipped':>10}  {f.skipped}")
             continue
-        print(f"{f.system:<25}{f.peak:>10,.0f}{f.p50:>9.1f}{f.p99:>9.1f}{f.rate:>8,.0f}"
+        print(f"{f.system:<{width}}{f.peak:>10,.0f}{f.p50:>9.1f}{f.p99:>9.1f}{f.rate:>8,.0f}"
               f"{f.cpu_ms:>13.1f}{f.machine_ms:>12.1f}")  # fmt: skip
 
 
@@ -1015,6 +1021,12 @@ def main() -> None:
     parser.add_argument("--celery-pool", default="prefork", choices=["prefork", "threads"])
     parser.add_argument("--celery-concurrency", type=int, default=4)
     parser.add_argument("--celery-client-threads", type=int, default=8)
+    parser.add_argument(
+        "--relay-linger",
+        type=float,
+        default=None,
+        help="experiment: run the relay with this linger (seconds; the code's default: 0.01)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy every Townhall process, peak phase"
     )
