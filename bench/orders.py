@@ -598,7 +598,10 @@ def run_townhall(
     figures.database_work = database_work(database, len(terminals.ended), terminals.polls)
     registered = [name for name in projections if name.startswith("orders.")] or projections
     if registered:
-        figures.rebuild = asyncio.run(rebuild_rates(env, registered))
+        try:
+            figures.rebuild = asyncio.run(rebuild_rates(env, registered))
+        except Exception as exc:  # the saga's figures stand; say why this one is missing
+            figures.rebuild = [(f"{', '.join(registered)} failed: {exc!r}"[:200], 0, 0.0)]
     return figures
 
 
