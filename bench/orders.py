@@ -1000,18 +1000,25 @@ def broker_up(within: float = 60.0) -> None:
 
 
 def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
-    """One system's figures; a failure is reported in its row, and the others still run."""
-    broker_up()
-    try:
-        figures: Figures = run(*args)
-        return figures
-    except (Exception, SystemExit) as exc:
-        if isinstance(exc, SystemExit) and "stopped by signal" in str(exc):
-            raise
-        print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
-        return Figures(system, skipped=f"failed: {str(exc)[:300]}")
-    finally:
-        procs.stop_all()
+    """One system's figures; a failure is reported in its row, and the others still run. A
+    run that could not reach the broker (on a shared machine it is at times unreachable for
+    a while) is tried once more."""
+    for attempt in (1, 2):
+        broker_up()
+        try:
+            figures: Figures = run(*args)
+            return figures
+        except (Exception, SystemExit) as exc:
+            if isinstance(exc, SystemExit) and "stopped by signal" in str(exc):
+                raise
+            print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
+            if attempt == 1 and "TimeoutError" in str(exc):
+                print(f"{system}: the broker timed out; once more", file=sys.stderr, flush=True)
+                continue
+            return Figures(system, skipped=f"failed: {str(exc)[:300]}")
+        finally:
+            procs.stop_all()
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
