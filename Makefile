@@ -58,6 +58,7 @@ bench: install-bench services
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/orders_read_models.py
 
 clean:
