@@ -20,10 +20,30 @@ if ! up 6379; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_for Redis 6379 || status=1
 fi
+# RabbitMQ reserves file handles for every quorum queue; at the soft limit `su` gives it (1024)
+# a run's few hundred queues exhaust them and new connections stall for tens of seconds. Its env
+# file (sourced as the rabbitmq user) raises the soft limit to the hard one.
+RABBITMQ_ENV=/etc/rabbitmq/rabbitmq-env.conf
+RAISE_LIMIT='ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # townhall: file handles for quorum queues'
+rabbitmq_handles() {
+  rabbitmqctl -q status 2>/dev/null | sed -n '/File Descriptors/,/limit/p' | grep -o 'limit: [0-9]*' | grep -o '[0-9]*'
+}
+if [ -d /etc/rabbitmq ] && ! grep -qF "$RAISE_LIMIT" "$RABBITMQ_ENV" 2>/dev/null; then
+  echo "$RAISE_LIMIT" >> "$RABBITMQ_ENV"
+fi
+if up 5672; then
+  handles=$(rabbitmq_handles)
+  if [ -n "$handles" ] && [ "$handles" -lt 4096 ]; then
+    echo "services: RabbitMQ has $handles file handles; restarting it with the hard limit"
+    rabbitmqctl -q stop >/dev/null 2>&1
+    for _ in $(seq 1 30); do up 5672 || break; sleep 1; done
+  fi
+fi
 if ! up 5672; then
   echo "services: starting RabbitMQ"
   rabbitmq-server -detached
   wait_for RabbitMQ 5672 || status=1
+  for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 fi
 if ! up 4222; then
   echo "services: starting NATS"
