@@ -320,11 +320,12 @@ class SqlSagaOverviews:
         )
         if which is SagaFilter.FAILED:
             query = query.where(c.status == OrderStatus.FAILED.value)
-        else:
+        elif which is SagaFilter.RUNNING:
             query = query.where(c.status.is_(None))
-        if which is SagaFilter.STUCK:
+        else:  # waiting on a command (a deadline set), running or not, for too long
             query = query.where(
-                sa.or_(c.deadline < _utc(overdue_before), c.attempt >= stuck_attempts)
+                c.deadline.is_not(None),
+                sa.or_(c.deadline < _utc(overdue_before), c.attempt >= stuck_attempts),
             )
         if after is not None:
             query = query.where(c.order_id < after)
