@@ -181,8 +181,8 @@ async def list_sagas(
     limit: Limit = 20,
 ) -> SagaPageOut:
     """Sagas by status, newest first: `running` (not ended), `failed` (ended FAILED) or
-    `stuck` (running, and its deadline passed over a minute ago or the command it waits on
-    was sent 3 times or more)."""
+    `stuck` (still waiting on a command, while running or for a late compensation after its
+    end, and its deadline passed over a minute ago or that command was sent 3 times or more)."""
     after = saga_key(cursor) if cursor is not None else None
     page = await orders.views.sagas(status, after, limit)
     return SagaPageOut(

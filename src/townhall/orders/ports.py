@@ -227,7 +227,7 @@ class DailySales:
 class SagaFilter(StrEnum):
     RUNNING = "running"  # not ended
     FAILED = "failed"  # ended FAILED
-    STUCK = "stuck"  # running, and its deadline long passed or its command sent many times
+    STUCK = "stuck"  # waiting, and its deadline long passed or its command sent many times
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,7 @@ class SagaOverviews(Protocol):
         after: str | None,
         limit: int,
     ) -> list[SagaOverview]:
-        """Sagas by order id, newest first, after the order id `after`. Stuck: running, and
-        its deadline is before `overdue_before` or its attempt is at least `stuck_attempts`."""
+        """Sagas by order id, newest first, after the order id `after`. Stuck: waiting on a
+        command (running, or compensating a late success after its end), and its deadline is
+        before `overdue_before` or its attempt is at least `stuck_attempts`."""
         ...

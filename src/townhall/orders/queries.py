@@ -23,9 +23,10 @@ from townhall.orders.ports import (
 from townhall.platform.clock import Clock
 from townhall.platform.transaction import Transactions
 
-# A running saga is stuck when no process fired its deadline for this long (timers look every
-# second), or when the command it waits on was sent this many times (a compensation that is
-# never acknowledged is sent again at each deadline, forever).
+# A saga waiting on a command (running, or compensating a late success after its end) is
+# stuck when no process fired its deadline for this long (timers look every second), or when
+# that command was sent this many times (a compensation that is never acknowledged is sent
+# again at each deadline, forever).
 STUCK_OVERDUE = timedelta(minutes=1)
 STUCK_ATTEMPTS = 3
 

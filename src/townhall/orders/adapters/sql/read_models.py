@@ -30,6 +30,7 @@ from townhall.orders.domain import (
     OrderFailed,
     OrderLine,
     OrderPlaced,
+    OrderStatus,
     event_from_data,
 )
 from townhall.orders.ports import (
@@ -112,7 +113,7 @@ class SqlOrderSummaries:
                 new[order_id] = {
                     "order_id": order_id,
                     "buyer_id": event.buyer_id,
-                    "status": "PENDING",
+                    "status": OrderStatus.PENDING.value,
                     "reason": None,
                     "decline_code": None,
                     "items": _lines(event),
@@ -128,11 +129,13 @@ class SqlOrderSummaries:
                 continue  # a stream always starts with OrderPlaced; nothing to attach this to
             match event:
                 case OrderConfirmed():
-                    row["status"] = "CONFIRMED"
+                    row["status"] = OrderStatus.CONFIRMED.value
                 case OrderFailed(reason=reason, decline_code=code):
-                    row.update(status="FAILED", reason=reason.value, decline_code=code)
+                    row.update(
+                        status=OrderStatus.FAILED.value, reason=reason.value, decline_code=code
+                    )
                 case OrderCancelled():
-                    row["status"] = "CANCELLED"
+                    row["status"] = OrderStatus.CANCELLED.value
             row.update(
                 updated_at=_utc(event.at), version=recorded.version, position=recorded.position
             )
@@ -316,12 +319,13 @@ class SqlSagaOverviews:
             c.order_id, c.phase, c.status, c.deadline, c.attempt, c.created_at, c.updated_at
         )
         if which is SagaFilter.FAILED:
-            query = query.where(c.status == "FAILED")
-        else:
+            query = query.where(c.status == OrderStatus.FAILED.value)
+        elif which is SagaFilter.RUNNING:
             query = query.where(c.status.is_(None))
-        if which is SagaFilter.STUCK:
+        else:  # waiting on a command (a deadline set), running or not, for too long
             query = query.where(
-                sa.or_(c.deadline < _utc(overdue_before), c.attempt >= stuck_attempts)
+                c.deadline.is_not(None),
+                sa.or_(c.deadline < _utc(overdue_before), c.attempt >= stuck_attempts),
             )
         if after is not None:
             query = query.where(c.order_id < after)
