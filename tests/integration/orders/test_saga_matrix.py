@@ -43,6 +43,7 @@ from support.saga_checks import (
     timeline,
 )
 from townhall.bootstrap import Runtime
+from townhall.orders.consumers import REPLY_TYPES
 from townhall.platform.messaging import Envelope
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
@@ -72,6 +73,8 @@ class Echo:
         for topic in REPLY_TOPICS:
 
             async def keep(envelope: Envelope, topic: str = topic) -> None:
+                if envelope.type not in REPLY_TYPES:
+                    return  # not a saga reply (e.g. shipping's ShipmentDispatched after it)
                 if str(envelope.id) in self.repeated:
                     return  # our own copy coming back
                 self.received.setdefault(envelope.key or "", []).append((topic, envelope))
