@@ -75,7 +75,6 @@ from notifications import (  # noqa: E402  (bench/ is on the path)
     cleanup,
     client_without_pauses,
     cpu_by_command,
-    delete_rabbit,
     free_port,
     machine_cpu_seconds,
     outbox_topics,
@@ -523,7 +522,8 @@ def run_townhall(
     mode: str, args: Any, procs: Processes, run_id: str, made: dict[str, list[str]]
 ) -> Figures:
     figures = Figures(f"Townhall {mode}")
-    database, prefix = f"townhall_obench_{run_id}_{mode[:5]}", f"obench{run_id}{mode[:5]}"
+    run_id += f"{mode[:5]}{len(made['databases'])}"  # a run tried once more gets new names
+    database, prefix = f"townhall_obench_{run_id}", f"obench{run_id}"
     run_sql(f'CREATE DATABASE "{database}"')
     made["databases"].append(database)
     made["prefixes"].append(prefix)
@@ -759,7 +759,8 @@ def run_celery(args: Any, procs: Processes, run_id: str, made: dict[str, list[st
     import psycopg
 
     figures = Figures("Celery canvas")
-    database, queue = f"townhall_obench_{run_id}_celery", f"townhall_obench_celery_{run_id}"
+    run_id += f"celery{len(made['databases'])}"  # a run tried once more gets new names
+    database, queue = f"townhall_obench_{run_id}", f"townhall_obench_{run_id}"
     run_sql(f'CREATE DATABASE "{database}"')
     made["databases"].append(database)
     made["celery_queues"].append(queue)
@@ -901,36 +902,56 @@ def wait_for_consumer(queue: str, procs: Processes, timeout: float = 60.0) -> No
 
 def remove_rabbit(made: dict[str, list[str]]) -> None:
     """Every queue and exchange of the run: by prefix where rabbitmqctl may list them, else by
-    the names the bus adapter gives each topic and group (from the outbox's topics)."""
+    the names the bus adapter gives each topic and group (from the outbox's topics). A busy
+    shared broker can take many seconds to answer: waited for, and tried three times."""
     prefixes = (*made["prefixes"], *made["celery_queues"])
     if not prefixes:
         return
-    queues, exchanges = rabbit_names("list_queues"), rabbit_names("list_exchanges")
-    if queues is None or exchanges is None:
-        queues, exchanges = list(made["celery_queues"]), list(made["celery_queues"])
-        for database, prefix in zip(made["databases"], made["prefixes"], strict=False):
-            topics = outbox_topics(database)
-            groups = made.get(f"groups:{prefix}", [])
-            topic_groups = [(topic, group) for topic in topics for group in groups]
-            more_queues, more_exchanges = townhall_rabbit_names(prefix, topics, topic_groups)
-            queues += more_queues
-            exchanges += more_exchanges
-    queues = [name for name in queues if name.startswith(prefixes)]
-    exchanges = [name for name in exchanges if name.startswith(prefixes)]
-    for attempt in range(3):  # a busy broker sometimes takes longer than 5 s to let one in
+    for attempt in range(1, 4):
+        queues, exchanges = rabbit_names("list_queues"), rabbit_names("list_exchanges")
+        if queues is None or exchanges is None:
+            queues, exchanges = list(made["celery_queues"]), list(made["celery_queues"])
+            for database, prefix in zip(made["databases"], made["prefixes"], strict=False):
+                topics = outbox_topics(database)
+                groups = made.get(f"groups:{prefix}", [])
+                topic_groups = [(topic, group) for topic in topics for group in groups]
+                more_queues, more_exchanges = townhall_rabbit_names(prefix, topics, topic_groups)
+                queues += more_queues
+                exchanges += more_exchanges
+        queues = [name for name in queues if name.startswith(prefixes)]
+        exchanges = [name for name in exchanges if name.startswith(prefixes)]
         try:
-            delete_rabbit(queues, exchanges)
+            broker_up(120.0)
+            asyncio.run(delete_names(queues, exchanges))
             return
-        except Exception as exc:
-            print(f"deleting the queues: {exc!r}, attempt {attempt + 1} of 3", file=sys.stderr)
-            time.sleep(2)
+        except (Exception, SystemExit) as exc:
+            print(f"deleting the queues: {exc!r}, attempt {attempt} of 3", file=sys.stderr)
+            time.sleep(5)
+
+
+async def delete_names(queues: list[str], exchanges: list[str]) -> None:
+    """Delete queues and exchanges by name (an absent one is not an error), with a patient
+    connection."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL, timeout=30)
+    try:
+        channel = await connection.channel()
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                try:
+                    await getattr(channel, f"{kind}_delete")(name)
+                except aio_pika.exceptions.ChannelClosed:  # gone already: the channel closed
+                    channel = await connection.channel()
+    finally:
+        await connection.close()
 
 
 def rabbit_names(command: str) -> list[str] | None:
     """Names from `rabbitmqctl` (None where this user may not run it)."""
     try:
         done = subprocess.run(
-            ["rabbitmqctl", command, "-q", "name"], capture_output=True, text=True, timeout=30
+            ["rabbitmqctl", command, "-q", "name"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -1001,8 +1022,8 @@ def broker_up(within: float = 60.0) -> None:
 
 def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
     """One system's figures; a failure is reported in its row, and the others still run. A
-    run that could not reach the broker (on a shared machine it is at times unreachable for
-    a while) is tried once more."""
+    failed run is tried once more: on the shared machine the broker at times takes longer
+    than a process's 15 s to let it connect, which ends the process."""
     for attempt in (1, 2):
         broker_up()
         try:
@@ -1012,8 +1033,8 @@ def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
             if isinstance(exc, SystemExit) and "stopped by signal" in str(exc):
                 raise
             print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
-            if attempt == 1 and "TimeoutError" in str(exc):
-                print(f"{system}: the broker timed out; once more", file=sys.stderr, flush=True)
+            if attempt == 1:
+                print(f"{system}: once more", file=sys.stderr, flush=True)
                 continue
             return Figures(system, skipped=f"failed: {str(exc)[:300]}")
         finally:
