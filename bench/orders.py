@@ -38,7 +38,7 @@ read once its clients are gone) and the projection rebuild rate (events/s) of ea
 registered projection, in process.
 `--relay-linger 0` runs the relay without its 10 ms linger (`bench/relay_linger.py`), to
 measure what the linger costs each hop. `--profile` samples every Townhall process with
-py-spy (from the bench lock) during the peak phase and prints, per process, where its CPU
+py-spy (`bench/spy.py`) during the peak phase and prints, per process, where its CPU
 goes. Every process, the databases and the RabbitMQ queues and exchanges of the run are
 removed at the end, also on errors. Prints tables; asserts nothing about time.
 """
