@@ -38,7 +38,7 @@ read once its clients are gone) and the projection rebuild rate (events/s) of ea
 registered projection, in process.
 `--relay-linger 0` runs the relay without its 10 ms linger (`bench/relay_linger.py`), to
 measure what the linger costs each hop. `--profile` samples every Townhall process with
-py-spy (from the bench lock) during the peak phase and prints, per process, where its CPU
+py-spy (`bench/spy.py`) during the peak phase and prints, per process, where its CPU
 goes. Every process, the databases and the RabbitMQ queues and exchanges of the run are
 removed at the end, also on errors. Prints tables; asserts nothing about time.
 """
@@ -65,7 +65,7 @@ from typing import Any
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from notifications import (  # noqa: E402  (bench/ is on the path)
+from notifications import (  # noqa: E402
     AMQP_URL,
     SERVICES,
     Http,
@@ -75,7 +75,6 @@ from notifications import (  # noqa: E402  (bench/ is on the path)
     cleanup,
     client_without_pauses,
     cpu_by_command,
-    delete_rabbit,
     free_port,
     machine_cpu_seconds,
     outbox_topics,
@@ -87,6 +86,7 @@ from notifications import (  # noqa: E402  (bench/ is on the path)
     townhall_env,
     townhall_rabbit_names,
 )
+from spy import Spies  # noqa: E402  (bench/ is on the path)
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 ADMIN, BUYER, PASSWORD = "benchadmin", "benchbuyer", "benchmark password"
@@ -523,7 +523,8 @@ def run_townhall(
     mode: str, args: Any, procs: Processes, run_id: str, made: dict[str, list[str]]
 ) -> Figures:
     figures = Figures(f"Townhall {mode}")
-    database, prefix = f"townhall_obench_{run_id}_{mode[:5]}", f"obench{run_id}{mode[:5]}"
+    run_id += f"{mode[:5]}{len(made['databases'])}"  # a run tried once more gets new names
+    database, prefix = f"townhall_obench_{run_id}", f"obench{run_id}"
     run_sql(f'CREATE DATABASE "{database}"')
     made["databases"].append(database)
     made["prefixes"].append(prefix)
@@ -605,153 +606,6 @@ def run_townhall(
     return figures
 
 
-class Spies:
-    """py-spy sampling every process of the run (CPU only: idle threads are not sampled),
-    from creation to `stop()`; `report()` prints where each process's samples fall."""
-
-    RATE = 100  # samples per second
-
-    def __init__(self, procs: Processes, label: str) -> None:
-        self.outputs: dict[str, Path] = {}
-        self.spies: list[subprocess.Popen[bytes]] = []
-        spy = str(Path(sys.executable).with_name("py-spy"))
-        for name, proc in procs.running.items():
-            output = procs.logs / f"{name}-{label}.spy"
-            log = open(procs.logs / f"{name}-{label}.spy.log", "wb")
-            self.spies.append(
-                subprocess.Popen(
-                    [
-                        spy,
-                        "record",
-                        "--pid",
-                        str(proc.pid),
-                        "--rate",
-                        str(self.RATE),
-                        "--format",
-                        "raw",
-                        "--nonblocking",
-                        "--output",
-                        str(output),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
-            self.outputs[name] = output
-        time.sleep(0.5)  # attached before the phase starts
-
-    def stop(self) -> None:
-        for spy in self.spies:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on the way out
-        for spy in self.spies:
-            try:
-                spy.wait(30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-
-    def report(self, title: str) -> None:
-        samples = {name: read_spy(path) for name, path in self.outputs.items() if path.exists()}
-        total = sum(sum(stacks.values()) for stacks in samples.values())
-        print(f"\nWhere the CPU goes, {title}: py-spy, {self.RATE} samples/s of CPU time")
-        if not total:
-            print("  no samples (py-spy could not attach?); see the *.spy.log files")
-            return
-        for name, stacks in samples.items():
-            count = sum(stacks.values())
-            if not count:
-                continue
-            print(f"\n{name}: {count / self.RATE:.1f} CPU s sampled, {count / total:.0%} of all")
-            shares = ", ".join(
-                f"{layer} {share:.0%}" for layer, share in layer_shares(stacks).items()
-            )
-            print(f"  by layer (innermost frame): {shares}")
-            print("  inclusive, Townhall functions (share of this process's samples):")
-            for function, share in inclusive(stacks, "townhall/", 12):
-                print(f"    {share:5.0%}  {function}")
-            print("  own time, top functions:")
-            for function, share in own(stacks, 8):
-                print(f"    {share:5.0%}  {function}")
-
-
-LAYERS = (
-    ("sqlalchemy/", "SQLAlchemy"),
-    ("asyncpg/", "asyncpg"),
-    ("aio_pika/", "AMQP client"),
-    ("aiormq/", "AMQP client"),
-    ("pamqp/", "AMQP client"),
-    ("pydantic", "pydantic"),
-    ("fastapi/", "HTTP stack"),
-    ("starlette/", "HTTP stack"),
-    ("uvicorn/", "HTTP stack"),
-    ("json/", "json"),
-    ("orjson", "json"),
-    ("asyncio/runners.py", "event loop (uvloop, native)"),
-    ("asyncio/", "asyncio"),
-    ("uvloop", "asyncio"),
-    ("townhall/", "Townhall"),
-)
-
-
-def outer(frame: str) -> bool:
-    """The command's own frames, under which every sample of the process falls."""
-    return "townhall/cli.py:" in frame or "townhall/__main__.py:" in frame
-
-
-def read_spy(path: Path) -> dict[tuple[str, ...], int]:
-    """py-spy's raw (collapsed) output: one `frame;frame;... count` line per stack."""
-    stacks: dict[tuple[str, ...], int] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            frames = tuple(stack.split(";"))
-            stacks[frames] = stacks.get(frames, 0) + int(count)
-    return stacks
-
-
-def layer_of(frame: str) -> str | None:
-    return next((layer for marker, layer in LAYERS if marker in frame), None)
-
-
-def layer_shares(stacks: dict[tuple[str, ...], int]) -> dict[str, float]:
-    total = sum(stacks.values())
-    counts: dict[str, int] = {}
-    for frames, count in stacks.items():
-        layer = next((x for x in map(layer_of, reversed(frames)) if x is not None), "other")
-        counts[layer] = counts.get(layer, 0) + count
-    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
-
-
-def short(frame: str) -> str:
-    """`handle (/work/.../src/townhall/orders/service.py:208)` -> `handle (orders/service.py)`."""
-    function, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    if function == "Runner.run" and path.endswith("asyncio/runners.py"):
-        # uvloop's loop is C: its own work (socket I/O, callbacks) shows as its caller's.
-        return "the event loop itself (uvloop: socket I/O, scheduling)"
-    for marker in ("townhall/", "site-packages/", "python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return f"{function} ({path})"
-
-
-def inclusive(stacks: dict[tuple[str, ...], int], marker: str, top: int) -> list[tuple[str, float]]:
-    total, counts = sum(stacks.values()), {}
-    for frames, count in stacks.items():
-        for function in {short(f) for f in frames if marker in f and not outer(f)}:
-            counts[function] = counts.get(function, 0) + count
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
-    return [(f, c / total) for f, c in ranked][:top]
-
-
-def own(stacks: dict[tuple[str, ...], int], top: int) -> list[tuple[str, float]]:
-    total, counts = sum(stacks.values()), {}
-    for frames, count in stacks.items():
-        leaf = short(frames[-1])
-        counts[leaf] = counts.get(leaf, 0) + count
-    return [(f, c / total) for f, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
-
-
 # --- Celery ------------------------------------------------------------------------------------
 
 
@@ -759,7 +613,8 @@ def run_celery(args: Any, procs: Processes, run_id: str, made: dict[str, list[st
     import psycopg
 
     figures = Figures("Celery canvas")
-    database, queue = f"townhall_obench_{run_id}_celery", f"townhall_obench_celery_{run_id}"
+    run_id += f"celery{len(made['databases'])}"  # a run tried once more gets new names
+    database, queue = f"townhall_obench_{run_id}", f"townhall_obench_{run_id}"
     run_sql(f'CREATE DATABASE "{database}"')
     made["databases"].append(database)
     made["celery_queues"].append(queue)
@@ -901,36 +756,56 @@ def wait_for_consumer(queue: str, procs: Processes, timeout: float = 60.0) -> No
 
 def remove_rabbit(made: dict[str, list[str]]) -> None:
     """Every queue and exchange of the run: by prefix where rabbitmqctl may list them, else by
-    the names the bus adapter gives each topic and group (from the outbox's topics)."""
+    the names the bus adapter gives each topic and group (from the outbox's topics). A busy
+    shared broker can take many seconds to answer: waited for, and tried three times."""
     prefixes = (*made["prefixes"], *made["celery_queues"])
     if not prefixes:
         return
-    queues, exchanges = rabbit_names("list_queues"), rabbit_names("list_exchanges")
-    if queues is None or exchanges is None:
-        queues, exchanges = list(made["celery_queues"]), list(made["celery_queues"])
-        for database, prefix in zip(made["databases"], made["prefixes"], strict=False):
-            topics = outbox_topics(database)
-            groups = made.get(f"groups:{prefix}", [])
-            topic_groups = [(topic, group) for topic in topics for group in groups]
-            more_queues, more_exchanges = townhall_rabbit_names(prefix, topics, topic_groups)
-            queues += more_queues
-            exchanges += more_exchanges
-    queues = [name for name in queues if name.startswith(prefixes)]
-    exchanges = [name for name in exchanges if name.startswith(prefixes)]
-    for attempt in range(3):  # a busy broker sometimes takes longer than 5 s to let one in
+    for attempt in range(1, 4):
+        queues, exchanges = rabbit_names("list_queues"), rabbit_names("list_exchanges")
+        if queues is None or exchanges is None:
+            queues, exchanges = list(made["celery_queues"]), list(made["celery_queues"])
+            for database, prefix in zip(made["databases"], made["prefixes"], strict=False):
+                topics = outbox_topics(database)
+                groups = made.get(f"groups:{prefix}", [])
+                topic_groups = [(topic, group) for topic in topics for group in groups]
+                more_queues, more_exchanges = townhall_rabbit_names(prefix, topics, topic_groups)
+                queues += more_queues
+                exchanges += more_exchanges
+        queues = [name for name in queues if name.startswith(prefixes)]
+        exchanges = [name for name in exchanges if name.startswith(prefixes)]
         try:
-            delete_rabbit(queues, exchanges)
+            broker_up(120.0)
+            asyncio.run(delete_names(queues, exchanges))
             return
-        except Exception as exc:
-            print(f"deleting the queues: {exc!r}, attempt {attempt + 1} of 3", file=sys.stderr)
-            time.sleep(2)
+        except (Exception, SystemExit) as exc:
+            print(f"deleting the queues: {exc!r}, attempt {attempt} of 3", file=sys.stderr)
+            time.sleep(5)
+
+
+async def delete_names(queues: list[str], exchanges: list[str]) -> None:
+    """Delete queues and exchanges by name (an absent one is not an error), with a patient
+    connection."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL, timeout=30)
+    try:
+        channel = await connection.channel()
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for name in names:
+                try:
+                    await getattr(channel, f"{kind}_delete")(name)
+                except aio_pika.exceptions.ChannelClosed:  # gone already: the channel closed
+                    channel = await connection.channel()
+    finally:
+        await connection.close()
 
 
 def rabbit_names(command: str) -> list[str] | None:
     """Names from `rabbitmqctl` (None where this user may not run it)."""
     try:
         done = subprocess.run(
-            ["rabbitmqctl", command, "-q", "name"], capture_output=True, text=True, timeout=30
+            ["rabbitmqctl", command, "-q", "name"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -1001,8 +876,8 @@ def broker_up(within: float = 60.0) -> None:
 
 def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
     """One system's figures; a failure is reported in its row, and the others still run. A
-    run that could not reach the broker (on a shared machine it is at times unreachable for
-    a while) is tried once more."""
+    failed run is tried once more: on the shared machine the broker at times takes longer
+    than a process's 15 s to let it connect, which ends the process."""
     for attempt in (1, 2):
         broker_up()
         try:
@@ -1012,8 +887,8 @@ def isolated(system: str, procs: Processes, run: Any, *args: Any) -> Figures:
             if isinstance(exc, SystemExit) and "stopped by signal" in str(exc):
                 raise
             print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
-            if attempt == 1 and "TimeoutError" in str(exc):
-                print(f"{system}: the broker timed out; once more", file=sys.stderr, flush=True)
+            if attempt == 1:
+                print(f"{system}: once more", file=sys.stderr, flush=True)
                 continue
             return Figures(system, skipped=f"failed: {str(exc)[:300]}")
         finally:
