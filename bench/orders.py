@@ -549,7 +549,8 @@ def run_townhall(
         relay = [sys.executable, str(HERE / "relay_linger.py"), str(args.relay_linger)]
         figures.system += f", relay linger {args.relay_linger:g} s"
     procs.start("relay", relay, env)
-    procs.start("orders", [*townhall, "worker", *saga_groups], env)
+    # The read models run once, in the orders worker (a projection runs where it is named).
+    procs.start("orders", [*townhall, "worker", *saga_groups, *projections], env)
     procs.start("participants", [*townhall, "worker", *participant_groups], env)
     procs.wait_for_log("edge", "Townhall is up")
     for name in ("orders", "participants"):

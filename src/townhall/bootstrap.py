@@ -86,13 +86,20 @@ class Runtime:
         return [spec for installed in self.modules.values() for spec in installed.consumers]
 
     async def start(self, *, relay: bool = True, groups: Sequence[str] | None = None) -> None:
-        """Start the modules' hooks, the projections, the consumer groups (all of them, or
-        the named ones) and the outbox relay. Consumers first: on the in-process bus, a
-        message published to a topic before its groups exist reaches nobody."""
+        """Start the modules' hooks, the consumer groups and projections (all of them, or the
+        named ones: a projection is a consumer of the event store, and runs only where it is
+        named or where every group runs, not in an edge that leaves its groups to workers)
+        and the outbox relay. Consumers first: on the in-process bus, a message published to
+        a topic before its groups exist reaches nobody."""
         for hook in self.hooks_on_start:
             await hook()
-        await self.platform.projections.start()
-        await self.start_consumers(groups)
+        projections = self.platform.projections.names
+        await self.platform.projections.start(
+            None if groups is None else [name for name in groups if name in projections]
+        )
+        await self.start_consumers(
+            None if groups is None else [name for name in groups if name not in projections]
+        )
         if relay:
             self.relay = OutboxRelay(self.platform.database, self.platform.bus)
             await self.relay.start()

@@ -252,10 +252,15 @@ def create_admin(
 @app.command()
 def worker(
     groups: Annotated[
-        list[str], typer.Argument(help="Consumer groups to run, e.g. notifications.email.")
+        list[str],
+        typer.Argument(
+            help="Consumer groups or projections to run, e.g. notifications.email, "
+            "orders.summaries."
+        ),
     ],
 ) -> None:
-    """Run the named consumer groups in this process until SIGTERM (which drains)."""
+    """Run the named consumer groups and projections in this process until SIGTERM (which
+    drains)."""
     import signal
 
     from townhall.bootstrap import assemble

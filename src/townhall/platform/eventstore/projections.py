@@ -7,7 +7,7 @@ the checkpoint in one transaction, then replays every event from position 0.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,9 +89,9 @@ class Projections:
             )
         return self._subscriptions[name]
 
-    async def start(self) -> None:
-        """Run every projection live (an `on_start` hook)."""
-        for name in self.names:
+    async def start(self, names: Sequence[str] | None = None) -> None:
+        """Run the named projections live (all of them when `names` is None)."""
+        for name in self.names if names is None else names:
             await self.subscription(name).start()
 
     async def stop(self) -> None:
