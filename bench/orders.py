@@ -36,7 +36,7 @@ Per system:
 Then PostgreSQL's work per order (commits, rows written: the run database's statistics,
 read once its clients are gone) and the projection rebuild rate (events/s) of each
 registered projection, in process.
-`--relay-linger 0` runs the relay without its 10 ms linger (`bench/relay_linger.py`), to
+`--relay-linger 0` runs the relay without its 10 ms linger (`TOWNHALL_RELAY_LINGER`), to
 measure what the linger costs each hop. `--profile` samples every Townhall process with
 py-spy (`bench/spy.py`) during the peak phase and prints, per process, where its CPU
 goes. Every process, the databases and the RabbitMQ queues and exchanges of the run are
@@ -544,11 +544,11 @@ def run_townhall(
     townhall = [sys.executable, "-m", "townhall"]
     procs.start("edge", [*townhall, "serve", "--modules", EDGE_MODULES, "--no-consumers",
                          "--no-relay"], env)  # fmt: skip
-    relay = [*townhall, "relay"]
+    relay_env = dict(env)
     if args.relay_linger is not None:
-        relay = [sys.executable, str(HERE / "relay_linger.py"), str(args.relay_linger)]
+        relay_env["TOWNHALL_RELAY_LINGER"] = str(args.relay_linger)
         figures.system += f", relay linger {args.relay_linger:g} s"
-    procs.start("relay", relay, env)
+    procs.start("relay", [*townhall, "relay"], relay_env)
     # The read models run once, in the orders worker (a projection runs where it is named).
     procs.start("orders", [*townhall, "worker", *saga_groups, *projections], env)
     procs.start("participants", [*townhall, "worker", *participant_groups], env)

@@ -101,7 +101,11 @@ class Runtime:
             None if groups is None else [name for name in groups if name not in projections]
         )
         if relay:
-            self.relay = OutboxRelay(self.platform.database, self.platform.bus)
+            self.relay = OutboxRelay(
+                self.platform.database,
+                self.platform.bus,
+                linger=self.platform.settings.relay_linger,
+            )
             await self.relay.start()
 
     async def start_consumers(self, groups: Sequence[str] | None = None) -> None:

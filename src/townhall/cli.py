@@ -293,7 +293,10 @@ def relay() -> None:
     settings = _settings()
     _shared_bus(settings, "`townhall relay`")
     database = Database(settings.database_url, custom_plans=True)
-    _run(run_relay(database, lambda: _open_bus(settings)), server=True)
+    _run(
+        run_relay(database, lambda: _open_bus(settings), linger=settings.relay_linger),
+        server=True,
+    )
 
 
 async def _open_bus(settings: Settings) -> MessageBus:
