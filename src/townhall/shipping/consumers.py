@@ -1,15 +1,20 @@
-"""Shipping's bus entry point: the consumer group `shipping.commands` on its command topic,
-which hands `CreateShipment` and `CancelShipment` to the service."""
+"""Shipping's bus entry points: the consumer group `shipping.commands` on its command topic,
+which hands `CreateShipment` and `CancelShipment` to the service (orchestration), and the group
+`shipping.choreography` on the events of orders and payments (choreography)."""
 
 from __future__ import annotations
 
+from townhall.orders import events as orders
+from townhall.payments import events as payments
 from townhall.platform.messaging import ConsumerSpec, Envelope, Handler
 from townhall.platform.observability import get_logger
+from townhall.shipping.choreography import ShippingChoreography
 from townhall.shipping.events import COMMAND_TOPIC, CancelShipment, CreateShipment
 from townhall.shipping.ports import Received
 from townhall.shipping.service import ShippingService
 
 GROUP = "shipping.commands"
+CHOREOGRAPHY_GROUP = "shipping.choreography"
 
 log = get_logger("townhall.shipping")
 
@@ -43,3 +48,30 @@ def command_consumer(
     return ConsumerSpec(
         COMMAND_TOPIC, GROUP, lambda: handler, prefetch=prefetch, max_attempts=max_attempts
     )
+
+
+def choreography_consumers(
+    choreography: ShippingChoreography, *, max_attempts: int, prefetch: int = 100
+) -> list[ConsumerSpec]:
+    async def handle(envelope: Envelope) -> None:
+        payload = envelope.payload
+        order_id = payload.get("order_id") if isinstance(payload, dict) else None
+        if not isinstance(order_id, str):
+            return
+        if envelope.type == orders.OrderPlaced.type:
+            await choreography.on_order_placed(orders.OrderPlaced.from_payload(payload))
+        elif envelope.type == payments.PaymentCaptured.type:
+            await choreography.on_payment_captured(order_id, received(envelope, max_attempts))
+        elif envelope.type == orders.OrderCancelRequested.type:
+            await choreography.on_cancel_requested(order_id, received(envelope, max_attempts))
+
+    return [
+        ConsumerSpec(
+            topic,
+            CHOREOGRAPHY_GROUP,
+            lambda: handle,
+            prefetch=prefetch,
+            max_attempts=max_attempts,
+        )
+        for topic in (orders.TOPIC, payments.TOPIC)
+    ]

@@ -1,6 +1,6 @@
 """The orders module's SQL stores (SQLAlchemy Core, SQLite and PostgreSQL)."""
 
 from townhall.orders.adapters.sql.idempotency import SqlIdempotencyKeys
-from townhall.orders.adapters.sql.sagas import SqlSagaStore, SqlTimeline
+from townhall.orders.adapters.sql.sagas import SqlChoreographies, SqlSagaStore, SqlTimeline
 
-__all__ = ["SqlIdempotencyKeys", "SqlSagaStore", "SqlTimeline"]
+__all__ = ["SqlChoreographies", "SqlIdempotencyKeys", "SqlSagaStore", "SqlTimeline"]
