@@ -54,11 +54,15 @@ def decide(order: Order, decline_code: str | None = None) -> End | None:
         return None
     if order.holds(StockReservationFailed):
         return End(OrderStatus.FAILED, FailureReason.OUT_OF_STOCK)
-    if _holds(order, PaymentFailed, StockReleased):
+    # Each failure waits for the facts before it too (they are its causes, heard on other
+    # topics), so the order's stream holds the whole flow however the bus delivered it.
+    if _holds(order, StockReserved, PaymentFailed, StockReleased):
         if decline_code == PAYMENT_TIMEOUT:
             return End(OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
         return End(OrderStatus.FAILED, FailureReason.PAYMENT_DECLINED, decline_code)
-    if _holds(order, ShipmentFailed, PaymentRefunded, StockReleased):
+    if _holds(
+        order, StockReserved, PaymentCaptured, ShipmentFailed, PaymentRefunded, StockReleased
+    ):
         return End(OrderStatus.FAILED, FailureReason.SHIPPING_FAILED)
     if _holds(order, StockReserved, PaymentCaptured, ShipmentCreated):
         # All three still held (a reservation that expired meanwhile is not): else the order
