@@ -92,6 +92,9 @@ async def test_every_scenario_ends_the_same_in_both_modes(stack, tmp_path, mode)
         admins="boss",
         saga_mode=mode,
         payments_call_timeout=1.0,  # choreography: the payment step's timeout
+        # orchestration: a hanging capture's retries (>= 3.75 s) outlast the step's timeout
+        # (2 s); the refund that follows it (same key) waits for them, so keep them few.
+        payments_max_attempts=3,
         orders_step_timeout=2.0,  # orchestration: the saga's step timeout
         shipping_refuse_countries="AQ",
     )
