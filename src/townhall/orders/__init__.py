@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from townhall.config import ConfigError
 from townhall.orders.adapters.eventstore import EventStoreOrders
 from townhall.orders.adapters.outbox import OutboxSagaMessages
 from townhall.orders.adapters.prices import InventoryPrices
@@ -22,11 +23,37 @@ from townhall.orders.choreographer import Choreographer, Sagas
 from townhall.orders.consumers import SagaTimers, choreography_consumers, saga_consumers
 from townhall.orders.domain import SagaMode
 from townhall.orders.http import routers
+from townhall.orders.ports import PaymentVault
 from townhall.orders.saga import Timeouts
 from townhall.orders.service import Orchestrator, OrderDesk
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 
 __all__ = ["Sagas", "module"]
+
+
+class _NoVault:
+    """Orchestration mode in a process without the payments module: no order is placed in
+    choreography here, so nothing is ever vaulted."""
+
+    async def vault(
+        self, order_id: str, payment_method: str, amount_cents: int, currency: str
+    ) -> None:
+        raise RuntimeError("choreographed orders are placed only where payments is installed")
+
+
+def _vault(platform: Platform, facade: type[PaymentVault], mode: SagaMode) -> PaymentVault:
+    """Payments' vault, which a process placing choreographed orders must run (the card goes
+    there synchronously). In orchestration mode the orders module needs no payments module."""
+    try:
+        return platform.facade(facade)
+    except LookupError:
+        if mode is SagaMode.CHOREOGRAPHY:
+            raise ConfigError(
+                "TOWNHALL_SAGA_MODE",
+                "choreography places orders through payments' vault: run the payments module "
+                "in the process that runs orders (e.g. --modules orders,payments)",
+            ) from None
+        return _NoVault()
 
 
 def _install(platform: Platform) -> Installed:
@@ -52,7 +79,7 @@ def _install(platform: Platform) -> Installed:
         SqlChoreographies(),
         SqlTimeline(),
         OutboxSagaMessages(),
-        platform.facade(PaymentsFacade),
+        _vault(platform, PaymentsFacade, SagaMode(settings.saga_mode)),
         clock,
         deadline=timedelta(seconds=settings.orders_choreography_timeout),
     )
@@ -74,5 +101,5 @@ module = ModuleSpec(
     name="orders",
     install=_install,
     migrations=Path(__file__).parent / "migrations",
-    requires=("identity", "inventory", "payments"),
+    requires=("identity", "inventory"),
 )
