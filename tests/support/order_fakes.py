@@ -245,6 +245,9 @@ class MemoryChoreographies:
     async def add(self, conn: Handle, order_id: str, deadline: datetime, now: datetime) -> None:
         conn.writes.append(lambda: self.rows.__setitem__(order_id, ("running", None, deadline)))
 
+    async def exists(self, conn: Handle, order_id: str) -> bool:
+        return order_id in self.rows
+
     async def end(self, conn: Handle, order_id: str, status: str, now: datetime) -> None:
         conn.writes.append(lambda: self.rows.__setitem__(order_id, ("finished", status, None)))
 

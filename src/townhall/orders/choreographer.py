@@ -126,6 +126,11 @@ class Choreographer:
     async def handle(self, reply: Reply, received: Received) -> Note | None:
         """Record a participant's fact on its order, and end the order when the facts say so.
         None when the order is not a choreographed one (nothing is written)."""
+        # A read first: an orchestrated order's reply costs one primary-key read here, no
+        # write transaction (on SQLite one takes the write lock) and no event-store load.
+        async with self._tx.connect() as conn:
+            if not await self._rows.exists(conn, reply.order_id):
+                return None
         for _ in range(self._max_conflicts):
             try:
                 async with self._tx.transaction() as conn:

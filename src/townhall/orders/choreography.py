@@ -75,7 +75,10 @@ def decide(order: Order, decline_code: str | None = None) -> End | None:
 def cancel_refusal(order: Order) -> str | None:
     """Why the buyer may not cancel the order now; None when they may. Once the payment is
     captured the shipment may be under way (the orchestration refuses once the shipment is
-    asked for: the same point of the flow)."""
+    asked for: the same point of the flow). A cancelled order may be asked again: that is a
+    duplicate, not a refusal."""
+    if order.status is OrderStatus.CANCELLED:
+        return None
     if order.status.is_terminal:
         return f"the order is already {order.status.value}"
     if order.holds(PaymentCaptured):

@@ -199,6 +199,10 @@ class Choreographies(Protocol):
         """The order ended (`status`): it waits for nothing any more."""
         ...
 
+    async def exists(self, conn: Transaction, order_id: str) -> bool:
+        """Whether the order is a choreographed one (one primary-key read)."""
+        ...
+
 
 class PaymentVault(Protocol):
     """Where a choreographed order's payment method goes at placement (payments' facade), so

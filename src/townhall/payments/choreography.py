@@ -117,4 +117,6 @@ class PaymentChoreography:
             vaulted.currency,
             refund_key(order_id),
         )
-        await self._service.refund(refund, received)
+        # A capture that timed out was answered `payment_timeout`: not asked again here (the
+        # provider may hang again and the compensation must answer); it stays `unknown`.
+        await self._service.refund(refund, received, recheck_unknown=False)

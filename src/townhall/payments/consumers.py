@@ -16,6 +16,7 @@ from townhall.shipping import events as shipping
 
 GROUP = "payments.commands"
 CHOREOGRAPHY_GROUP = "payments.choreography"
+CANCEL_ATTEMPTS_FACTOR = 4
 
 log = get_logger("townhall.payments")
 
@@ -68,13 +69,16 @@ def choreography_consumers(
         elif envelope.type == orders.OrderCancelRequested.type:
             await choreography.on_cancel_requested(order_id, received(envelope, max_attempts))
 
+    # A cancel that meets a capture under way waits for it (`NotYet`, a call timeout at a
+    # time) and must not run out of attempts first; a capture's own attempts stay as set.
+    attempts = {orders.TOPIC: max_attempts * CANCEL_ATTEMPTS_FACTOR}
     return [
         ConsumerSpec(
             topic,
             CHOREOGRAPHY_GROUP,
             lambda: handle,
             prefetch=prefetch,
-            max_attempts=max_attempts,
+            max_attempts=attempts.get(topic, max_attempts),
         )
         for topic in (orders.TOPIC, inventory.TOPIC, shipping.TOPIC)
     ]

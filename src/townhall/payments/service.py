@@ -109,12 +109,21 @@ class PaymentService:
             payment = _settle(payment, outcome)
         await self._answer(received, command.order_id, _capture_reply, payment)
 
-    async def refund(self, command: RefundPayment, received: Received) -> None:
+    async def refund(
+        self, command: RefundPayment, received: Received, *, recheck_unknown: bool = True
+    ) -> None:
         """Give back what the order's payment holds, once; answer `PaymentRefunded` (amount 0
         when nothing was captured, the amount already refunded when it was). A payment whose
         capture never had a final answer is captured again under its key first: a late capture
-        is found and refunded."""
+        is found and refunded. Without `recheck_unknown` (the choreography, where a capture
+        that timed out was answered `payment_timeout` already) such a payment is answered as
+        nothing captured, and stays `unknown`, the list a person checks."""
         payment = await self._read(command.order_id)
+        if payment is not None and not payment.settled and not recheck_unknown:
+            await self._answer(
+                received, command.order_id, lambda stored: _refund_reply(stored, command)
+            )
+            return
         if payment is not None and not payment.settled:
             outcome = await self._ask_capture(payment)
             if isinstance(outcome, Transient):

@@ -15,6 +15,7 @@ from townhall.shipping.service import ShippingService
 
 GROUP = "shipping.commands"
 CHOREOGRAPHY_GROUP = "shipping.choreography"
+CANCEL_ATTEMPTS_FACTOR = 4
 
 log = get_logger("townhall.shipping")
 
@@ -65,13 +66,16 @@ def choreography_consumers(
         elif envelope.type == orders.OrderCancelRequested.type:
             await choreography.on_cancel_requested(order_id, received(envelope, max_attempts))
 
+    # A cancel that meets a booking under way waits for it (`NotYet`, 1 s at a time, the
+    # carrier's call may take 10 s) and must not run out of attempts first.
+    attempts = {orders.TOPIC: max_attempts * CANCEL_ATTEMPTS_FACTOR}
     return [
         ConsumerSpec(
             topic,
             CHOREOGRAPHY_GROUP,
             lambda: handle,
             prefetch=prefetch,
-            max_attempts=max_attempts,
+            max_attempts=attempts.get(topic, max_attempts),
         )
         for topic in (orders.TOPIC, payments.TOPIC)
     ]

@@ -122,6 +122,10 @@ class SqlChoreographies:
             )
         )
 
+    async def exists(self, conn: Transaction, order_id: str) -> bool:
+        query = sa.select(sagas.c.mode).where(sagas.c.order_id == order_id)
+        return (await connection(conn).execute(query)).scalar() == "choreography"
+
     async def end(self, conn: Transaction, order_id: str, status: str, now: datetime) -> None:
         await connection(conn).execute(
             sagas.update()
