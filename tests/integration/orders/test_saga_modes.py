@@ -15,6 +15,8 @@ import pytest
 from support.app import running_app, settings_for
 from support.notifications import bus_url, eventually, user
 from support.services import create_database, database_name, drop_database, require
+from townhall.bootstrap import assemble
+from townhall.config import ConfigError
 from townhall.orders.saga import Note
 from townhall.orders.service import CancelRefused
 
@@ -160,3 +162,14 @@ async def test_every_scenario_ends_the_same_in_both_modes(stack, tmp_path, mode)
             return await stock() == MUG["stock"] - 1
 
         await eventually(only_the_confirmed_mug_is_gone, within=20)
+
+
+async def test_choreography_needs_payments_beside_orders_and_orchestration_does_not(tmp_path):
+    for mode, modules in (("orchestration", ["orders"]), ("choreography", ["orders", "payments"])):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'{mode}.db'}"
+        runtime = await assemble(settings_for(url, tmp_path, saga_mode=mode), modules)
+        assert "orders" in runtime.modules
+        await runtime.stop()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'alone.db'}"
+    with pytest.raises(ConfigError, match="TOWNHALL_SAGA_MODE"):
+        await assemble(settings_for(url, tmp_path, saga_mode="choreography"), ["orders"])
