@@ -182,6 +182,22 @@ class Settings(BaseSettings):
             "the shipment, a compensation) may take before its timeout applies."
         ),
     )
+    saga_mode: Literal["orchestration", "choreography"] = Field(
+        "orchestration",
+        description=(
+            "How new orders run their saga: an orchestrator sending commands, or each module "
+            "reacting to the previous one's event. Read at start; an order finishes in the "
+            "mode it was placed in."
+        ),
+    )
+    orders_choreography_timeout: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "Seconds a choreographed order may stay unfinished before it is listed as stuck "
+            "(its deadline in orders_sagas)."
+        ),
+    )
     orders_snapshot_every: int = Field(
         100, ge=0, description="A snapshot of an order every this many events (0: never)."
     )

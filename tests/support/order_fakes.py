@@ -234,3 +234,31 @@ class FixedPrices:
         return PricedBasket(
             [OrderLine(sku, quantity, self.unit_price_cents) for sku, quantity in lines], "EUR"
         )
+
+
+class MemoryChoreographies:
+    """The choreographed orders' rows: order id -> (phase, status, deadline)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str | None, datetime | None]] = {}
+
+    async def add(self, conn: Handle, order_id: str, deadline: datetime, now: datetime) -> None:
+        conn.writes.append(lambda: self.rows.__setitem__(order_id, ("running", None, deadline)))
+
+    async def exists(self, conn: Handle, order_id: str) -> bool:
+        return order_id in self.rows
+
+    async def end(self, conn: Handle, order_id: str, status: str, now: datetime) -> None:
+        conn.writes.append(lambda: self.rows.__setitem__(order_id, ("finished", status, None)))
+
+
+class MemoryVault:
+    """Payments' facade as the orders module sees it: what was vaulted, by order id."""
+
+    def __init__(self) -> None:
+        self.vaulted: dict[str, tuple[str, int, str]] = {}
+
+    async def vault(
+        self, order_id: str, payment_method: str, amount_cents: int, currency: str
+    ) -> None:
+        self.vaulted[order_id] = (payment_method, amount_cents, currency)

@@ -13,7 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from townhall.inventory.adapters.outbox import OutboxMessages
-from townhall.inventory.adapters.sql import SqlProducts, SqlReservations
+from townhall.inventory.adapters.sql import (
+    SqlChoreographedOrders,
+    SqlProducts,
+    SqlReservations,
+)
+from townhall.inventory.choreography import StockChoreography
 from townhall.inventory.consumers import InventoryConsumers
 from townhall.inventory.domain import Quote, QuotedLine
 from townhall.inventory.http import routers
@@ -72,7 +77,9 @@ def _install(platform: Platform) -> Installed:
     return Installed(
         routers=routers(catalogue),
         facade=InventoryFacade(catalogue),
-        consumers=InventoryConsumers(stock).specs(),
+        consumers=InventoryConsumers(
+            stock, StockChoreography(database, SqlChoreographedOrders(), stock, clock)
+        ).specs(),
         on_start=[expiry.start],
         on_stop=[expiry.stop],
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from townhall.inventory.choreography import GROUP as CHOREOGRAPHY_GROUP
+from townhall.inventory.choreography import StockChoreography
 from townhall.inventory.events import (
     COMMAND_TOPIC,
     ReleaseStock,
@@ -20,7 +22,8 @@ from townhall.inventory.events import (
 from townhall.inventory.ports import Cause
 from townhall.inventory.service import Stock
 from townhall.orders.events import TOPIC as ORDERS_TOPIC
-from townhall.orders.events import OrderConfirmed
+from townhall.orders.events import OrderCancelRequested, OrderConfirmed, OrderPlaced
+from townhall.payments import events as payments
 from townhall.platform.messaging import ConsumerSpec, Envelope
 from townhall.platform.observability import get_logger
 
@@ -50,12 +53,30 @@ def _reserve_command(payload: Mapping[str, Any]) -> ReserveStock:
 
 
 class InventoryConsumers:
-    def __init__(self, stock: Stock, *, max_attempts: int = 5) -> None:
+    def __init__(
+        self,
+        stock: Stock,
+        choreography: StockChoreography | None = None,
+        *,
+        max_attempts: int = 5,
+    ) -> None:
         self._stock = stock
+        self._choreography = choreography
         self._max_attempts = max_attempts
 
     def specs(self) -> list[ConsumerSpec]:
+        choreography = [
+            ConsumerSpec(
+                topic,
+                CHOREOGRAPHY_GROUP,
+                lambda: self.on_choreography,
+                max_attempts=self._max_attempts,
+            )
+            for topic in (ORDERS_TOPIC, payments.TOPIC)
+            if self._choreography is not None
+        ]
         return [
+            *choreography,
             ConsumerSpec(
                 COMMAND_TOPIC,
                 COMMANDS_GROUP,
@@ -86,6 +107,20 @@ class InventoryConsumers:
             return
         order_id = self._order_id(envelope)
         await self._stock.ship(order_id, cause_of(envelope), group=ORDERS_GROUP)
+
+    async def on_choreography(self, envelope: Envelope) -> None:
+        """The choreography (group `inventory.choreography`): reserve on a choreographed
+        `OrderPlaced`, release on payments' failure or refund and on a cancel request."""
+        assert self._choreography is not None
+        cause = cause_of(envelope)
+        if envelope.type == OrderPlaced.type:
+            await self._choreography.on_order_placed(
+                OrderPlaced.from_payload(envelope.payload), cause
+            )
+        elif envelope.type in (payments.PaymentFailed.type, payments.PaymentRefunded.type):
+            await self._choreography.on_payment_undone(self._order_id(envelope), cause)
+        elif envelope.type == OrderCancelRequested.type:
+            await self._choreography.on_cancel_requested(self._order_id(envelope), cause)
 
     def _unreadable(self, envelope: Envelope) -> ReserveStock:
         """A reservation that cannot be made: refused (one line of a sku no product can have,

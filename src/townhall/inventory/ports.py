@@ -113,3 +113,16 @@ class Messages(Protocol):
     async def publish(self, tx: Transaction, answer: Answer, cause: Cause) -> None:
         """Send `answer` (keyed by its order id) once the transaction commits."""
         ...
+
+
+class ChoreographedOrders(Protocol):
+    """The orders inventory takes part in by choreography (it reserved on their placement)."""
+
+    async def add(self, tx: Transaction, order_id: str, *, cancelled: bool, at: datetime) -> None:
+        """Record the order (cancelled or not); nothing if it is recorded already."""
+
+    async def cancel(self, tx: Transaction, order_id: str, at: datetime) -> None:
+        """Record the order as cancelled (recording it first if needed)."""
+
+    async def get(self, tx: Transaction, order_id: str) -> bool | None:
+        """Whether the order is cancelled; None when it is not a choreographed order."""

@@ -1,6 +1,8 @@
-"""Orders' bus entry points in orchestration mode: consumer group `orders.saga` on the events
+"""Orders' bus entry points: in orchestration mode, consumer group `orders.saga` on the events
 of inventory, payments and shipping (each reply goes through its order's saga), and the loop
-that fires the sagas' durable timers.
+that fires the sagas' durable timers; in choreography mode, the group `orders.choreography`
+on the same topics (each fact recorded on its order, which ends when the facts say so).
+Each group ignores the orders of the other mode.
 
 The group needs no inbox table: a saga is its own dedupe (a redelivered or repeated reply is a
 `duplicate` to it, recorded in the timeline and changing nothing). A reply that fails to be
@@ -16,7 +18,7 @@ from typing import Protocol
 
 from townhall.inventory import events as inventory
 from townhall.orders.domain import Reply
-from townhall.orders.saga import REPLIES, Handled
+from townhall.orders.saga import REPLIES, Handled, Note
 from townhall.orders.service import Received
 from townhall.payments import events as payments
 from townhall.platform.messaging import ConsumerSpec, Envelope
@@ -26,6 +28,7 @@ from townhall.shipping import events as shipping
 log = get_logger("townhall.orders")
 
 SAGA_GROUP = "orders.saga"
+CHOREOGRAPHY_GROUP = "orders.choreography"
 REPLY_TOPICS = (inventory.TOPIC, payments.TOPIC, shipping.TOPIC)
 TIMER_INTERVAL = 1.0
 
@@ -34,6 +37,10 @@ REPLY_TYPES: Mapping[str, type[Reply]] = {cls.type: cls for cls in REPLIES}
 
 class Replies(Protocol):
     async def handle(self, reply: Reply, received: Received) -> Handled | None: ...
+
+
+class Facts(Protocol):
+    async def handle(self, reply: Reply, received: Received) -> Note | None: ...
 
 
 class DueTimers(Protocol):
@@ -57,6 +64,24 @@ def saga_consumers(
 
     return [
         ConsumerSpec(topic, SAGA_GROUP, lambda: on_reply, prefetch, max_attempts)
+        for topic in REPLY_TOPICS
+    ]
+
+
+def choreography_consumers(
+    choreographer: Facts, *, prefetch: int = 100, max_attempts: int = 5
+) -> list[ConsumerSpec]:
+    """The group needs no inbox table either: the order records a fact at most once (a
+    repeated one is a `duplicate` in the timeline)."""
+
+    async def on_fact(envelope: Envelope) -> None:
+        reply = reply_from(envelope)
+        if reply is None:
+            return
+        await choreographer.handle(reply, Received.of(envelope))
+
+    return [
+        ConsumerSpec(topic, CHOREOGRAPHY_GROUP, lambda: on_fact, prefetch, max_attempts)
         for topic in REPLY_TOPICS
     ]
 

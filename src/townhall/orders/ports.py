@@ -272,3 +272,33 @@ class SagaOverviews(Protocol):
         command (running, or compensating a late success after its end), and its deadline is
         before `overdue_before` or its attempt is at least `stuck_attempts`."""
         ...
+
+
+# --- choreography ---------------------------------------------------------------------------
+
+
+class Choreographies(Protocol):
+    """A row per choreographed order in the saga table (`mode` choreography), so stuck and
+    running orders are found in both modes: the deadline after which it is stuck, then its
+    end."""
+
+    async def add(
+        self, conn: Transaction, order_id: str, deadline: datetime, now: datetime
+    ) -> None: ...
+
+    async def end(self, conn: Transaction, order_id: str, status: str, now: datetime) -> None:
+        """The order ended (`status`): it waits for nothing any more."""
+        ...
+
+    async def exists(self, conn: Transaction, order_id: str) -> bool:
+        """Whether the order is a choreographed one (one primary-key read)."""
+        ...
+
+
+class PaymentVault(Protocol):
+    """Where a choreographed order's payment method goes at placement (payments' facade), so
+    it never travels in a public event."""
+
+    async def vault(
+        self, order_id: str, payment_method: str, amount_cents: int, currency: str
+    ) -> None: ...

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from townhall.inventory import events as inventory
 from townhall.orders import events as public
@@ -448,6 +449,22 @@ class OrderRequest:
     payment_method: str
 
 
+class OrderPlacer(Protocol):
+    """Where the desk places an order and reads it back: the orchestrator, or `Sagas`, which
+    places it in the configured saga mode."""
+
+    async def place(
+        self,
+        new: NewOrder,
+        *,
+        also: Callable[[Transaction, Order], Awaitable[None]] | None = None,
+    ) -> Order: ...
+
+    async def order(self, order_id: uuid.UUID) -> Order: ...
+
+    async def cancel(self, order_id: uuid.UUID) -> Note: ...
+
+
 class OrderDesk:
     """Takes a buyer's order: prices it, and places it once per (buyer, idempotency key). The
     key and the order commit together; a second request with the key gets the first's order
@@ -456,7 +473,7 @@ class OrderDesk:
     def __init__(
         self,
         transactions: Transactions,
-        orchestrator: Orchestrator,
+        orchestrator: OrderPlacer,
         prices: Prices,
         keys: IdempotencyKeys,
         clock: Clock,

@@ -39,6 +39,7 @@ class Transient:
 
     error: str
     retry_after: float | None = None
+    timed_out: bool = False  # no answer within the caller's bound (not the provider's word)
 
 
 @dataclass(frozen=True)

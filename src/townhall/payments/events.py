@@ -15,6 +15,10 @@ from typing import Any
 TOPIC = "payments"
 COMMAND_TOPIC = "payments.commands"
 
+# The `decline_code` of a `PaymentFailed` when the provider did not answer in time (the
+# choreography's capture: there the payment step's timeout is payments' own call timeout).
+PAYMENT_TIMEOUT = "payment_timeout"
+
 
 @dataclass(frozen=True)
 class CapturePayment:

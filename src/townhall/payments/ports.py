@@ -11,6 +11,7 @@ what the first attempt answered. The same key with another request is a `Permane
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from townhall.payments.domain import CaptureOutcome, Payment, RefundOutcome
@@ -85,3 +86,39 @@ class HandledCommands(Protocol):
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
         """Record `message_id` as handled in the caller's transaction; False if it was."""
+
+
+# --- choreography ---------------------------------------------------------------------------
+
+
+class VaultStatus(StrEnum):
+    VAULTED = "vaulted"  # handed over at placement; nothing asked of the provider yet
+    CAPTURING = "capturing"  # the capture is asked (a cancel waits for its answer)
+    DONE = "done"  # the capture has its answer
+    CANCELLED = "cancelled"  # cancelled before any capture: none will be made
+
+
+@dataclass(frozen=True)
+class Vaulted:
+    """What pays for a choreographed order, and how much, kept from its placement."""
+
+    order_id: str
+    payment_method: str
+    amount_cents: int
+    currency: str
+    status: VaultStatus
+
+
+class Vault(Protocol):
+    """Payments' own table of the choreographed orders' payment methods."""
+
+    async def add(self, conn: Transaction, vaulted: Vaulted) -> bool:
+        """Insert; False (nothing written) when the order has one already."""
+
+    async def get(self, conn: Transaction, order_id: str) -> Vaulted | None: ...
+
+    async def move(
+        self, conn: Transaction, order_id: str, from_: tuple[VaultStatus, ...], to: VaultStatus
+    ) -> bool:
+        """Set the status to `to` if it is one of `from_` (one conditional update): whether it
+        moved."""

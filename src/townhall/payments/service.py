@@ -25,6 +25,7 @@ from townhall.payments.domain import (
     Transient,
 )
 from townhall.payments.events import (
+    PAYMENT_TIMEOUT,
     CapturePayment,
     PaymentCaptured,
     PaymentFailed,
@@ -74,10 +75,15 @@ class PaymentService:
         self._gateway = gateway
         self._call_timeout = call_timeout
 
-    async def capture(self, command: CapturePayment, received: Received) -> None:
+    async def capture(
+        self, command: CapturePayment, received: Received, *, timeout_fails: bool = False
+    ) -> None:
         """Charge the order once, whatever the number of deliveries; answer `PaymentCaptured`
         or `PaymentFailed`. A transient answer raises (the bus retries) until the last attempt,
-        which answers `PaymentFailed("provider_unavailable")` and keeps the payment UNKNOWN."""
+        which answers `PaymentFailed("provider_unavailable")` and keeps the payment UNKNOWN.
+        With `timeout_fails` (the choreography, where no saga times the step), a provider
+        that does not answer within the call timeout is answered at once with
+        `PaymentFailed("payment_timeout")`, the payment kept UNKNOWN as well."""
         known = await self._read(command.order_id)
         if known is not None and known.settled:
             await self._answer(received, command.order_id, _capture_reply)
@@ -92,21 +98,32 @@ class PaymentService:
         )
         outcome = await self._ask_capture(payment)
         if isinstance(outcome, Transient):
-            if not received.final_attempt:
+            timed_out = timeout_fails and outcome.timed_out
+            if not received.final_attempt and not timed_out:
                 raise _retry(outcome)
             # The saga (or a person) must hear an answer; the row keeps what a refund needs to
             # ask the provider again, should it have charged after all.
-            payment = replace(payment, decline_code=PROVIDER_UNAVAILABLE)
+            code = PAYMENT_TIMEOUT if timed_out else PROVIDER_UNAVAILABLE
+            payment = replace(payment, decline_code=code)
         else:
             payment = _settle(payment, outcome)
         await self._answer(received, command.order_id, _capture_reply, payment)
 
-    async def refund(self, command: RefundPayment, received: Received) -> None:
+    async def refund(
+        self, command: RefundPayment, received: Received, *, recheck_unknown: bool = True
+    ) -> None:
         """Give back what the order's payment holds, once; answer `PaymentRefunded` (amount 0
         when nothing was captured, the amount already refunded when it was). A payment whose
         capture never had a final answer is captured again under its key first: a late capture
-        is found and refunded."""
+        is found and refunded. Without `recheck_unknown` (the choreography, where a capture
+        that timed out was answered `payment_timeout` already) such a payment is answered as
+        nothing captured, and stays `unknown`, the list a person checks."""
         payment = await self._read(command.order_id)
+        if payment is not None and not payment.settled and not recheck_unknown:
+            await self._answer(
+                received, command.order_id, lambda stored: _refund_reply(stored, command)
+            )
+            return
         if payment is not None and not payment.settled:
             outcome = await self._ask_capture(payment)
             if isinstance(outcome, Transient):
@@ -155,7 +172,7 @@ class PaymentService:
         try:
             return await asyncio.wait_for(call, self._call_timeout)
         except TimeoutError:
-            return Transient(f"timeout: no answer within {self._call_timeout} s")
+            return Transient(f"timeout: no answer within {self._call_timeout} s", timed_out=True)
 
     async def _read(self, order_id: str) -> Payment | None:
         async with self._transactions.connect() as conn:

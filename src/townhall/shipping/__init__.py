@@ -12,8 +12,20 @@ from pathlib import Path
 from townhall.config import Settings
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 from townhall.shipping.adapters.simulator import SimulatedCarrier
-from townhall.shipping.adapters.sql import OutboxShippingEvents, SqlHandledCommands, SqlShipments
-from townhall.shipping.consumers import GROUP, command_consumer, orders_consumer
+from townhall.shipping.adapters.sql import (
+    OutboxShippingEvents,
+    SqlHandledCommands,
+    SqlPlacedOrders,
+    SqlShipments,
+)
+from townhall.shipping.choreography import ShippingChoreography
+from townhall.shipping.consumers import (
+    CHOREOGRAPHY_GROUP,
+    GROUP,
+    choreography_consumers,
+    command_consumer,
+    orders_consumer,
+)
 from townhall.shipping.ports import Carrier
 from townhall.shipping.service import ShippingService
 
@@ -42,10 +54,22 @@ def _install(platform: Platform) -> Installed:
         SqlHandledCommands(GROUP),
         carrier,
     )
+    choreographed = ShippingService(
+        platform.database,
+        SqlShipments(),
+        OutboxShippingEvents(),
+        SqlHandledCommands(CHOREOGRAPHY_GROUP),
+        carrier,
+    )
+    choreography = ShippingChoreography(
+        platform.database, SqlPlacedOrders(), SqlShipments(), choreographed
+    )
+    attempts = settings.shipping_max_attempts
     return Installed(
         consumers=[
-            command_consumer(service, max_attempts=settings.shipping_max_attempts),
-            orders_consumer(service, max_attempts=settings.shipping_max_attempts),
+            command_consumer(service, max_attempts=attempts),
+            orders_consumer(service, max_attempts=attempts),
+            *choreography_consumers(choreography, max_attempts=attempts),
         ],
         on_stop=[carrier.aclose],
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from townhall.platform.transaction import Transaction
@@ -26,6 +27,7 @@ from townhall.shipping.domain import (
     ShipmentOutcome,
 )
 from townhall.shipping.events import (
+    CreateShipment,
     ShipmentCancelled,
     ShipmentCreated,
     ShipmentDispatched,
@@ -98,3 +100,35 @@ class HandledCommands(Protocol):
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
         """Record `message_id` as handled in the caller's transaction; False if it was."""
+
+
+# --- choreography ---------------------------------------------------------------------------
+
+
+class PlacedStatus(StrEnum):
+    ORCHESTRATED = "orchestrated"  # its saga sends commands: nothing to do on events
+    PLACED = "placed"  # choreographed, waiting for the payment
+    CREATING = "creating"  # the carrier is asked (a cancel waits for its answer)
+    DONE = "done"  # the shipment has its answer
+    CANCELLED = "cancelled"  # cancelled before any shipment: none will be made
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order_id: str
+    status: PlacedStatus
+    request: CreateShipment | None  # what to ship, for a choreographed order
+
+
+class PlacedOrders(Protocol):
+    """Shipping's own record of the orders placed, and where each one's shipment is."""
+
+    async def add(self, conn: Transaction, placed: PlacedOrder) -> bool:
+        """Insert; False (nothing written) when the order is known already."""
+
+    async def get(self, conn: Transaction, order_id: str) -> PlacedOrder | None: ...
+
+    async def move(
+        self, conn: Transaction, order_id: str, from_: tuple[PlacedStatus, ...], to: PlacedStatus
+    ) -> bool:
+        """Set the status to `to` if it is one of `from_`: whether it moved."""

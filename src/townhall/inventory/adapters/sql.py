@@ -15,9 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from townhall.inventory.adapters.tables import products, reservations, stock_adjustments
+from townhall.inventory.adapters.tables import (
+    choreographed,
+    products,
+    reservations,
+    stock_adjustments,
+)
 from townhall.inventory.domain import (
     Product,
     Reservation,
@@ -241,3 +247,27 @@ class SqlReservations:
     async def expired(self, tx: Transaction, now: datetime, limit: int) -> list[str]:
         rows = await connection(tx).execute(EXPIRED.limit(limit), {"b_now": now})
         return [row.order_id for row in rows]
+
+
+class SqlChoreographedOrders:
+    async def add(self, tx: Transaction, order_id: str, *, cancelled: bool, at: datetime) -> None:
+        sql = connection(tx)
+        insert = postgresql.insert if sql.dialect.name == "postgresql" else sqlite.insert
+        await sql.execute(
+            insert(choreographed)
+            .values(order_id=order_id, cancelled=cancelled, created_at=at)
+            .on_conflict_do_nothing()
+        )
+
+    async def cancel(self, tx: Transaction, order_id: str, at: datetime) -> None:
+        await self.add(tx, order_id, cancelled=True, at=at)
+        await connection(tx).execute(
+            choreographed.update()
+            .where(choreographed.c.order_id == order_id)
+            .values(cancelled=True)
+        )
+
+    async def get(self, tx: Transaction, order_id: str) -> bool | None:
+        query = sa.select(choreographed.c.cancelled).where(choreographed.c.order_id == order_id)
+        cancelled = (await connection(tx).execute(query)).scalar()
+        return None if cancelled is None else bool(cancelled)

@@ -51,3 +51,13 @@ reservations = sa.Table(
     sa.Column("correlation_id", sa.String(64)),
     sa.Index("inventory_reservations_due", "status", "expires_at"),
 )
+
+# The choreographed orders inventory reserved for on `orders.OrderPlaced` (issue 21): it
+# releases their stock on payments' failure or refund, and a cancelled one is never reserved.
+choreographed = sa.Table(
+    "inventory_choreographed",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)

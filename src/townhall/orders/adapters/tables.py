@@ -8,7 +8,9 @@ Time = sa.DateTime(timezone=True)
 
 # One row per saga of the orchestration mode: its state as `Saga.to_data()`, and its durable
 # timer, the deadline of what it waits for (null once it waits for nothing), indexed so that
-# any process finds the due ones.
+# any process finds the due ones. A choreographed order has a row too (`mode`
+# `choreography`): no state to keep, but its phase, its end and the deadline after which it is
+# stuck; the orchestrator never reads those rows.
 sagas = sa.Table(
     "orders_sagas",
     metadata,
@@ -22,6 +24,7 @@ sagas = sa.Table(
     sa.Column("attempt", sa.Integer),  # of the command waited on; a stuck compensation grows it
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False, server_default="orchestration"),
     sa.Index("orders_sagas_deadline", "deadline"),
 )
 

@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from townhall.payments.adapters.tables import payments
+from townhall.payments.adapters.tables import payments, vault
 from townhall.payments.domain import Payment, PaymentStatus
 from townhall.payments.events import TOPIC
-from townhall.payments.ports import Received, Reply
+from townhall.payments.ports import Received, Reply, Vaulted, VaultStatus
 from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
 from townhall.platform.outbox import enqueue, mark_handled_id
@@ -92,3 +92,46 @@ class SqlHandledCommands:
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
         return await mark_handled_id(connection(conn), self._group, message_id)
+
+
+def _vaulted(row: Any) -> Vaulted:
+    return Vaulted(
+        order_id=row.order_id,
+        payment_method=row.payment_method,
+        amount_cents=row.amount_cents,
+        currency=row.currency,
+        status=VaultStatus(row.status),
+    )
+
+
+class SqlVault:
+    async def add(self, conn: Transaction, vaulted: Vaulted) -> bool:
+        sql = connection(conn)
+        insert = postgresql.insert if sql.dialect.name == "postgresql" else sqlite.insert
+        now = datetime.now(UTC)
+        statement = insert(vault).values(
+            order_id=vaulted.order_id,
+            payment_method=vaulted.payment_method,
+            amount_cents=vaulted.amount_cents,
+            currency=vaulted.currency,
+            status=vaulted.status.value,
+            created_at=now,
+            updated_at=now,
+        )
+        result = await sql.execute(statement.on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+    async def get(self, conn: Transaction, order_id: str) -> Vaulted | None:
+        query = vault.select().where(vault.c.order_id == order_id)
+        row = (await connection(conn).execute(query)).first()
+        return _vaulted(row) if row else None
+
+    async def move(
+        self, conn: Transaction, order_id: str, from_: tuple[VaultStatus, ...], to: VaultStatus
+    ) -> bool:
+        result = await connection(conn).execute(
+            vault.update()
+            .where(vault.c.order_id == order_id, vault.c.status.in_([s.value for s in from_]))
+            .values(status=to.value, updated_at=datetime.now(UTC))
+        )
+        return bool(result.rowcount)

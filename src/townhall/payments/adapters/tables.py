@@ -20,3 +20,18 @@ payments = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# The choreography's vault: what pays for a choreographed order, handed over by the orders
+# module at placement (`PaymentsFacade.vault`), so the card never travels in a public event;
+# `status` is where the order's capture is (vaulted -> capturing -> done, or cancelled).
+vault = sa.Table(
+    "payments_vault",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("payment_method", sa.String(255), nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

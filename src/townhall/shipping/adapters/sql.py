@@ -14,10 +14,10 @@ from townhall.platform.db import connection
 from townhall.platform.messaging import Envelope
 from townhall.platform.outbox import enqueue, mark_handled_id
 from townhall.platform.transaction import Transaction
-from townhall.shipping.adapters.tables import shipments
+from townhall.shipping.adapters.tables import orders, shipments
 from townhall.shipping.domain import Shipment, ShipmentStatus
-from townhall.shipping.events import TOPIC
-from townhall.shipping.ports import Event, Received
+from townhall.shipping.events import TOPIC, CreateShipment
+from townhall.shipping.ports import Event, PlacedOrder, PlacedStatus, Received
 
 BY_ORDER = shipments.select().where(shipments.c.order_id == sa.bindparam("order_id"))
 
@@ -100,3 +100,36 @@ class SqlHandledCommands:
 
     async def first_time(self, conn: Transaction, message_id: str) -> bool:
         return await mark_handled_id(connection(conn), self._group, message_id)
+
+
+class SqlPlacedOrders:
+    async def add(self, conn: Transaction, placed: PlacedOrder) -> bool:
+        sql = connection(conn)
+        now = datetime.now(UTC)
+        statement = _insert(sql)(orders).values(
+            order_id=placed.order_id,
+            status=placed.status.value,
+            request=None if placed.request is None else placed.request.to_payload(),
+            created_at=now,
+            updated_at=now,
+        )
+        result = await sql.execute(statement.on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+    async def get(self, conn: Transaction, order_id: str) -> PlacedOrder | None:
+        query = orders.select().where(orders.c.order_id == order_id)
+        row = (await connection(conn).execute(query)).first()
+        if row is None:
+            return None
+        request = None if row.request is None else CreateShipment.from_payload(row.request)
+        return PlacedOrder(row.order_id, PlacedStatus(row.status), request)
+
+    async def move(
+        self, conn: Transaction, order_id: str, from_: tuple[PlacedStatus, ...], to: PlacedStatus
+    ) -> bool:
+        result = await connection(conn).execute(
+            orders.update()
+            .where(orders.c.order_id == order_id, orders.c.status.in_([s.value for s in from_]))
+            .values(status=to.value, updated_at=datetime.now(UTC))
+        )
+        return bool(result.rowcount)

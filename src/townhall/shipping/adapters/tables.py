@@ -17,3 +17,17 @@ shipments = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# The orders shipping has heard of placed (`orders.OrderPlaced`), with their saga's mode: a
+# choreographed one keeps what its shipment needs (`request`, a `CreateShipment` payload) until
+# payments reports the money captured; `status`: placed -> creating -> done, or cancelled
+# (an orchestrated order is only `orchestrated`: its saga sends commands).
+orders = sa.Table(
+    "shipping_orders",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("request", sa.JSON),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

@@ -6,9 +6,10 @@ from townhall.orders.adapters.sql.read_models import (
     SqlSagaOverviews,
     SqlSales,
 )
-from townhall.orders.adapters.sql.sagas import SqlSagaStore, SqlTimeline
+from townhall.orders.adapters.sql.sagas import SqlChoreographies, SqlSagaStore, SqlTimeline
 
 __all__ = [
+    "SqlChoreographies",
     "SqlIdempotencyKeys",
     "SqlOrderSummaries",
     "SqlSagaOverviews",

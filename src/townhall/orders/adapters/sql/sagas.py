@@ -46,7 +46,8 @@ def _stored(row: Any) -> StoredSaga:
     return StoredSaga(row.order_id, Saga.from_data(row.data), row.version)
 
 
-_READ = sa.select(sagas.c.order_id, sagas.c.data, sagas.c.version)
+ORCHESTRATED = sagas.c.mode == "orchestration"
+_READ = sa.select(sagas.c.order_id, sagas.c.data, sagas.c.version).where(ORCHESTRATED)
 
 
 class SqlSagaStore:
@@ -54,6 +55,7 @@ class SqlSagaStore:
         await connection(conn).execute(
             sagas.insert().values(
                 order_id=order_id,
+                mode="orchestration",
                 version=1,
                 created_at=_utc(now),
                 updated_at=_utc(now),
@@ -82,7 +84,7 @@ class SqlSagaStore:
     async def due(self, conn: Transaction, now: datetime, limit: int) -> list[str]:
         query = (
             sa.select(sagas.c.order_id)
-            .where(sagas.c.deadline <= _utc(now))
+            .where(sagas.c.deadline <= _utc(now), ORCHESTRATED)
             .order_by(sagas.c.deadline)
             .limit(limit)
         )
@@ -95,6 +97,47 @@ class SqlSagaStore:
             query = query.with_for_update(skip_locked=True)
         row = (await sql.execute(query)).first()
         return None if row is None else _stored(row)
+
+
+class SqlChoreographies:
+    """The rows of the choreographed orders in `orders_sagas` (`mode` `choreography`): phase
+    `running` with the deadline after which the order is stuck, then `finished` with its end
+    and no deadline."""
+
+    async def add(
+        self, conn: Transaction, order_id: str, deadline: datetime, now: datetime
+    ) -> None:
+        await connection(conn).execute(
+            sagas.insert().values(
+                order_id=order_id,
+                mode="choreography",
+                data={"mode": "choreography"},
+                version=1,
+                phase="running",
+                status=None,
+                deadline=_utc(deadline),
+                attempt=None,
+                created_at=_utc(now),
+                updated_at=_utc(now),
+            )
+        )
+
+    async def exists(self, conn: Transaction, order_id: str) -> bool:
+        query = sa.select(sagas.c.mode).where(sagas.c.order_id == order_id)
+        return (await connection(conn).execute(query)).scalar() == "choreography"
+
+    async def end(self, conn: Transaction, order_id: str, status: str, now: datetime) -> None:
+        await connection(conn).execute(
+            sagas.update()
+            .where(sagas.c.order_id == order_id, sagas.c.mode == "choreography")
+            .values(
+                phase="finished",
+                status=status,
+                deadline=None,
+                version=sagas.c.version + 1,
+                updated_at=_utc(now),
+            )
+        )
 
 
 class SqlTimeline:
