@@ -235,6 +235,7 @@ class SagaOverview:
     """A saga as an administrator sees it in a list."""
 
     order_id: str
+    mode: str
     phase: str
     status: str | None
     deadline: datetime | None

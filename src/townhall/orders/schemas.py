@@ -294,6 +294,7 @@ def daily_sales_out(row: DailySales) -> DailySalesOut:
 
 class SagaOut(BaseModel):
     order_id: str
+    mode: str = Field(description="the saga mode the order runs in: orchestration or choreography")
     phase: str
     status: str | None = Field(description="the order's end once decided; null while running")
     deadline: datetime | None
@@ -310,6 +311,7 @@ class SagaPageOut(BaseModel):
 def saga_out(saga: SagaOverview) -> SagaOut:
     return SagaOut(
         order_id=saga.order_id,
+        mode=saga.mode,
         phase=saga.phase,
         status=saga.status,
         deadline=saga.deadline,

@@ -316,7 +316,14 @@ class SqlSagaOverviews:
     ) -> list[SagaOverview]:
         c = sagas.c
         query = sa.select(
-            c.order_id, c.phase, c.status, c.deadline, c.attempt, c.created_at, c.updated_at
+            c.order_id,
+            c.mode,
+            c.phase,
+            c.status,
+            c.deadline,
+            c.attempt,
+            c.created_at,
+            c.updated_at,
         )
         if which is SagaFilter.FAILED:
             query = query.where(c.status == OrderStatus.FAILED.value)
@@ -333,6 +340,7 @@ class SqlSagaOverviews:
         return [
             SagaOverview(
                 order_id=row.order_id,
+                mode=row.mode,
                 phase=row.phase,
                 status=row.status,
                 deadline=None if row.deadline is None else _aware(row.deadline),
