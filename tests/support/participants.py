@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from support.app import running_app, settings_for
 from support.notifications import bus_url
 from support.services import create_database, database_name, drop_database, require
@@ -34,6 +36,13 @@ async def stack_urls(kind: str, tmp_path: Any) -> AsyncIterator[tuple[str, str]]
     url = await create_database(name)
     yield url, bus_url(bus, "p")
     await drop_database(name)
+
+
+@pytest.fixture(params=list(STACKS))
+async def stack(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[tuple[str, str]]:
+    """(database URL, bus URL): the test runs once on each stack of `STACKS`."""
+    async with stack_urls(request.param, tmp_path) as urls:
+        yield urls
 
 
 class Replies:

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 
 from support.app import running_app, settings_for
 from support.databases import outbox_envelopes
-from support.notifications import bus_url, eventually, user
-from support.services import create_database, database_name, drop_database, require
+from support.notifications import eventually, user
 from support.smtp_receiver import SmtpReceiver
 from townhall.notifications.adapters.tables import notifications
 from townhall.orders import events as orders
@@ -32,24 +31,6 @@ ADDRESS = {
     "postal_code": "9000",
     "country": "BE",
 }
-STACKS = {
-    "sqlite+memory": ("sqlite", "memory"),
-    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
-}
-
-
-@pytest.fixture(params=list(STACKS))
-async def stack(request, tmp_path):
-    database, bus = STACKS[request.param]
-    if bus == "rabbitmq":
-        require("RabbitMQ", "127.0.0.1", 5672)
-    if database == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'on.db'}", bus_url(bus, "on")
-        return
-    name = database_name("on")
-    url = await create_database(name)
-    yield url, bus_url(bus, "on")
-    await drop_database(name)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import uuid
 import pytest
 
 from support.app import running_app, settings_for
-from support.notifications import bus_url, eventually, user
-from support.services import create_database, database_name, drop_database, require
+from support.notifications import eventually, user
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,26 +26,6 @@ ADDRESS = {
     "postal_code": "9000",
     "country": "BE",
 }
-
-
-STACKS = {
-    "sqlite+memory": ("sqlite", "memory"),
-    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
-}
-
-
-@pytest.fixture(params=list(STACKS))
-async def stack(request, tmp_path):
-    database, bus = STACKS[request.param]
-    if bus == "rabbitmq":
-        require("RabbitMQ", "127.0.0.1", 5672)
-    if database == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", bus_url(bus, "o")
-        return
-    name = database_name("o")
-    url = await create_database(name)
-    yield url, bus_url(bus, "o")
-    await drop_database(name)
 
 
 @pytest.fixture

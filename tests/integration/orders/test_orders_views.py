@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.app import running_app, settings_for
-from support.notifications import bus_url, eventually, user
-from support.services import create_database, database_name, drop_database, require
+from support.notifications import eventually, user
 from townhall.orders.adapters.tables import sales, sales_baskets, summaries
 from townhall.platform.eventstore import Projections
 
@@ -35,28 +34,10 @@ ADDRESS = {
     "postal_code": "9000",
     "country": "BE",
 }
-STACKS = {
-    "sqlite+memory": ("sqlite", "memory"),
-    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
-}
 READ_MODELS = {
     "orders.summaries": [summaries],
     "orders.sales": [sales, sales_baskets],
 }
-
-
-@pytest.fixture(params=list(STACKS))
-async def stack(request, tmp_path):
-    database, bus = STACKS[request.param]
-    if bus == "rabbitmq":
-        require("RabbitMQ", "127.0.0.1", 5672)
-    if database == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", bus_url(bus, "v")
-        return
-    name = database_name("v")
-    url = await create_database(name)
-    yield url, bus_url(bus, "v")
-    await drop_database(name)
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import uuid
 import pytest
 
 from support.app import running_app, settings_for
-from support.notifications import bus_url, eventually, user
-from support.services import create_database, database_name, drop_database, require
+from support.notifications import eventually, user
 from townhall.bootstrap import assemble
 from townhall.config import ConfigError
 from townhall.orders.saga import Note
@@ -55,25 +54,6 @@ SCENARIOS = {
     # cancelled while its capture hangs (before any money is taken)
     "cancelled": ((NEVER_ANSWERS, 1, ADDRESS), ("CANCELLED", None, None), (0, 0)),
 }
-
-STACKS = {
-    "sqlite+memory": ("sqlite", "memory"),
-    "postgresql+rabbitmq": ("postgresql", "rabbitmq"),
-}
-
-
-@pytest.fixture(params=list(STACKS))
-async def stack(request, tmp_path):
-    database, bus = STACKS[request.param]
-    if bus == "rabbitmq":
-        require("RabbitMQ", "127.0.0.1", 5672)
-    if database == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", bus_url(bus, "m")
-        return
-    name = database_name("m")
-    url = await create_database(name)
-    yield url, bus_url(bus, "m")
-    await drop_database(name)
 
 
 def order_body(card: str, quantity: int, address: dict) -> dict:
