@@ -29,8 +29,6 @@ from townhall.orders.domain import (
     Reply,
     SagaMode,
     evolve,
-    fold,
-    place,
 )
 from townhall.orders.ports import (
     Choreographies,
@@ -97,16 +95,7 @@ class Choreographer:
         """Hand the card to payments, then record the order (`OrderPlaced`, published with
         `saga_mode: choreography`), its row and its first timeline entry in one unit of work.
         Raises `InvalidOrder` naming the field at fault; nothing is written."""
-        placed = place(
-            buyer_id=new.buyer_id,
-            lines=new.lines,
-            currency=new.currency,
-            shipping_address=new.shipping_address,
-            saga_mode=SagaMode.CHOREOGRAPHY,
-            clock=self._clock,
-        )
-        order = fold([placed])
-        assert order is not None
+        placed, order = new.place(SagaMode.CHOREOGRAPHY, self._clock)
         order_id = str(order.id)
         # First, in payments' own transaction: the card is there before anyone hears of the
         # order. An order that then fails to commit leaves an unused vault row, never a charge.

@@ -120,6 +120,21 @@ class NewOrder:
     shipping_address: Address
     payment_method: str
 
+    def place(self, mode: SagaMode, clock: Clock) -> tuple[OrderPlaced, Order]:
+        """The order placed in `mode`: its first event and the order it makes. Raises
+        `InvalidOrder` naming the field at fault."""
+        placed = place(
+            buyer_id=self.buyer_id,
+            lines=self.lines,
+            currency=self.currency,
+            shipping_address=self.shipping_address,
+            saga_mode=mode,
+            clock=clock,
+        )
+        order = fold([placed])
+        assert order is not None
+        return placed, order
+
 
 @dataclass(frozen=True)
 class Received:
@@ -180,16 +195,7 @@ class Orchestrator:
         """Record the order (`OrderPlaced`), start its saga and send its first command, in one
         unit of work (with `also`, the caller's own write of the new order, when given).
         Raises `InvalidOrder` naming the field at fault; nothing is written."""
-        placed = place(
-            buyer_id=new.buyer_id,
-            lines=new.lines,
-            currency=new.currency,
-            shipping_address=new.shipping_address,
-            saga_mode=SagaMode.ORCHESTRATION,
-            clock=self._clock,
-        )
-        order = fold([placed])
-        assert order is not None
+        placed, order = new.place(SagaMode.ORCHESTRATION, self._clock)
         order_id = str(order.id)
         started = start(order, new.payment_method, self._clock, self._timeouts)
         announced = _envelope(public.OrderPlaced.type, order_id, _placed_payload(placed), None)
