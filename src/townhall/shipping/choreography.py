@@ -4,10 +4,13 @@ parcel once payments reports the money captured, and answers a buyer's cancel wi
 definitive `ShipmentCancelled` (also when nothing was booked: then nothing ever will be).
 
 Every handler decides by the order's record here (`shipping_orders`, written for every
-`OrderPlaced` with its saga's mode): an orchestrated order is ignored; an order not heard of
-yet (its `OrderPlaced` comes on another topic than `PaymentCaptured`) raises `NotYet`, so the
-bus delivers the event again. Replies go through `ShippingService` (its inbox under the group
-`shipping.choreography`; the order id is the carrier's idempotency key).
+`OrderPlaced` with its saga's mode): an orchestrated order is ignored. Events of one order come
+on two topics, so either may come first, however late: a `PaymentCaptured` for an order not
+heard of yet is kept (status `paid`, with its message) and the parcel is booked when the
+`OrderPlaced` comes; a cancel for an order not heard of yet is answered at once and keeps it
+from ever being booked. Nothing waits on the bus's retries for the other topic to catch up.
+Replies go through `ShippingService` (its inbox under the group `shipping.choreography`; the
+order id is the carrier's idempotency key).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ CHOREOGRAPHY = "choreography"
 
 
 class NotYet(Retry):
-    """The event is early (the order is not heard of yet, or its shipment is being booked):
-    raised so the bus delivers it again after `RETRY_AFTER` seconds."""
+    """A cancel met a shipment being booked: raised so the bus delivers it again after
+    `RETRY_AFTER` seconds, once the carrier has answered."""
 
 
 RETRY_AFTER = 1.0
@@ -65,26 +68,49 @@ class ShippingChoreography:
         self._shipments = shipments
         self._service = service
 
-    async def on_order_placed(self, placed: OrderPlaced) -> None:
-        """Remember the order and its mode (and, choreographed, what to ship). Idempotent."""
-        if placed.saga_mode == CHOREOGRAPHY:
-            record = PlacedOrder(placed.order_id, PlacedStatus.PLACED, shipment_request(placed))
-        else:
-            record = PlacedOrder(placed.order_id, PlacedStatus.ORCHESTRATED, None)
+    async def on_order_placed(self, placed: OrderPlaced, received: Received) -> None:
+        """Remember the order and its mode (and, choreographed, what to ship); book the parcel
+        now if its payment came first. Idempotent."""
+        if placed.saga_mode != CHOREOGRAPHY:
+            async with self._tx.transaction() as conn:
+                await self._placed.add(
+                    conn, PlacedOrder(placed.order_id, PlacedStatus.ORCHESTRATED, None)
+                )
+            return
+        request = shipment_request(placed)
         async with self._tx.transaction() as conn:
-            await self._placed.add(conn, record)
+            if await self._placed.add(
+                conn, PlacedOrder(placed.order_id, PlacedStatus.PLACED, request)
+            ):
+                return  # the usual order of things: the payment comes next
+            await self._placed.fill(conn, placed.order_id, request)
+            known = await self._placed.get(conn, placed.order_id)
+        if known is None or known.paid_by is None or known.status is not PlacedStatus.CREATING:
+            return  # a repeat, or the parcel's answer is in already
+        # Booked in the payment's name (the reply is caused by it), on this delivery's attempts.
+        paid_by = Received(
+            known.paid_by.message_id, known.paid_by.correlation_id, received.final_attempt
+        )
+        await self._book(placed.order_id, request, paid_by)
 
     async def on_payment_captured(self, order_id: str, received: Received) -> None:
-        """Book the parcel: `ShipmentCreated` or `ShipmentFailed`."""
+        """Book the parcel: `ShipmentCreated` or `ShipmentFailed`; if the order is not heard of
+        yet, keep the payment and book when it is."""
         async with self._tx.transaction() as conn:
             known = await self._placed.get(conn, order_id)
             if known is None:
-                raise NotYet(RETRY_AFTER, f"order {order_id} is not heard of yet")
+                early = PlacedOrder(order_id, PlacedStatus.PAID, None, paid_by=received)
+                if await self._placed.add(conn, early):
+                    return
+                known = await self._placed.get(conn, order_id)  # the order came meanwhile
             moving = (PlacedStatus.PLACED, PlacedStatus.CREATING)  # CREATING: after a crash
             if not await self._placed.move(conn, order_id, moving, PlacedStatus.CREATING):
-                return  # orchestrated, cancelled, or booked already
-        assert known.request is not None
-        await self._service.create(known.request, received)
+                return  # orchestrated, cancelled, paid already, or booked already
+        assert known is not None and known.request is not None
+        await self._book(order_id, known.request, received)
+
+    async def _book(self, order_id: str, request: CreateShipment, received: Received) -> None:
+        await self._service.create(request, received)
         async with self._tx.transaction() as conn:
             await self._placed.move(conn, order_id, (PlacedStatus.CREATING,), PlacedStatus.DONE)
 
@@ -93,11 +119,14 @@ class ShippingChoreography:
         answer is `ShipmentCancelled` either way."""
         async with self._tx.transaction() as conn:
             known = await self._placed.get(conn, order_id)
-            if known is None:
-                raise NotYet(RETRY_AFTER, f"order {order_id} is not heard of yet")
+            if known is None:  # before the order: it will never be booked
+                await self._placed.add(conn, PlacedOrder(order_id, PlacedStatus.CANCELLED, None))
+                known = await self._placed.get(conn, order_id)
+            assert known is not None
             if known.status is PlacedStatus.ORCHESTRATED:
                 return
-            await self._placed.move(conn, order_id, (PlacedStatus.PLACED,), PlacedStatus.CANCELLED)
+            waiting = (PlacedStatus.PLACED, PlacedStatus.PAID)
+            await self._placed.move(conn, order_id, waiting, PlacedStatus.CANCELLED)
             known = await self._placed.get(conn, order_id)
             shipment = await self._shipments.get(conn, order_id)
         assert known is not None

@@ -81,7 +81,9 @@ def choreography_consumers(
         if not isinstance(order_id, str):
             return
         if envelope.type == orders.OrderPlaced.type:
-            await choreography.on_order_placed(orders.OrderPlaced.from_payload(payload))
+            await choreography.on_order_placed(
+                orders.OrderPlaced.from_payload(payload), received(envelope, max_attempts)
+            )
         elif envelope.type == payments.PaymentCaptured.type:
             await choreography.on_payment_captured(order_id, received(envelope, max_attempts))
         elif envelope.type == orders.OrderCancelRequested.type:

@@ -108,6 +108,7 @@ class HandledCommands(Protocol):
 class PlacedStatus(StrEnum):
     ORCHESTRATED = "orchestrated"  # its saga sends commands: nothing to do on events
     PLACED = "placed"  # choreographed, waiting for the payment
+    PAID = "paid"  # the payment came before the order: booked as soon as the order comes
     CREATING = "creating"  # the carrier is asked (a cancel waits for its answer)
     DONE = "done"  # the shipment has its answer
     CANCELLED = "cancelled"  # cancelled before any shipment: none will be made
@@ -118,6 +119,7 @@ class PlacedOrder:
     order_id: str
     status: PlacedStatus
     request: CreateShipment | None  # what to ship, for a choreographed order
+    paid_by: Received | None = None  # the early `PaymentCaptured` (status `paid`), answered later
 
 
 class PlacedOrders(Protocol):
@@ -132,3 +134,6 @@ class PlacedOrders(Protocol):
         self, conn: Transaction, order_id: str, from_: tuple[PlacedStatus, ...], to: PlacedStatus
     ) -> bool:
         """Set the status to `to` if it is one of `from_`: whether it moved."""
+
+    async def fill(self, conn: Transaction, order_id: str, request: CreateShipment) -> bool:
+        """A `paid` order's request arrived: store it and move to `creating`; whether it did."""

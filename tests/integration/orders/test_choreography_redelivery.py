@@ -41,7 +41,6 @@ from townhall.payments.service import PaymentService
 from townhall.platform.clock import SystemClock
 from townhall.platform.db import Database
 from townhall.platform.ids import new_id_str
-from townhall.platform.messaging import Retry
 from townhall.platform.migrations import migrate
 from townhall.platform.outbox import outbox_messages
 from townhall.shipping.adapters.simulator import SimulatedCarrier
@@ -111,6 +110,17 @@ class Participants:
             bodies = (await conn.execute(query)).scalars().all()
         return Counter(json.loads(body)["type"] for body in bodies)
 
+    async def causes(self, order_id: str, message_type: str) -> list[str]:
+        """The causation ids of the order's messages of one type, in the order published."""
+        query = (
+            sa.select(outbox_messages.c.body)
+            .where(outbox_messages.c.key == order_id)
+            .order_by(outbox_messages.c.position)
+        )
+        async with self.database.connect() as conn:
+            bodies = [json.loads(body) for body in (await conn.execute(query)).scalars()]
+        return [b["headers"]["causation_id"] for b in bodies if b["type"] == message_type]
+
     async def stock(self) -> int:
         return (await self.catalogue.get("mug")).available
 
@@ -144,10 +154,11 @@ async def test_redelivered_and_reordered_events_are_handled_once(database):
     await world.catalogue.add("mug", "Mug", 900, "EUR", 10)
 
     # A: every event twice (the same delivery again) and once more under another id; shipping
-    # hears of the capture before the placement, and is told to come back.
+    # hears of the capture before the placement: it keeps it, and books when the order comes.
     a = new_id_str()
-    with pytest.raises(Retry):
-        await world.shipping.on_payment_captured(a, shipped(a))
+    early = new_id_str()
+    await world.shipping.on_payment_captured(a, shipped(a, early))
+    assert await world.published(a) == Counter()  # nothing to ship to yet
     await world.payments.vault(a, CARD, 1800, "EUR")
     await world.payments.vault(a, "4000000000000002", 1, "USD")  # the first vaulting stands
     first = new_id_str()
@@ -158,7 +169,8 @@ async def test_redelivered_and_reordered_events_are_handled_once(database):
     for message_id in (reserved, reserved, new_id_str()):
         await world.payments.on_stock_reserved(a, paid(a, message_id))
     for _ in range(2):
-        await world.shipping.on_order_placed(placed(a))
+        await world.shipping.on_order_placed(placed(a), shipped(a))
+    assert await world.causes(a, "shipping.ShipmentCreated") == [early]
     captured = new_id_str()
     for message_id in (captured, captured, new_id_str()):
         await world.shipping.on_payment_captured(a, shipped(a, message_id))
@@ -169,7 +181,7 @@ async def test_redelivered_and_reordered_events_are_handled_once(database):
     # B: the cancel reaches every participant before the placement (and the capture).
     b = new_id_str()
     await world.payments.vault(b, CARD, 1800, "EUR")
-    await world.shipping.on_order_placed(placed(b))
+    await world.shipping.on_order_placed(placed(b), shipped(b))
     await world.inventory.on_cancel_requested(b, cause(b))
     await world.payments.on_cancel_requested(b, paid(b))
     await world.shipping.on_cancel_requested(b, shipped(b))
@@ -185,10 +197,25 @@ async def test_redelivered_and_reordered_events_are_handled_once(database):
         }
     )
 
+    # D: shipping hears the cancel first, then the capture, then the placement: it answers the
+    # cancel at once and books nothing, ever.
+    d = new_id_str()
+    await world.shipping.on_cancel_requested(d, shipped(d))
+    await world.shipping.on_payment_captured(d, shipped(d))
+    await world.shipping.on_order_placed(placed(d), shipped(d))
+    assert await world.published(d) == Counter({"shipping.ShipmentCancelled": 1})
+
+    # E: the capture first, then the cancel, then the placement: cancelled, never booked.
+    e = new_id_str()
+    await world.shipping.on_payment_captured(e, shipped(e))
+    await world.shipping.on_cancel_requested(e, shipped(e))
+    await world.shipping.on_order_placed(placed(e), shipped(e))
+    assert await world.published(e) == Counter({"shipping.ShipmentCancelled": 1})
+
     # C: an order of the orchestration: its saga sends commands; events change nothing here.
     c = new_id_str()
     await world.inventory.on_order_placed(placed(c, "orchestration"), cause(c))
-    await world.shipping.on_order_placed(placed(c, "orchestration"))
+    await world.shipping.on_order_placed(placed(c, "orchestration"), shipped(c))
     await world.payments.on_stock_reserved(c, paid(c))
     await world.inventory.on_payment_undone(c, cause(c))
     await world.shipping.on_payment_captured(c, shipped(c))

@@ -110,6 +110,8 @@ class SqlPlacedOrders:
             order_id=placed.order_id,
             status=placed.status.value,
             request=None if placed.request is None else placed.request.to_payload(),
+            paid_message_id=None if placed.paid_by is None else placed.paid_by.message_id,
+            paid_correlation_id=None if placed.paid_by is None else placed.paid_by.correlation_id,
             created_at=now,
             updated_at=now,
         )
@@ -122,7 +124,12 @@ class SqlPlacedOrders:
         if row is None:
             return None
         request = None if row.request is None else CreateShipment.from_payload(row.request)
-        return PlacedOrder(row.order_id, PlacedStatus(row.status), request)
+        paid_by = (
+            None
+            if row.paid_message_id is None
+            else Received(row.paid_message_id, row.paid_correlation_id or row.order_id)
+        )
+        return PlacedOrder(row.order_id, PlacedStatus(row.status), request, paid_by)
 
     async def move(
         self, conn: Transaction, order_id: str, from_: tuple[PlacedStatus, ...], to: PlacedStatus
@@ -131,5 +138,17 @@ class SqlPlacedOrders:
             orders.update()
             .where(orders.c.order_id == order_id, orders.c.status.in_([s.value for s in from_]))
             .values(status=to.value, updated_at=datetime.now(UTC))
+        )
+        return bool(result.rowcount)
+
+    async def fill(self, conn: Transaction, order_id: str, request: CreateShipment) -> bool:
+        result = await connection(conn).execute(
+            orders.update()
+            .where(orders.c.order_id == order_id, orders.c.status == PlacedStatus.PAID.value)
+            .values(
+                status=PlacedStatus.CREATING.value,
+                request=request.to_payload(),
+                updated_at=datetime.now(UTC),
+            )
         )
         return bool(result.rowcount)

@@ -30,4 +30,7 @@ orders = sa.Table(
     sa.Column("request", sa.JSON),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    # The `PaymentCaptured` that came before the order (status `paid`): what the booking answers.
+    sa.Column("paid_message_id", sa.String(64)),
+    sa.Column("paid_correlation_id", sa.String(64)),
 )
