@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from townhall.platform.observability import get_logger
 from townhall.platform.pubsub.fanout import FanoutPubSub
@@ -75,7 +76,12 @@ class RedisPubSub(FanoutPubSub):
             raise RuntimeError("pub/sub is closed")
         if not self._up.is_set():
             raise ConnectionError("Redis pub/sub is reconnecting")
-        await self.client.ping()
+        try:
+            await self.client.ping()
+        except RedisConnectionError:
+            # A pooled connection from before a server restart fails once; the retry gets a
+            # fresh one, so a server that is back reads as up.
+            await self.client.ping()
 
     async def _listen(self) -> None:
         wait = self.options.reconnect_wait
