@@ -99,3 +99,35 @@ async def test_fan_out_order_binary_payloads_unsubscribe_overflow_and_close(url)
         await publisher.ping()
     leftover = [t for t in asyncio.all_tasks() if (t.get_name() or "").startswith("pubsub")]
     assert not leftover
+
+
+async def test_redis_carries_many_channels_on_one_subscriber_connection():
+    require("Redis", "127.0.0.1", 6379)
+    name = f"townhall-test-pubsub-{RUN_ID}"
+    gateway = await connect(f"{REDIS_URL}?prefix=t{RUN_ID}one&connection_name={name}")
+    try:
+        for n in range(100):
+            await gateway.subscribe(f"room.{n}")
+        await gateway.ping()
+        admin = await connect(f"{REDIS_URL}?prefix=t{RUN_ID}one")
+        clients = await admin.client.client_list()  # type: ignore[attr-defined]
+        await admin.close()
+        # One listener connection with every channel, one pooled for commands.
+        assert len([c for c in clients if c.get("name") == name]) == 2
+        assert max(int(c["sub"]) for c in clients if c.get("name") == name) == 101
+    finally:
+        await gateway.close()
+
+
+async def test_bad_urls_and_channels_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="no pub/sub adapter"):
+        await connect("kafka://x")
+    with pytest.raises(ValueError, match="buffer"):
+        await connect("memory://?buffer=0")
+    with pytest.raises(ValueError, match="prefix"):
+        await connect("memory://?prefix=a b")
+    pubsub = await connect("memory://")
+    for channel in ("", "has space", "x" * 201, "caf\u00e9"):
+        with pytest.raises(ValueError, match="channel"):
+            await pubsub.subscribe(channel)
+    await pubsub.close()
