@@ -34,6 +34,8 @@ from townhall.platform.migrations import migrate
 from townhall.platform.modules import Hook, Installed, ModuleSpec, Platform
 from townhall.platform.observability import get_logger
 from townhall.platform.outbox import OutboxRelay
+from townhall.platform.pubsub import PubSub
+from townhall.platform.pubsub import connect as connect_pubsub
 from townhall.platform.ratelimit import RateLimiter, parse_group_limits
 
 # Every module, in dependency order. Adding a module is one line here.
@@ -133,6 +135,7 @@ class Runtime:
                     log.exception("stop hook failed")
         await self.platform.projections.stop()
         await self.platform.eventstore.close()
+        await self.platform.pubsub.close()
         await self.platform.bus.close()
         await self.platform.database.dispose()
 
@@ -192,6 +195,12 @@ async def build_platform(settings: Settings, *, custom_plans: bool = False) -> P
     except ConfigError:
         await database.dispose()
         raise
+    try:
+        pubsub = await open_pubsub(settings)
+    except ConfigError:
+        await bus.close()
+        await database.dispose()
+        raise
     return Platform(
         settings=settings,
         database=database,
@@ -200,7 +209,19 @@ async def build_platform(settings: Settings, *, custom_plans: bool = False) -> P
         eventstore=eventstore,
         projections=Projections(eventstore),
         bus=bus,
+        pubsub=pubsub,
     )
+
+
+async def open_pubsub(settings: Settings) -> PubSub:
+    """The pub/sub `TOWNHALL_PUBSUB_URL` names; a `ConfigError` naming it when unusable."""
+    try:
+        return await asyncio.wait_for(connect_pubsub(settings.pubsub_url), BUS_CONNECT_TIMEOUT)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            "TOWNHALL_PUBSUB_URL", f"cannot use {mask_url(settings.pubsub_url)}: {reason}"
+        ) from None
 
 
 async def open_bus(settings: Settings) -> MessageBus:
@@ -261,6 +282,9 @@ async def assemble(
         readiness: dict[str, ReadinessProbe] = {
             "database": platform.database.ping,
             "bus": platform.bus.ping,
+            # Always: one PING (nothing at all in process); a configured pub/sub that is
+            # down is worth seeing before the chat module needs it.
+            "pubsub": platform.pubsub.ping,
         }
         if settings.redis_url:
             await _reachable("TOWNHALL_REDIS_URL", mask_url(settings.redis_url), limiter.ping)
@@ -273,6 +297,7 @@ async def assemble(
                 platform.facades[spec.name] = installed.facade
             readiness.update(installed.readiness)
     except BaseException:
+        await platform.pubsub.close()
         await platform.bus.close()
         await platform.database.dispose()
         raise

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     bus_url: str = Field(
         "memory://", description="Message bus: memory://, redis://, amqp://, nats://"
     )
+    pubsub_url: str = Field(
+        "memory://",
+        description=(
+            "Ephemeral pub/sub (chat relay, presence): memory://, redis://, nats://; query "
+            "options prefix=, buffer=, timeout=, reconnect_wait=."
+        ),
+    )
     relay_linger: float = Field(
         0.01,
         ge=0,

@@ -26,7 +26,11 @@ def env(database_url, tmp_path):
 
 def test_a_user_goes_through_register_token_me_refresh_logout(env, tmp_path):
     with serving(env, log=tmp_path / "serve.log") as base, httpx.Client(base_url=base) as http:
-        assert http.get("/readyz").json()["checks"] == {"database": "ok", "bus": "ok"}
+        assert http.get("/readyz").json()["checks"] == {
+            "database": "ok",
+            "bus": "ok",
+            "pubsub": "ok",
+        }
         created = http.post(
             "/api/v1/auth/register",
             json={"username": "alice", "password": PASSWORD, "email": "a@example.org"},

@@ -16,6 +16,7 @@ from townhall.platform.clock import Clock
 from townhall.platform.db import Database
 from townhall.platform.eventstore import Projections, SqlEventStore
 from townhall.platform.messaging import ConsumerSpec, MessageBus
+from townhall.platform.pubsub import PubSub
 
 if TYPE_CHECKING:
     from townhall.config import Settings
@@ -35,6 +36,7 @@ class Platform:
     tokens: TokenCodec
     eventstore: SqlEventStore
     bus: MessageBus
+    pubsub: PubSub  # ephemeral broadcast (chat relay, presence); nothing on it is durable
     # Modules register their read models here while installing; they run with the process.
     projections: Projections
     # Facades modules offer each other, by module name (filled in as modules are installed).

@@ -115,7 +115,7 @@ async def test_a_made_up_method_is_counted_as_other(client):
 async def test_readyz_reports_each_adapter(client):
     answer = await client.get("/readyz")
     assert answer.status_code == 200
-    assert answer.json()["checks"] == {"database": "ok", "bus": "ok"}
+    assert answer.json()["checks"] == {"database": "ok", "bus": "ok", "pubsub": "ok"}
 
 
 def _edge(limiter=None, readiness=None):

@@ -1,0 +1,1 @@
+"""Real-time chat (issue 22); so far only its consistent-hash ring (`ring.py`)."""
