@@ -140,6 +140,10 @@ class RedisReader:
         await self.t.release(keys=[self.lease], args=[self.member])
 
 
+# Blocking reads a process may hold at once (Redis's own default limit is 10,000 clients).
+READER_CONNECTIONS = 4096
+
+
 class RedisTransport:
     def __init__(self, url: str, options: BusOptions) -> None:
         self.options = options
@@ -148,9 +152,15 @@ class RedisTransport:
         name = options.connection_name
         self.client: Any = aioredis.Redis.from_url(strip_query(url), client_name=name)
         # Blocking reads get their own pool so they never starve acks and publishes; they are
-        # never retried (see the module's docstring).
+        # never retried (see the module's docstring). Each (group, partition) a process reads
+        # holds one of its connections while it blocks, so the pool is not capped at redis-py's
+        # default of 100: with every module's groups on 4 partitions a process has more readers
+        # than that, and the reads past the cap failed ("Too many connections") for ever.
         self.reader_client: Any = aioredis.Redis.from_url(
-            strip_query(url), client_name=name, retry=Retry(NoBackoff(), 0)
+            strip_query(url),
+            client_name=name,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=READER_CONNECTIONS,
         )
         self.renew = self.client.register_script(RENEW)
         self.release = self.client.register_script(RELEASE)
