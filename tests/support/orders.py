@@ -33,7 +33,7 @@ def placed_order(clock: FrozenClock | None = None) -> Order:
 
 # The modes the saga scenarios run in: a mode joins this list once it is wired (issue 21's
 # choreography adds "choreography"); each test passes it on as `saga_mode` / TOWNHALL_SAGA_MODE.
-SAGA_MODES = ["orchestration"]
+SAGA_MODES = ["orchestration", "choreography"]
 
 
 @pytest.fixture(scope="module", params=SAGA_MODES)
