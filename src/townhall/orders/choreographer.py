@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from townhall.orders import events as public
-from townhall.orders.choreography import End, cancel_refusal, decide
+from townhall.orders.choreography import cancel_refusal, decide
 from townhall.orders.domain import (
     Change,
     Order,
@@ -40,11 +40,10 @@ from townhall.orders.ports import (
     Timeline,
     TimelineEntry,
 )
-from townhall.orders.saga import Note
+from townhall.orders.saga import Note, Outcome
 from townhall.orders.service import (
     CANCEL_TYPE,
     MODULE,
-    SENT,
     CancelRefused,
     NewOrder,
     Orchestrator,
@@ -52,6 +51,8 @@ from townhall.orders.service import (
     Received,
     _envelope,
     _placed_payload,
+    ending_envelope,
+    sent_entries,
 )
 from townhall.platform.clock import Clock
 from townhall.platform.ids import new_id_str
@@ -103,7 +104,7 @@ class Choreographer:
         announced = _envelope(public.OrderPlaced.type, order_id, _placed_payload(placed), None)
         async with self._tx.transaction() as conn:
             await self._rows.add(conn, order_id, placed.at + self._deadline, placed.at)
-            await self._timeline.record(conn, _sent(order_id, [announced], placed.at))
+            await self._timeline.record(conn, sent_entries(order_id, [announced], placed.at))
             await self._messages.send(conn, [(public.TOPIC, announced)])
             if also is not None:
                 await also(conn, order)
@@ -173,12 +174,12 @@ class Choreographer:
             ending = _end(current, end, self._clock)
             events.extend(ending.events)
             current = _apply(current, list(ending.events))
-            outgoing.append(_ending(current, end, received.message_id))
+            outgoing.append(ending_envelope(current, end, received.message_id))
         await self._timeline.record(
             conn,
             [
                 _entry(reply.order_id, received, note.value, now),
-                *_sent(reply.order_id, outgoing, now),
+                *sent_entries(reply.order_id, outgoing, now),
             ],
         )
         await self._messages.send(conn, [(public.TOPIC, envelope) for envelope in outgoing])
@@ -236,7 +237,7 @@ class Choreographer:
         envelope = _envelope(request.type, key, request.to_payload(), received.message_id)
         await self._timeline.record(
             conn,
-            [_entry(key, received, Note.APPLIED.value, now), *_sent(key, [envelope], now)],
+            [_entry(key, received, Note.APPLIED.value, now), *sent_entries(key, [envelope], now)],
         )
         await self._messages.send(conn, [(public.TOPIC, envelope)])
         await self._orders.append(
@@ -289,26 +290,13 @@ def _apply(order: Order, events: list[OrderEvent]) -> Order:
     return order
 
 
-def _end(order: Order, end: End, clock: Clock) -> Change:
+def _end(order: Order, end: Outcome, clock: Clock) -> Change:
     if end.status is OrderStatus.CONFIRMED:
         return order.confirm(clock)
     if end.status is OrderStatus.CANCELLED:
         return order.cancel(clock)
     assert end.reason is not None
     return order.fail(end.reason, clock, end.decline_code)
-
-
-def _ending(order: Order, end: End, cause: str) -> Envelope:
-    key = str(order.id)
-    ending: public.OrderConfirmed | public.OrderFailed | public.OrderCancelled
-    if end.status is OrderStatus.CONFIRMED:
-        ending = public.OrderConfirmed(key, order.buyer_id, order.total_cents, order.currency)
-    elif end.status is OrderStatus.CANCELLED:
-        ending = public.OrderCancelled(key, order.buyer_id)
-    else:
-        assert end.reason is not None
-        ending = public.OrderFailed(key, order.buyer_id, end.reason.value, end.decline_code)
-    return _envelope(ending.type, key, ending.to_payload(), cause)
 
 
 def _entry(
@@ -325,19 +313,3 @@ def _entry(
         outcome=outcome,
         detail=detail or received.detail,
     )
-
-
-def _sent(order_id: str, envelopes: list[Envelope], at: datetime) -> list[TimelineEntry]:
-    return [
-        TimelineEntry(
-            order_id=order_id,
-            at=at,
-            module=MODULE,
-            message_type=envelope.type,
-            message_id=str(envelope.id),
-            correlation_id=envelope.headers.get("correlation_id"),
-            causation_id=envelope.headers.get("causation_id"),
-            outcome=SENT,
-        )
-        for envelope in envelopes
-    ]

@@ -11,8 +11,6 @@ participant answered the cancel request with its compensation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from townhall.orders.domain import (
     FailureReason,
     Order,
@@ -28,21 +26,15 @@ from townhall.orders.domain import (
     StockReservationFailed,
     StockReserved,
 )
+from townhall.orders.saga import Outcome
 from townhall.payments.events import PAYMENT_TIMEOUT
-
-
-@dataclass(frozen=True)
-class End:
-    status: OrderStatus
-    reason: FailureReason | None = None
-    decline_code: str | None = None
 
 
 def _holds(order: Order, *facts: type[OrderEvent]) -> bool:
     return all(order.holds(fact) for fact in facts)
 
 
-def decide(order: Order, decline_code: str | None = None) -> End | None:
+def decide(order: Order, decline_code: str | None = None) -> Outcome | None:
     """The order's end, once its facts make one; None while it runs (or once it ended).
     `decline_code` is that of its `PaymentFailed`, when it holds one."""
     if order.status.is_terminal:
@@ -50,25 +42,25 @@ def decide(order: Order, decline_code: str | None = None) -> End | None:
     if order.cancel_requested:
         # Every participant answers a cancel request, whatever it had done.
         if _holds(order, StockReleased, PaymentRefunded, ShipmentCancelled):
-            return End(OrderStatus.CANCELLED)
+            return Outcome(OrderStatus.CANCELLED)
         return None
     if order.holds(StockReservationFailed):
-        return End(OrderStatus.FAILED, FailureReason.OUT_OF_STOCK)
+        return Outcome(OrderStatus.FAILED, FailureReason.OUT_OF_STOCK)
     # Each failure waits for the facts before it too (they are its causes, heard on other
     # topics), so the order's stream holds the whole flow however the bus delivered it.
     if _holds(order, StockReserved, PaymentFailed, StockReleased):
         if decline_code == PAYMENT_TIMEOUT:
-            return End(OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
-        return End(OrderStatus.FAILED, FailureReason.PAYMENT_DECLINED, decline_code)
+            return Outcome(OrderStatus.FAILED, FailureReason.PAYMENT_TIMEOUT)
+        return Outcome(OrderStatus.FAILED, FailureReason.PAYMENT_DECLINED, decline_code)
     if _holds(
         order, StockReserved, PaymentCaptured, ShipmentFailed, PaymentRefunded, StockReleased
     ):
-        return End(OrderStatus.FAILED, FailureReason.SHIPPING_FAILED)
+        return Outcome(OrderStatus.FAILED, FailureReason.SHIPPING_FAILED)
     if _holds(order, StockReserved, PaymentCaptured, ShipmentCreated):
         # All three still held (a reservation that expired meanwhile is not): else the order
         # waits, and its row's deadline lists it as stuck for a person.
         if order.stock_held and order.money_held and order.shipment_exists:
-            return End(OrderStatus.CONFIRMED)
+            return Outcome(OrderStatus.CONFIRMED)
     return None
 
 

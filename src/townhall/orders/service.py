@@ -57,6 +57,7 @@ from townhall.orders.saga import (
     Handled,
     Input,
     Note,
+    Outcome,
     Step,
     Timeouts,
     handle,
@@ -407,39 +408,13 @@ class Orchestrator:
         ]
 
     def _ending(self, order: Order, handled: Handled, cause: Received) -> Envelope:
-        outcome = handled.finished
-        assert outcome is not None
-        order_id = str(order.id)
-        ending: public.OrderConfirmed | public.OrderFailed | public.OrderCancelled
-        if outcome.status is OrderStatus.CONFIRMED:
-            ending = public.OrderConfirmed(
-                order_id, order.buyer_id, order.total_cents, order.currency
-            )
-        elif outcome.status is OrderStatus.CANCELLED:
-            ending = public.OrderCancelled(order_id, order.buyer_id)
-        else:
-            assert outcome.reason is not None
-            ending = public.OrderFailed(
-                order_id, order.buyer_id, outcome.reason.value, outcome.decline_code
-            )
-        return _envelope(ending.type, order_id, ending.to_payload(), cause.message_id)
+        assert handled.finished is not None
+        return ending_envelope(order, handled.finished, cause.message_id)
 
     def _entries(
         self, order_id: str, outgoing: Sequence[tuple[str, Envelope]], at: datetime
     ) -> list[TimelineEntry]:
-        return [
-            TimelineEntry(
-                order_id=order_id,
-                at=at,
-                module=MODULE,
-                message_type=envelope.type,
-                message_id=str(envelope.id),
-                correlation_id=envelope.headers.get("correlation_id"),
-                causation_id=envelope.headers.get("causation_id"),
-                outcome=SENT,
-            )
-            for _, envelope in outgoing
-        ]
+        return sent_entries(order_id, [envelope for _, envelope in outgoing], at)
 
 
 class KeyReused(errors.Invalid):
@@ -535,6 +510,38 @@ class OrderDesk:
                 "this Idempotency-Key was used with another request", field="Idempotency-Key"
             )
         return await self._orchestrator.order(uuid.UUID(known.order_id))
+
+
+def ending_envelope(order: Order, outcome: Outcome, cause: str) -> Envelope:
+    """The order's end as the module publishes it (`orders`), caused by message `cause`; the
+    same in both saga modes."""
+    key = str(order.id)
+    ending: public.OrderConfirmed | public.OrderFailed | public.OrderCancelled
+    if outcome.status is OrderStatus.CONFIRMED:
+        ending = public.OrderConfirmed(key, order.buyer_id, order.total_cents, order.currency)
+    elif outcome.status is OrderStatus.CANCELLED:
+        ending = public.OrderCancelled(key, order.buyer_id)
+    else:
+        assert outcome.reason is not None
+        ending = public.OrderFailed(key, order.buyer_id, outcome.reason.value, outcome.decline_code)
+    return _envelope(ending.type, key, ending.to_payload(), cause)
+
+
+def sent_entries(order_id: str, envelopes: Sequence[Envelope], at: datetime) -> list[TimelineEntry]:
+    """The timeline entries of messages the orders module sends (outcome `sent`)."""
+    return [
+        TimelineEntry(
+            order_id=order_id,
+            at=at,
+            module=MODULE,
+            message_type=envelope.type,
+            message_id=str(envelope.id),
+            correlation_id=envelope.headers.get("correlation_id"),
+            causation_id=envelope.headers.get("causation_id"),
+            outcome=SENT,
+        )
+        for envelope in envelopes
+    ]
 
 
 def _envelope(message_type: str, order_id: str, payload: object, cause: str | None) -> Envelope:

@@ -24,9 +24,9 @@ from support.orders import ADDRESS, CARD, LINES, T0, placed_order
 from townhall.inventory import events as inventory
 from townhall.orders import events as public
 from townhall.orders.choreographer import Choreographer
-from townhall.orders.choreography import End, cancel_refusal, decide
+from townhall.orders.choreography import cancel_refusal, decide
 from townhall.orders.domain import FailureReason, Order, OrderPlaced, OrderStatus, evolve
-from townhall.orders.saga import Note
+from townhall.orders.saga import Note, Outcome
 from townhall.orders.service import CancelRefused, NewOrder, Received
 from townhall.payments import events as payments
 from townhall.platform.clock import FrozenClock
@@ -47,19 +47,19 @@ UNSHIPPABLE = shipping.ShipmentFailed(ID, "undeliverable_address")
 FAILED = OrderStatus.FAILED
 # The facts each scenario brings, and the end they make (the orchestration's for it).
 SCENARIOS = {
-    "success": ((RESERVED, CAPTURED, CREATED), End(OrderStatus.CONFIRMED)),
-    "out_of_stock": ((SHORT,), End(FAILED, FailureReason.OUT_OF_STOCK)),
+    "success": ((RESERVED, CAPTURED, CREATED), Outcome(OrderStatus.CONFIRMED)),
+    "out_of_stock": ((SHORT,), Outcome(FAILED, FailureReason.OUT_OF_STOCK)),
     "declined": (
         (RESERVED, DECLINED, RELEASED),
-        End(FAILED, FailureReason.PAYMENT_DECLINED, "insufficient_funds"),
+        Outcome(FAILED, FailureReason.PAYMENT_DECLINED, "insufficient_funds"),
     ),
     "payment_timeout": (
         (RESERVED, TIMED_OUT, RELEASED),
-        End(FAILED, FailureReason.PAYMENT_TIMEOUT),
+        Outcome(FAILED, FailureReason.PAYMENT_TIMEOUT),
     ),
     "shipping_failed": (
         (RESERVED, CAPTURED, UNSHIPPABLE, REFUNDED, RELEASED),
-        End(FAILED, FailureReason.SHIPPING_FAILED),
+        Outcome(FAILED, FailureReason.SHIPPING_FAILED),
     ),
 }
 
@@ -93,7 +93,7 @@ def test_a_cancel_ends_only_once_every_participant_answered():
     for answers in itertools.permutations((RELEASED, nothing_taken, cancelled)):
         partial = recorded(order, answers[:2])
         assert decide(partial) is None
-        assert decide(recorded(partial, answers[2:])) == End(OrderStatus.CANCELLED)
+        assert decide(recorded(partial, answers[2:])) == Outcome(OrderStatus.CANCELLED)
 
 
 def test_a_cancel_is_refused_once_the_money_is_captured_or_the_order_is_final():
