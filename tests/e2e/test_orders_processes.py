@@ -366,9 +366,16 @@ def compensations_once_last_first(order_id: str, steps: list) -> None:
         assert applied.count(acknowledgement) <= 1, (order_id, applied)
     both = {"payments.PaymentRefunded", "inventory.StockReleased"} <= set(applied)
     if both and not any(s.outcome == "late_success" for s in steps):
-        assert applied.index("payments.PaymentRefunded") < applied.index(
-            "inventory.StockReleased"
-        ), (order_id, applied)
+        refund = next(s for s in steps if s.message_type == "payments.PaymentRefunded")
+        release = next(s for s in steps if s.message_type == "inventory.StockReleased")
+        if release.causation_id is not None and any(
+            s.module != "orders" and s.message_id == release.causation_id for s in steps
+        ):  # choreography: the order records events as they arrive; the release's cause tells
+            assert release.causation_id == refund.message_id, (order_id, applied)
+        else:  # orchestration: the orchestrator sent the release after the refund's answer
+            assert applied.index("payments.PaymentRefunded") < applied.index(
+                "inventory.StockReleased"
+            ), (order_id, applied)
 
 
 async def participants_agree(installation: Installation, ends: dict[str, str]) -> None:
