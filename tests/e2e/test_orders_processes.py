@@ -3,8 +3,11 @@
 On PostgreSQL + RabbitMQ the four modules run in four processes: `serve --modules orders` (the
 edge, the orchestrator and its timers; it carries inventory, which orders requires),
 `serve --modules inventory`, `serve --modules payments --no-relay`, `serve --modules shipping
---no-relay` (the first two relay the outbox). On SQLite +
-the in-process bus, one `serve` runs them all. Payments talks to a Stripe-like server of the
+--no-relay` (the first two relay the outbox). In choreography the edge places orders through
+payments' vault, so it is `serve --modules orders,payments --no-consumers`, and the orders'
+consumer groups run in a `townhall worker` of their own: payments' consumers stay in the
+payments process, which the test can pause. On SQLite + the in-process bus, one `serve` runs
+them all. Payments talks to a Stripe-like server of the
 test, which outlives the payments process as a provider does.
 
 - A crash at each step: on PostgreSQL + RabbitMQ three orders are held, one at each step (a row
@@ -14,7 +17,7 @@ test, which outlives the payments process as a provider does.
   what the bus held dies with the process, the process is SIGKILLed while orders stream in,
   until it has died with sagas waiting at each of the three steps: after the restart every
   order ends once, and nothing of an order that is not confirmed is left held or taken.
-- The split processes with the orchestrator SIGKILLed while orders stream in: every order
+- The split processes with the orders processes SIGKILLed while orders stream in: every order
   ends terminal, once, and the participants' records agree with it.
 """
 
@@ -75,13 +78,11 @@ WAITING_AFTER = {
     ("inventory.StockReserved", "applied"): "capture_payment",
     ("payments.PaymentCaptured", "applied"): "create_shipment",
 }
-# Where each saga mode runs: every stack in orchestration; choreography on the single process
-# (SQLite + in-process bus). Its split over processes needs payments in the orders process
-# (the card goes to payments' vault at placement), which the split below does not have.
 INSTALLATIONS = [
     ("sqlite+memory", "orchestration"),
     ("sqlite+memory", "choreography"),
     ("postgresql+rabbitmq", "orchestration"),
+    ("postgresql+rabbitmq", "choreography"),
 ]
 
 
@@ -136,9 +137,30 @@ class Serve:
                 self.process.wait()
 
 
+class Worker(Serve):
+    """One `townhall worker GROUPS` process: no port; it is ready once it says it runs."""
+
+    RUNNING = "worker running"
+
+    def launch(self) -> None:
+        self.started = self.log.read_text().count(self.RUNNING) if self.log.exists() else 0
+        with open(self.log, "a") as out:
+            self.process = start_townhall("worker", *self.args, env=self.env, log=out)
+
+    async def ready(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while self.log.read_text().count(self.RUNNING) <= self.started:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, f"{self.name} did not come up"
+            await asyncio.sleep(0.05)
+
+
 @dataclass
 class Installation:
     stack: str
+    mode: str  # the saga mode
     database_url: str
     database: Database  # the test's own connection, to read what the modules wrote
     stripe: StripeLikeServer
@@ -275,18 +297,24 @@ async def installation(request, tmp_path_factory) -> AsyncIterator[Installation]
         processes = {"orders": Serve("all", env, ["--modules", "orders,payments,shipping"], tmp)}
     else:
         later = {**env, "TOWNHALL_MIGRATE_ON_START": "false"}
-        processes = {"orders": Serve("orders", env, ["--modules", "orders"], tmp)}
+        if saga_mode == "orchestration":
+            processes = {"orders": Serve("orders", env, ["--modules", "orders"], tmp)}
+        else:
+            edge = ["--modules", "orders,payments", "--no-consumers"]
+            processes = {"orders": Serve("orders", env, edge, tmp)}
+            groups = ["orders.saga", "orders.choreography"]
+            processes["sagas"] = Worker("sagas", later, groups, tmp)
         processes["inventory"] = Serve("inventory", later, ["--modules", "inventory"], tmp)
         # The outbox is relayed by the orders and inventory processes. A relay takes shards of
         # the outbox in a transaction, so one in a SIGSTOPped process would hold its shards.
         for module in ("payments", "shipping"):
             processes[module] = Serve(module, later, ["--modules", module, "--no-relay"], tmp)
     database = Database(url)
-    installation = Installation(stack, url, database, stripe, processes)
+    installation = Installation(stack, saga_mode, url, database, stripe, processes)
     try:
         await installation.start("orders")  # migrates, before the others start
         if installation.split:
-            await installation.start("inventory", "payments", "shipping")
+            await installation.start(*(name for name in processes if name != "orders"))
         installation.boss = await sign_in(installation.edge.base, "boss")
         installation.buyer = await sign_in(installation.edge.base, f"b{uuid.uuid4().hex[:8]}")
         async with httpx.AsyncClient(base_url=installation.edge.base, timeout=10) as http:
@@ -480,7 +508,10 @@ async def crash_with_one_order_held_at_each_step(
     for order_id in held.values():
         database = installation.database
         check_course(
-            CONFIRMED, await order_events(database, order_id), await timeline(database, order_id)
+            CONFIRMED,
+            await order_events(database, order_id),
+            await timeline(database, order_id),
+            installation.mode,
         )
     await check_outcomes(installation, list(held.values()))
 
@@ -542,20 +573,25 @@ async def crash_while_orders_stream_in_until_each_step_was_hit(
     assert hit == set(FORWARD.values())
 
 
+SPLIT = [("postgresql+rabbitmq", "orchestration"), ("postgresql+rabbitmq", "choreography")]
+
+
 @pytest.mark.parametrize(
-    "installation",
-    [("postgresql+rabbitmq", "orchestration")],
-    ids=["postgresql+rabbitmq-orchestration"],
-    indirect=True,
+    "installation", SPLIT, ids=[f"{stack}-{mode}" for stack, mode in SPLIT], indirect=True
 )
-async def test_split_processes_end_every_order_with_the_orchestrator_sigkilled_mid_stream(
+async def test_split_processes_end_every_order_with_the_orders_processes_sigkilled_mid_stream(
     installation,
 ):
+    """The orders processes (the orchestrator; in choreography the edge and the orders'
+    worker) are SIGKILLed twice under load and started again."""
+    orders = [name for name in ("orders", "sagas") if name in installation.processes]
+
     async def crashes() -> int:
         for _ in range(2):
             await asyncio.sleep(random.uniform(0.5, 1.0))  # a random instant under load
-            installation.edge.kill()
-            await installation.start("orders")
+            for name in orders:
+                installation.processes[name].kill()
+            await installation.start(*orders)
         return 2
 
     async with httpx.AsyncClient(timeout=10) as http:
