@@ -208,6 +208,59 @@ class Settings(BaseSettings):
     orders_snapshot_every: int = Field(
         100, ge=0, description="A snapshot of an order every this many events (0: never)."
     )
+    # Chat (issue 22).
+    chat_shards: str = Field(
+        "",
+        description=(
+            "Comma-separated database URLs of the chat message stores (rooms are placed on "
+            "them by consistent hashing); empty: the main database alone."
+        ),
+    )
+    chat_max_body: int = Field(4000, ge=1, le=100_000, description="Longest message body.")
+    chat_send_rate: float = Field(
+        20.0, gt=0, description="Sends per user per second a gateway allows, sustained."
+    )
+    chat_send_burst: int = Field(
+        100, ge=1, description="Sends a user may make at once over the sustained rate."
+    )
+    chat_frame_rate: float = Field(
+        50.0, gt=0, description="Frames per socket per second, sustained (burst: 4 s of it)."
+    )
+    chat_bad_frames: int = Field(
+        20, ge=1, description="Bad frames a socket may send in a minute before it is closed."
+    )
+    chat_rooms_per_socket: int = Field(100, ge=1, description="Rooms one socket may join.")
+    chat_members_per_room: int = Field(5000, ge=2, description="Members a room may have.")
+    chat_send_queue: int = Field(
+        1000,
+        ge=1,
+        description="Frames waiting to be written to one socket before it is closed as too slow.",
+    )
+    chat_ping_interval: float = Field(
+        20.0, gt=0, description="Seconds between the server's WebSocket ping frames."
+    )
+    chat_ping_timeout: float = Field(
+        20.0, gt=0, description="Seconds a socket may leave a ping unanswered before it closes."
+    )
+    chat_presence_ttl: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Seconds a connection stays online without its gateway refreshing it (so a killed "
+            "gateway's users go offline within it)."
+        ),
+    )
+    chat_gap_wait: float = Field(
+        0.2,
+        gt=0,
+        description=(
+            "Seconds a gateway waits for a message missing from a room's live stream before it "
+            "reads it from history."
+        ),
+    )
+    chat_retention_days: float = Field(
+        0, ge=0, description="Days of history kept per room (0: all of it)."
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

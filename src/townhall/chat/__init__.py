@@ -1,1 +1,3 @@
-"""Real-time chat (issue 22); so far only its consistent-hash ring (`ring.py`)."""
+"""Real-time chat (issue 22): rooms, messages with a per-room gap-free seq, stateless WebSocket
+gateways relayed by the pub/sub port, presence, and rooms placed on message-store shards by a
+consistent-hash ring (`ring.py`). Being built; see README.md once it lands."""

@@ -1,0 +1,202 @@
+"""Chat's domain: rooms, messages with a per-room gap-free seq, mentions, and the pure rules
+the gateway applies (a room's live stream put back in seq order; token buckets for limits).
+
+No I/O here: the store gives seqs, the gateway moves frames; this decides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ChatError(Exception):
+    """A refusal with a code the protocol names (`error` frames, problem bodies)."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RoomNotFound(ChatError):
+    """No such room, or the caller is not a member (the two are not told apart)."""
+
+    code = "not_a_member"
+
+
+class MessageNotFound(ChatError):
+    code = "message_not_found"
+
+
+class NotAllowed(ChatError):
+    """A member doing what only the owner or the author may."""
+
+    code = "forbidden"
+
+
+class InvalidInput(ChatError):
+    code = "invalid"
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+class RoomFull(ChatError):
+    code = "room_full"
+
+
+@dataclass(frozen=True)
+class Room:
+    id: str
+    name: str
+    owner: str
+    created_at: datetime
+    members: tuple[str, ...] = ()
+    direct: bool = False  # a 1:1 room (`POST /direct/{user}`): two members, no owner's rights
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    id: str
+    room: str
+    seq: int
+    author: str
+    body: str
+    created_at: datetime
+    client_id: str
+    attachments: tuple[str, ...] = ()
+    edited_at: datetime | None = None
+    deleted: bool = False  # a tombstone: body emptied, seq kept so history stays gap-free
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What a send stored: the message, and whether this send stored it (False: a retry of
+    the same `client_id`, answered with the message stored the first time)."""
+
+    message: ChatMessage
+    created: bool
+
+
+@dataclass(frozen=True)
+class RoomSummary:
+    """A room as its member lists it: the last message and how many they have not read."""
+
+    room: Room
+    last_message: ChatMessage | None
+    unread: int
+
+
+MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_]{1,32})")
+
+
+def mentioned_usernames(body: str) -> list[str]:
+    """The usernames `@name` in a body, each once, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for match in MENTION.finditer(body):
+        seen.setdefault(match.group(1).lower(), None)
+    return list(seen)
+
+
+def check_body(body: str, max_length: int) -> str:
+    if not body.strip():
+        raise InvalidInput("body", "body must not be empty")
+    if len(body) > max_length:
+        raise InvalidInput("body", f"body is longer than {max_length} characters")
+    if "\x00" in body:
+        raise InvalidInput("body", "body must not contain NUL")
+    return body
+
+
+def check_room_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise InvalidInput("name", "name must be 1 to 100 characters")
+    if "\x00" in name:
+        raise InvalidInput("name", "name must not contain NUL")
+    return name
+
+
+def direct_key(a: str, b: str) -> str:
+    """The one key of the 1:1 room of two users, whoever asks first."""
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+@dataclass
+class TokenBucket:
+    """`rate` tokens a second up to `burst`; `take` says whether one was there. Time is given
+    (monotonic seconds), so the rule is pure."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    at: float = 0.0
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+
+@dataclass
+class Sequencer:
+    """A room's live messages put back in seq order. `offer(seq, item)` returns what can be
+    delivered now, in order; a seq already passed is dropped (a duplicate). A later seq waits
+    for the ones before it; `missing()` says which range to read from history when they do
+    not come, and `fill(items)` delivers what history gave."""
+
+    next_seq: int | None = None  # None until the first message sets it
+    waiting: dict[int, object] = field(default_factory=dict)
+
+    def offer(self, seq: int, item: object) -> list[object]:
+        if self.next_seq is None:
+            self.next_seq = seq
+        if seq < self.next_seq or seq in self.waiting:
+            return []
+        self.waiting[seq] = item
+        return self._drain()
+
+    def missing(self) -> tuple[int, int] | None:
+        """(first, last) seqs missing before the earliest one waiting, or None."""
+        if not self.waiting or self.next_seq is None:
+            return None
+        return self.next_seq, min(self.waiting) - 1
+
+    def fill(self, found: Sequence[tuple[int, object]]) -> list[object]:
+        """Deliver history's messages (seq, item) past `next_seq`, then what waited behind
+        them. A seq history does not have either never existed in order or was pruned: the
+        stream moves past it to the earliest waiting one."""
+        for seq, item in found:
+            if self.next_seq is not None and seq >= self.next_seq:
+                self.waiting.setdefault(seq, item)
+        out = self._drain()
+        if self.waiting:  # still a hole: skip it rather than hold the room forever
+            self.next_seq = min(self.waiting)
+            out += self._drain()
+        return out
+
+    def skip_to(self, seq: int) -> None:
+        """The stream is known to be at `seq` (the last stored): the next expected is seq+1."""
+        if self.next_seq is None or seq + 1 > self.next_seq:
+            self.next_seq = seq + 1
+            for old in [s for s in self.waiting if s < self.next_seq]:
+                del self.waiting[old]
+
+    def _drain(self) -> list[object]:
+        out: list[object] = []
+        assert self.next_seq is not None
+        while self.next_seq in self.waiting:
+            out.append(self.waiting.pop(self.next_seq))
+            self.next_seq += 1
+        return out

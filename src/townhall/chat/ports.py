@@ -1,0 +1,146 @@
+"""What chat's service and gateway need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from townhall.chat.domain import Appended, ChatMessage, Room
+from townhall.platform.transaction import Transaction
+
+
+class RoomStore(Protocol):
+    """Rooms and their members, in the main database."""
+
+    async def add(self, tx: Transaction, room: Room, *, direct_key: str | None = None) -> Room:
+        """Store a new room with its members. With `direct_key`: the existing room of that
+        key when there is one (two callers racing get the same room)."""
+        ...
+
+    async def get(self, tx: Transaction, room_id: str) -> Room | None: ...
+
+    async def is_member(self, tx: Transaction, room_id: str, user_id: str) -> bool: ...
+
+    async def rooms_of(self, tx: Transaction, user_id: str) -> list[Room]:
+        """The user's rooms, with their members."""
+        ...
+
+    async def room_ids_of(self, tx: Transaction, user_id: str) -> list[str]: ...
+
+    async def add_member(self, tx: Transaction, room_id: str, user_id: str, at: datetime) -> bool:
+        """False when they already were one."""
+        ...
+
+    async def remove_member(self, tx: Transaction, room_id: str, user_id: str) -> bool: ...
+
+    async def member_count(self, tx: Transaction, room_id: str) -> int: ...
+
+    async def read_marks(self, tx: Transaction, user_id: str) -> dict[str, int]:
+        """room id -> the last seq the user said they read, for each of their rooms."""
+        ...
+
+    async def mark_read(self, tx: Transaction, room_id: str, user_id: str, seq: int) -> None:
+        """Move the user's read mark forward to `seq` (never back)."""
+        ...
+
+    async def placements(self, tx: Transaction) -> dict[str, str]:
+        """room id -> the shard its history is on now."""
+        ...
+
+    async def shard_of(self, tx: Transaction, room_id: str) -> str | None: ...
+
+    async def place(self, tx: Transaction, room_id: str, shard: str) -> None: ...
+
+
+class MessageStore(Protocol):
+    """A room's messages on one shard's database, each with its room's next gap-free seq."""
+
+    async def append(
+        self,
+        tx: Transaction,
+        room_id: str,
+        author: str,
+        body: str,
+        client_id: str,
+        attachments: Sequence[str],
+        at: datetime,
+        message_id: str,
+    ) -> Appended:
+        """Store a message with seq = the room's last + 1, or give back the one `author`
+        stored with `client_id` in that room before (created False). The seq comes from a
+        per-room counter row, so concurrent sends to one room get distinct, consecutive
+        seqs."""
+        ...
+
+    async def since(
+        self, tx: Transaction, room_id: str, after_seq: int, limit: int
+    ) -> list[ChatMessage]:
+        """Messages with seq > after_seq, oldest first, at most `limit`."""
+        ...
+
+    async def before(
+        self, tx: Transaction, room_id: str, before_seq: int | None, limit: int
+    ) -> list[ChatMessage]:
+        """Messages with seq < before_seq (all when None), newest first, at most `limit`."""
+        ...
+
+    async def last_seqs(self, tx: Transaction, room_ids: Collection[str]) -> dict[str, int]:
+        """room id -> its last seq, for the rooms that have a message."""
+        ...
+
+    async def last_messages(
+        self, tx: Transaction, room_ids: Collection[str]
+    ) -> dict[str, ChatMessage]: ...
+
+    async def oldest_seq(self, tx: Transaction, room_id: str) -> int | None:
+        """The lowest seq still kept (history before it was pruned), None when empty."""
+        ...
+
+    async def get(self, tx: Transaction, room_id: str, message_id: str) -> ChatMessage | None: ...
+
+    async def edit(
+        self, tx: Transaction, room_id: str, message_id: str, body: str, at: datetime
+    ) -> ChatMessage | None: ...
+
+    async def delete(
+        self, tx: Transaction, room_id: str, message_id: str, at: datetime
+    ) -> ChatMessage | None:
+        """Make the message a tombstone (body emptied, seq kept)."""
+        ...
+
+    async def prune(self, tx: Transaction, older_than: datetime) -> int:
+        """Delete messages created before `older_than`, keeping each room's last one (its seq
+        goes on from there). Returns how many went."""
+        ...
+
+
+class Presence(Protocol):
+    """Who is online: a user is, while one of their connections on any gateway is alive.
+    A connection lives `ttl` seconds past its last refresh, so a gateway that dies takes its
+    users offline within the TTL."""
+
+    async def connect(self, user_id: str, connection_id: str, ttl: float) -> bool:
+        """Record a live connection; True when the user was offline before it."""
+        ...
+
+    async def refresh(self, connections: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Extend each (user id, connection id) by `ttl` from now, in one round trip."""
+        ...
+
+    async def disconnect(self, user_id: str, connection_id: str) -> bool:
+        """Forget a connection; True when it was the user's last live one."""
+        ...
+
+    async def online(self, user_ids: Collection[str]) -> set[str]:
+        """Which of the users have a live connection now."""
+        ...
+
+    async def expired(self) -> list[str]:
+        """Forget connections whose TTL lapsed; the users left with none (offline now). Across
+        processes sharing the store each such user is returned once, to one caller."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
