@@ -15,6 +15,9 @@ class Shards(Protocol):
     """The message-store shards: which one a consistent-hash ring gives a room, and each
     one's database."""
 
+    @property
+    def names(self) -> list[str]: ...
+
     def owner(self, room_id: str) -> str: ...
 
     def database(self, shard: str) -> Transactions: ...
