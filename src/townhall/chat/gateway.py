@@ -350,7 +350,9 @@ class Gateway:
                     "unavailable", "the message was not stored; send it again", client_id
                 ) from None
         elif op == "join":
-            await self.join(connection, frame.room(), frame.seq("since", required=False))
+            room = frame.room()
+            since = frame.seq("since", required=False)
+            await self.join(connection, room, since, ref=frame.ref)
         elif op == "leave":
             room = frame.room()
             self.leave(connection, room)
@@ -368,12 +370,14 @@ class Gateway:
                 await self.service.room(connection.user, room)  # not a member: refused
             await self.service.read(connection.user, room, seq)
 
-    async def join(self, connection: Connection, room: str, since: int | None) -> None:
+    async def join(
+        self, connection: Connection, room: str, since: int | None, *, ref: Any = None
+    ) -> None:
         if room not in connection.rooms and len(connection.rooms) >= self.limits.rooms_per_socket:
             raise BadFrame(
                 "too_many_rooms",
                 f"a socket joins at most {self.limits.rooms_per_socket} rooms",
-                room,
+                room if ref is None else ref,  # the frame's own `ref` is what is echoed
             )
         await self.service.room(connection.user, room)  # refuses a non-member
         feed = await self._feed(room)
