@@ -124,6 +124,12 @@ class ChatServer:
         assert made.status_code == 201, made.text
         return dict(made.json())
 
+    async def rooms(self, user: ChatUser) -> dict[str, dict[str, Any]]:
+        """`GET /rooms` of `user`, by room id."""
+        listed = await self.http.get("/api/v1/chat/rooms", headers=user.headers)
+        assert listed.status_code == 200, listed.text
+        return {room["id"]: room for room in listed.json()["items"]}
+
     async def history(self, user: ChatUser, room: str, **params: Any) -> httpx.Response:
         return await self.http.get(
             f"/api/v1/chat/rooms/{room}/messages", params=params, headers=user.headers

@@ -80,9 +80,7 @@ async def test_rooms_list_their_last_message_and_unread_falls_after_a_read_frame
         sender = await chat.connect(ann)
         acks = await send_messages(sender, room, ["one", "two", "three"])
 
-        listed = await chat.http.get(ROOMS, headers=bob.headers)
-        assert listed.status_code == 200, listed.text
-        rooms = {r["id"]: r for r in listed.json()["items"]}
+        rooms = await chat.rooms(bob)
         assert rooms[room]["unread"] == 3
         last = rooms[room]["last_message"]
         assert (last["seq"], last["body"], last["id"], last["author"]) == (
@@ -97,21 +95,19 @@ async def test_rooms_list_their_last_message_and_unread_falls_after_a_read_frame
         reader = await chat.connect(bob)
         await reader.send(op="read", room=room, seq=2)
         await reader.quiet()  # frames are handled in order: the read mark is stored
-        rooms = {
-            r["id"]: r for r in (await chat.http.get(ROOMS, headers=bob.headers)).json()["items"]
-        }
+        rooms = await chat.rooms(bob)
         assert rooms[room]["unread"] == 1
         await reader.send(op="read", room=room, seq=3)
         await reader.quiet()
-        rooms = {
-            r["id"]: r for r in (await chat.http.get(ROOMS, headers=bob.headers)).json()["items"]
-        }
+        rooms = await chat.rooms(bob)
         assert rooms[room]["unread"] == 0
-        # The sender's own count is theirs: they never read the room.
-        mine = {
-            r["id"]: r for r in (await chat.http.get(ROOMS, headers=ann.headers)).json()["items"]
-        }
-        assert mine[room]["unread"] == 3
+        await reader.send(op="read", room=room, seq=1)  # a read mark only moves forward
+        await reader.quiet()
+        rooms = await chat.rooms(bob)
+        assert rooms[room]["unread"] == 0
+        await send_messages(sender, room, ["four"])
+        rooms = await chat.rooms(bob)
+        assert (rooms[room]["unread"], rooms[room]["last_message"]["body"]) == (1, "four")
 
 
 async def test_a_direct_room_is_made_once_and_found_from_both_sides(
@@ -318,3 +314,41 @@ async def test_presence_is_online_while_a_socket_is_open(stack: ChatStack, tmp_p
         await chat.wait_for_presence(ann, room, bob, "offline")
         await watcher.until("presence", room=room, user=bob.id, status="offline")
         assert (await chat.presence(bob, room))[ann.id] == "online"
+
+
+async def test_a_room_holds_at_most_its_member_limit(stack: ChatStack, tmp_path: Any) -> None:
+    async with chat_server(stack, tmp_path, chat_members_per_room=3) as chat:
+        ann, bob, carol, dan = await chat.users("ann", "bob", "carol", "dan")
+        too_many = await chat.http.post(
+            ROOMS, json={"name": "big", "members": [bob.id, carol.id, dan.id]}, headers=ann.headers
+        )
+        problem(too_many, 409)
+        room = (await chat.room(ann, "small", bob, carol))["id"]
+        problem(await chat.http.post(f"{ROOMS}/{room}/members/{dan.id}", headers=ann.headers), 409)
+        assert len((await chat.rooms(ann))[room]["members"]) == 3
+
+
+async def test_rooms_are_listed_newest_first_and_an_added_member_reads_and_joins(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        older = (await chat.room(ann, "older"))["id"]
+        newer = (await chat.room(ann, "newer"))["id"]
+        listed = (await chat.http.get(ROOMS, headers=ann.headers)).json()["items"]
+        assert [r["id"] for r in listed] == [newer, older]
+        assert [r["members"] for r in listed] == [[ann.id], [ann.id]]
+
+        sender = await chat.connect(ann)
+        await send_messages(sender, older, ["before bob"])
+        problem(await chat.history(bob, older), 404)
+        added = await chat.http.post(f"{ROOMS}/{older}/members/{bob.id}", headers=ann.headers)
+        assert added.status_code == 200, added.text
+        # History from before they joined is theirs to read, and the socket joins.
+        assert [m["body"] for m in (await chat.history(bob, older)).json()["items"]] == [
+            "before bob"
+        ]
+        socket = await chat.connect(bob)
+        assert (await socket.join(older))["seq"] == 1
+        await send_messages(sender, older, ["welcome"])
+        await socket.expect("message", seq=2, body="welcome")

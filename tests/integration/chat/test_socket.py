@@ -381,3 +381,72 @@ async def test_a_mention_is_put_in_the_outbox_with_whether_the_member_was_online
             assert mention["author_username"] == "ann"
             assert mention["excerpt"] == body
         await online.quiet()
+
+
+async def test_a_join_while_messages_arrive_misses_none_and_repeats_none(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        sender = await chat.connect(ann)
+        for n in range(1, 6):
+            await sender.send(op="send", room=room, body=f"m{n}", client_id=f"m{n}")
+        watcher = await chat.connect(bob)  # joins while the sends are being stored
+
+        async def more() -> None:
+            for n in range(6, 41):
+                await sender.send(op="send", room=room, body=f"m{n}", client_id=f"m{n}")
+
+        sending = asyncio.create_task(more())
+        joined = await watcher.join(room, since=0)
+        await sending
+        assert joined["recovered"] is True
+        seqs = [(await watcher.expect("message"))["seq"] for _ in range(40)]
+        assert seqs == list(range(1, 41))
+        await watcher.quiet()  # and nothing twice after the 40th
+
+
+async def test_a_user_with_two_sockets_gets_each_message_on_both(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        phone, laptop = await chat.connect(bob), await chat.connect(bob)
+        await phone.join(room)
+        await laptop.join(room)
+        await phone.send(op="send", room=room, body="from the phone", client_id="p1")
+        ack = await phone.expect("ack", client_id="p1")
+        for socket in (phone, laptop):
+            await socket.expect("message", id=ack["id"], body="from the phone")
+
+
+async def test_a_socket_joins_at_most_its_room_limit(stack: ChatStack, tmp_path: Any) -> None:
+    async with chat_server(stack, tmp_path, chat_rooms_per_socket=1) as chat:
+        ann = await chat.user("ann")
+        first = (await chat.room(ann, "first"))["id"]
+        second = (await chat.room(ann, "second"))["id"]
+        socket = await chat.connect(ann)
+        await socket.join(first)
+        await socket.send(op="join", room=second, ref="j2")
+        await socket.expect("error", code="too_many_rooms", ref="j2")
+        await socket.join(first)  # joining a room it is in again is no new room
+        await socket.send(op="leave", room=first)
+        await socket.expect("left", room=first)
+        await socket.join(second)
+
+
+async def test_frames_over_the_frame_rate_close_the_socket_4429(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    # One frame a second, a burst of four seconds' worth: a fifth at once is over it.
+    async with chat_server(stack, tmp_path, chat_frame_rate=1) as chat:
+        ann = await chat.user("ann")
+        socket = await chat.connect(ann)
+        for _ in range(5):
+            await socket.send(op="ping")
+        code, reason = await socket.closed()
+        assert code == 4429, (code, reason)
+        assert "frames" in reason
+        assert len(socket.seen) <= 4  # a pong for each frame within the burst, at most
