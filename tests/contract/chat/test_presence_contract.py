@@ -206,6 +206,10 @@ async def test_bad_arguments_are_refused_and_a_closed_presence_refuses_calls(ope
         await presence.connect("u", "c", 0)
     with pytest.raises(ValueError, match="ttl"):
         await presence.refresh([("u", "c")], -1)
+    with pytest.raises(ValueError, match="user id"):
+        await presence.refresh([("u", "c"), ("bad\x1f", "c")], LONG)
+    with pytest.raises(ValueError, match="connection id"):
+        await presence.disconnect("u", "")
     await presence.ping()
     await presence.close()
     for call in (
