@@ -274,13 +274,19 @@ def test_check_body_accepts_text_up_to_the_limit():
 
 
 @pytest.mark.parametrize(
-    ("body", "says"),
-    [("", "empty"), (" \n\t ", "empty"), ("x" * 11, "longer than 10"), ("a\x00b", "NUL")],
+    ("body", "says", "code"),
+    [
+        ("", "empty", "invalid"),
+        (" \n\t ", "empty", "invalid"),
+        ("x" * 11, "longer than 10", "body_too_long"),
+        ("a\x00b", "NUL", "invalid"),
+    ],
 )
-def test_check_body_refuses_empty_long_and_nul_bodies(body, says):
+def test_check_body_refuses_empty_long_and_nul_bodies(body, says, code):
     with pytest.raises(InvalidInput, match=says) as refused:
         check_body(body, 10)
-    assert (refused.value.field, refused.value.code) == ("body", "invalid")
+    assert (refused.value.field, refused.value.frame_code) == ("body", code)
+    assert refused.value.code == "validation-error"  # a 422 problem over HTTP
 
 
 # direct_key
