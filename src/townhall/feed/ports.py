@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from townhall.feed.domain import Comment, Post
 from townhall.platform.transaction import Transaction
+
+
+class FeedEvent(Protocol):
+    type: str
+
+    def to_payload(self) -> dict[str, Any]: ...
+
+
+class FeedEvents(Protocol):
+    async def publish(self, tx: Transaction, event: FeedEvent) -> None:
+        """Put the event in the outbox of the caller's transaction (topic `feed`)."""
+        ...
 
 
 class TimelineStore(Protocol):
@@ -135,6 +147,16 @@ class FollowStore(Protocol):
         """The followed users with more than `threshold` followers."""
         ...
 
+    async def read_time_authors(self, tx: Transaction, user: str) -> list[str]:
+        """The followed authors whose posts are read at read time: those with a post that was
+        not fanned out (a celebrity now, or one before: their earlier posts are in no
+        timeline, so crossing the threshold either way loses no post)."""
+        ...
+
+    async def mark_read_time(self, tx: Transaction, author: str) -> None:
+        """A post of `author` was not fanned out."""
+        ...
+
 
 class FeedStore(Protocol):
     """The durable home timelines (SQL): what fan-out wrote, beyond what the cache keeps."""
@@ -151,9 +173,22 @@ class FeedStore(Protocol):
         """Remove the author's posts from the owner's timeline; returns their ids."""
         ...
 
+    async def remove_post(self, tx: Transaction, post_id: str) -> list[str]:
+        """Remove the post from every timeline; returns the owners it was in."""
+        ...
+
+
+class Inbox(Protocol):
+    async def first_time(self, tx: Transaction, group: str, envelope_id: str) -> bool:
+        """Record the envelope as handled by `group` in the caller's transaction; False when
+        it already was (a redelivery)."""
+        ...
+
 
 class Activity(Protocol):
     """When each user last read their feed (inactive users are not fanned out to)."""
+
+    async def last_read(self, tx: Transaction, user: str) -> datetime | None: ...
 
     async def touch(self, tx: Transaction, user: str, at: datetime) -> datetime | None:
         """Record a read now; returns the previous one (None: never read)."""

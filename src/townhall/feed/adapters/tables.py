@@ -53,6 +53,9 @@ users = sa.Table(
     sa.Column("user_id", sa.String(36), primary_key=True),
     sa.Column("follower_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_read_at", sa.DateTime(timezone=True)),
+    # Set once a post of theirs was not fanned out (a celebrity's): their followers read their
+    # posts at read time from then on.
+    sa.Column("read_time", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # The durable home timelines: what fan-out on write delivered.
@@ -63,6 +66,7 @@ timeline = sa.Table(
     sa.Column("post_id", sa.String(36), primary_key=True),
     sa.Column("author", sa.String(36), nullable=False),
     sa.Index("ix_feed_timeline_owner_author", "owner", "author"),
+    sa.Index("ix_feed_timeline_post_id", "post_id"),
 )
 
 affinities = sa.Table(

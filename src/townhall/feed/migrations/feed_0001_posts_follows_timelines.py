@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(36), primary_key=True),
         sa.Column("follower_count", sa.Integer, nullable=False, server_default="0"),
         sa.Column("last_read_at", sa.DateTime(timezone=True)),
+        sa.Column("read_time", sa.Boolean, nullable=False, server_default=sa.false()),
     )
 
     op.create_table(
@@ -65,6 +66,7 @@ def upgrade() -> None:
         sa.Column("post_id", sa.String(36), primary_key=True),
         sa.Column("author", sa.String(36), nullable=False),
         sa.Index("ix_feed_timeline_owner_author", "owner", "author"),
+        sa.Index("ix_feed_timeline_post_id", "post_id"),
     )
     op.create_table(
         "feed_affinities",
