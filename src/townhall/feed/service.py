@@ -216,6 +216,9 @@ class FeedService:
             found = await self._follows.following(tx, user, after, limit)
         return found, encode_cursor(found[-1]) if len(found) == limit else None
 
+    async def profiles(self, user_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        return await self._profiles.profiles(user_ids)
+
     async def _known(self, user: str) -> None:
         if user not in await self._profiles.profiles([user]):
             raise UserNotFound("no such user")
