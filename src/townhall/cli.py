@@ -346,6 +346,8 @@ def chat_rebalance(
 ) -> None:
     """Move the history of every room whose shard changed (TOWNHALL_CHAT_SHARDS) to the shard
     that owns it now, while chat keeps serving. Safe to run again after a stop."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from townhall.chat.adapters.moves import ShardDirectory, SqlShardMover, check_database_url
     from townhall.chat.adapters.shards import DatabaseShards
     from townhall.chat.adapters.sql import SqlRooms
@@ -383,19 +385,29 @@ def chat_rebalance(
             for name in shards.names:
                 variable = "--retire" if name in shards.retired else "TOWNHALL_CHAT_SHARDS"
                 await reachable(variable, name, shards.database(name))
+            await shards.check_retired()
             await shards.create_tables()  # a new shard has none until chat starts on it
             rebalancer = Rebalancer(database, SqlRooms(), shards, SqlShardMover(), shards.names)
             report = await rebalancer.run(dry_run=dry_run)
         except (UnknownShards, LookupError) as exc:
             raise ConfigError("TOWNHALL_CHAT_SHARDS", str(exc)) from None
+        except ValueError as exc:  # a retired shard without chat's tables
+            raise ConfigError("--retire", str(exc)) from None
+        except (SQLAlchemyError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            fail(f"chat rebalance stopped: {reason}; run it again to finish (it resumes)")
+            raise AssertionError("unreachable") from None
         finally:
             await shards.close()
             await database.dispose()
-        would = "would be " if dry_run else ""
+        if dry_run:
+            return (
+                f"{report.examined} rooms examined; {report.moved} would move, "
+                f"{report.copied} messages would be copied (dry run: nothing moved)"
+            )
         return (
-            f"{report.examined} rooms examined; {report.moved} {would}moved, "
-            f"{report.copied} messages {would}copied, {report.removed} removed from the "
-            "shards their rooms left" + (" (dry run: no room moved)" if dry_run else "")
+            f"{report.examined} rooms examined; {report.moved} moved, {report.copied} "
+            f"messages copied, {report.removed} deleted from the shards their rooms left"
         )
 
     typer.echo(_run(main()))

@@ -36,20 +36,23 @@ class UnknownShards(Exception):
 
 
 class Rebalancer:
-    """Moves a room in three steps, each committed before the next:
+    """Moves a room in two steps, the first committed before the second:
 
     1. on the old shard, one transaction takes the room's counter row lock (sends to the
        room wait on it), copies the room's messages and counter to the new shard in a
        transaction committed there first, then sets `moved_to` on the old counter row and
        commits: the sends that waited see it and store on the new shard, after the copied
        seqs (none lost, none twice, no gap);
-    2. `chat_rooms.shard` names the new shard (readers go there);
-    3. the room's messages on the old shard are deleted (its counter row, which says where the
-       room went, stays).
+    2. `chat_rooms.shard` names the new shard (readers go there).
+
+    Once every room has moved, the messages left on the shards rooms left are deleted (a
+    room's counter row there, which says where it went, stays). Deleting last, not room by
+    room, leaves a reader that looked up a room's shard just before it moved the time to
+    read it there.
 
     A room found on a shard that says it moved is followed to where it went, so a run
-    stopped between two steps is finished by the next; a final sweep deletes what a stopped
-    run left on the shards rooms left.
+    stopped between two steps is finished by the next, whose last step deletes what the
+    stopped one left behind.
     """
 
     def __init__(
@@ -95,19 +98,18 @@ class Rebalancer:
                 async with self._shards.database(shard).connect() as tx:
                     copied += await self._mover.count(tx, room)
             return RebalanceReport(len(placements), len(stale), copied, 0, dry_run=True)
-        copied = removed = 0
+        copied = 0
         for room, shard in sorted(stale.items()):
             target = self._shards.owner(room)
-            room_copied, room_removed = await self.move(room, shard, target)
+            copied += await self.move(room, shard, target)
             placements[room] = target
-            copied += room_copied
-            removed += room_removed
-        removed += await self._sweep(placements)
+        removed = await self._sweep(placements)
         return RebalanceReport(len(placements), len(stale), copied, removed)
 
-    async def move(self, room_id: str, placed: str, target: str) -> tuple[int, int]:
+    async def move(self, room_id: str, placed: str, target: str) -> int:
         """Move the room's history from where it is (`placed`, or where that shard says it
-        went) to `target`; (messages copied, messages deleted from the shards it left)."""
+        went) to `target` and place it there; how many messages were copied. What it left
+        behind stays until `run`'s last step."""
         left = [placed]
         source = placed
         copied = 0
@@ -128,14 +130,11 @@ class Rebalancer:
             raise RuntimeError(f"room {room_id}: its shards say it moved in a circle: {left}")
         async with self._db.transaction() as tx:
             await self._rooms.place(tx, room_id, target)
-        removed = 0
-        for shard in sorted(set(left) - {target}):
-            async with self._shards.database(shard).transaction() as tx:
-                removed += await self._mover.clear(tx, room_id)
-        return copied, removed
+        return copied
 
     async def _sweep(self, placements: dict[str, str]) -> int:
-        """Delete the messages a stopped run left on the shards their rooms left."""
+        """Delete the messages left on the shards their rooms left (by this run, or by one
+        that stopped before this step)."""
         removed = 0
         for shard in self._names:
             database = self._shards.database(shard)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -140,6 +141,10 @@ class ShardDirectory:
         self._retired: dict[str, Database] = {}
         for url in retired:
             check_database_url(url, "--retire")
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+                # Opening it would make an empty one.
+                raise ValueError(f"--retire: {parsed.database} is not a file")
             name = shard_name(url)
             if name in shards.ring:
                 raise ValueError(
@@ -159,6 +164,14 @@ class ShardDirectory:
 
     def owner(self, room_id: str) -> str:
         return self._shards.owner(room_id)
+
+    async def check_retired(self) -> None:
+        """A `ValueError` naming a retired shard that holds no chat tables (a wrong URL)."""
+        for name, database in self._retired.items():
+            async with database.connect() as conn:
+                found = await conn.run_sync(lambda sync: sa.inspect(sync).has_table(room_seqs.name))
+            if not found:
+                raise ValueError(f"{name} holds no chat message tables")
 
     def database(self, shard: str) -> Database:
         if shard in self._retired:
