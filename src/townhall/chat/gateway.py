@@ -138,7 +138,7 @@ class RoomFeed:
 
     async def open(self) -> None:
         self.subscription = await self.gateway.pubsub.subscribe(channel(self.room), self.on_relay)
-        self.sequencer.skip_to(await self.gateway.service.last_seq(self.room))
+        self.deliver(self.sequencer.skip_to(await self.gateway.service.last_seq(self.room)))
 
     async def close(self) -> None:
         if self.gap_task is not None:
@@ -188,7 +188,7 @@ class RoomFeed:
                 )
                 await asyncio.sleep(1)
                 continue
-            self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found]))
+            self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], missing))
 
     async def catch_up(self) -> None:
         """After the relay was down: read what the room stored since its stream's last seq."""
@@ -197,7 +197,7 @@ class RoomFeed:
         if expected is None or last < expected:
             return
         found = await self.gateway.service.missing(self.room, expected, last)
-        self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found]))
+        self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], (expected, last)))
 
 
 def _relayed(message: ChatMessage) -> Relayed:
