@@ -159,6 +159,9 @@ async def test_only_the_owner_adds_and_removes_members(stack: ChatStack, tmp_pat
         added = await chat.http.post(f"{ROOMS}/{room}/members/{carol.id}", headers=ann.headers)
         assert added.status_code == 200, added.text
         assert sorted(added.json()["members"]) == sorted([ann.id, bob.id, carol.id])
+        again = await chat.http.post(f"{ROOMS}/{room}/members/{carol.id}", headers=ann.headers)
+        assert again.status_code == 200, again.text  # adding a member twice: still once
+        assert sorted(again.json()["members"]) == sorted([ann.id, bob.id, carol.id])
         problem(
             await chat.http.delete(f"{ROOMS}/{room}/members/{carol.id}", headers=bob.headers), 403
         )
@@ -267,9 +270,17 @@ async def test_only_the_author_edits_or_deletes_and_members_are_told(
         assert frame["body"] == "first, edited"
         assert frame["edited_at"]
 
+        for body in ["", "   ", "x" * 4001, "nul\x00"]:
+            refused = await chat.http.patch(
+                f"{path}/{first['id']}", json={"body": body}, headers=ann.headers
+            )
+            problem(refused, 422)
+
         deleted = await chat.http.delete(f"{path}/{second['id']}", headers=ann.headers)
         assert deleted.status_code == 204, deleted.text
         await watcher.expect("deleted", room=room, id=second["id"], seq=2)
+        again = await chat.http.delete(f"{path}/{second['id']}", headers=ann.headers)
+        assert again.status_code == 204, again.text  # deleting is idempotent
         problem(
             await chat.http.patch(
                 f"{path}/{second['id']}", json={"body": "back"}, headers=ann.headers

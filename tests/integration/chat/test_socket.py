@@ -32,8 +32,12 @@ async def test_a_socket_without_a_valid_token_is_closed_4401_with_a_reason(
         forged = TokenCodec("another-secret-of-at-least-32-characters", FrozenClock()).issue(
             Principal(user_id=ann.id, username=ann.username)
         )
+        ghost = TokenCodec(SECRET, FrozenClock(datetime.now(UTC))).issue(
+            Principal(user_id="01900000-0000-7000-8000-000000000000", username="ghost")
+        )
         reasons = {}
         for label, url in [
+            ("ghost", chat.ws_url(ghost)),
             ("none", chat.ws_url()),
             ("garbage", chat.ws_url("not.a.token")),
             ("forged", chat.ws_url(forged)),
@@ -46,6 +50,7 @@ async def test_a_socket_without_a_valid_token_is_closed_4401_with_a_reason(
         assert "required" in reasons["none"]
         for label in ("garbage", "forged", "expired"):
             assert "invalid or expired" in reasons[label], reasons
+        assert "does not exist" in reasons["ghost"]
 
         # A valid token works as a bearer header, and on the query string.
         async with connect(chat.ws_url(), additional_headers=ann.headers) as raw:
@@ -251,6 +256,25 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(
         await socket.quiet()  # still open
 
         member = await chat.connect(ann)
+        await member.send(op="read", room=room, ref="r8")
+        await member.expect("error", code="missing_field", ref="r8")
+        await member.send(op="read", room=room, seq="3", ref="r9")
+        await member.expect("error", code="invalid", ref="r9")
+        await member.send(op="send", room=room, body=42, client_id="n1")
+        await member.expect("error", code="invalid", ref="n1")
+        await member.send(op="send", room=room, body="   ", client_id="blank")
+        await member.expect("error", code="invalid", ref="blank")
+        await member.send(op="send", room=room, body="nul\x00", client_id="nul")
+        await member.expect("error", code="invalid", ref="nul")
+        await member.send(op="send", room=room, body="no id")
+        await member.expect("error", code="missing_field")
+        await member.send(op="send", room=room, body="x", client_id="c" * 101)
+        await member.expect("error", code="invalid")
+        await member.send(op="send", room=room, body="x", client_id="a1", attachments="file")
+        await member.expect("error", code="invalid", ref="a1")
+        eleven = [f"f{n}" for n in range(11)]
+        await member.send(op="send", room=room, body="x", client_id="a2", attachments=eleven)
+        await member.expect("error", code="invalid", ref="a2")
         await member.send(op="send", room=room, body="x" * 21, client_id="long")
         await member.expect("error", code="body_too_long", ref="long")
         await member.send(op="send", room=room, body="x" * 20, client_id="fits")
@@ -287,6 +311,29 @@ async def test_sends_over_the_rate_close_the_socket_4429(stack: ChatStack, tmp_p
         assert code == 4429, (code, reason)
         history = (await chat.history(ann, room)).json()["items"]
         assert [m["body"] for m in history] == ["m2", "m1", "m0"]
+
+
+async def test_the_send_rate_is_per_user_across_their_sockets(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path, chat_send_rate=0.01, chat_send_burst=3) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        phone, laptop, other = (
+            await chat.connect(ann),
+            await chat.connect(ann),
+            await chat.connect(bob),
+        )
+        for n in range(2):
+            await phone.send(op="send", room=room, body=f"p{n}", client_id=f"p{n}")
+            await phone.expect("ack")
+        await laptop.send(op="send", room=room, body="l0", client_id="l0")
+        await laptop.expect("ack")
+        await laptop.send(op="send", room=room, body="l1", client_id="l1")  # ann's fourth
+        code, _ = await laptop.closed()
+        assert code == 4429
+        await other.send(op="send", room=room, body="bob's own budget", client_id="b0")
+        await other.expect("ack", client_id="b0")
 
 
 async def test_typing_reaches_the_other_members_but_not_the_typer(
@@ -363,7 +410,7 @@ async def test_a_mention_is_put_in_the_outbox_with_whether_the_member_was_online
         assert (await chat.presence(ann, room))[carol.id] == "offline"
 
         sender = await chat.connect(ann)
-        body = "hi @bob and @Carol, not @ann, not @dan, not @nobody"
+        body = "hi @bob and @Carol, @bob again; not @ann, not @dan, not @nobody"
         await sender.send(op="send", room=room, body=body, client_id="m1")
         ack = await sender.expect("ack", client_id="m1")
         await sender.quiet()  # the send's work, mentions included, is done before the pong
@@ -371,6 +418,7 @@ async def test_a_mention_is_put_in_the_outbox_with_whether_the_member_was_online
         mentions = [e["payload"] for e in await chat.outbox("chat.UserMentioned")]
         by_user = {m["mentioned_id"]: m for m in mentions}
         assert set(by_user) == {bob.id, carol.id}  # members only, never the author
+        assert len(mentions) == 2  # once per message and member
         assert by_user[bob.id]["online"] is True
         assert by_user[carol.id]["online"] is False
         for mention in mentions:
@@ -489,3 +537,42 @@ async def test_a_resume_as_long_as_the_send_queue_is_answered_not_closed(
         else:  # ...or none, and the client reads history over HTTP
             assert joined["replayed"] == 0
         await resumed.quiet()
+
+
+async def test_two_racing_sends_with_one_client_id_store_one_message(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        receiver = await chat.connect(bob)
+        await receiver.join(room)
+        first, second = await chat.connect(ann), await chat.connect(ann)
+        for n in range(5):  # a few rounds: the race goes either way
+            frame = {"op": "send", "room": room, "body": f"r{n}", "client_id": f"race-{n}"}
+            await asyncio.gather(first.send(**frame), second.send(**frame))
+            acks = [await first.expect("ack"), await second.expect("ack")]
+            assert acks[0] == acks[1], acks
+            assert acks[0]["seq"] == n + 1
+        seqs = [(await receiver.expect("message"))["seq"] for _ in range(5)]
+        assert seqs == [1, 2, 3, 4, 5]
+        await receiver.quiet()  # each once
+        history = (await chat.history(ann, room)).json()["items"]
+        assert [m["body"] for m in history] == ["r4", "r3", "r2", "r1", "r0"]
+
+
+async def test_attachments_travel_with_the_message(stack: ChatStack, tmp_path: Any) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        receiver = await chat.connect(bob)
+        await receiver.join(room)
+        sender = await chat.connect(ann)
+        await sender.send(
+            op="send", room=room, body="see", client_id="att", attachments=["up-1", "up-2"]
+        )
+        await sender.expect("ack", client_id="att")
+        frame = await receiver.expect("message", body="see")
+        assert frame["attachments"] == ["up-1", "up-2"]
+        stored = (await chat.history(bob, room)).json()["items"][0]
+        assert stored["attachments"] == ["up-1", "up-2"]
