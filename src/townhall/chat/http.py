@@ -179,7 +179,7 @@ async def history(
     chat: Chat,
     user: User,
     room: str,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=protocol.MAX_SEQ)] = None,
     limit: Limit = 50,
 ) -> HistoryOut:
     """Messages with seq < `before` (the newest when absent), newest first."""

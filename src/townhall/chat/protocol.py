@@ -24,6 +24,7 @@ TOO_SLOW = 4508
 GOING_AWAY = 1001
 
 OPS = ("join", "leave", "send", "typing", "read", "ping")
+MAX_SEQ = 2**63 - 1  # seqs are BIGINT columns: a larger one is refused, never sent to a query
 
 
 def dumps(frame: dict[str, Any]) -> str:
@@ -137,6 +138,8 @@ class ClientFrame:
             raise BadFrame("invalid", f"{name!r} must be a non-empty string", self.ref)
         if max_length is not None and len(value) > max_length:
             raise BadFrame("invalid", f"{name!r} is longer than {max_length}", self.ref)
+        if "\x00" in value:  # PostgreSQL cannot store or compare it
+            raise BadFrame("invalid", f"{name!r} must not contain NUL", self.ref)
         return value
 
     def seq(self, name: str, *, required: bool) -> int | None:
@@ -145,8 +148,10 @@ class ClientFrame:
                 raise BadFrame("missing_field", f"{self.op} needs {name!r}", self.ref)
             return None
         value = self.fields[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BadFrame("invalid", f"{name!r} must be a seq (an integer >= 0)", self.ref)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+            raise BadFrame(
+                "invalid", f"{name!r} must be a seq (an integer from 0 to 2^63-1)", self.ref
+            )
         return value
 
     def ids(self, name: str) -> list[str]:
