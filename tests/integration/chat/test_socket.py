@@ -5,6 +5,8 @@ PostgreSQL + Redis): authentication, delivery order, acks, idempotent resends, r
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -585,3 +587,49 @@ async def test_attachments_travel_with_the_message(stack: ChatStack, tmp_path: A
         assert frame["attachments"] == ["up-1", "up-2"]
         stored = (await chat.history(bob, room)).json()["items"][0]
         assert stored["attachments"] == ["up-1", "up-2"]
+
+
+async def _silent_client(port: int, token: str) -> tuple[int, str]:
+    """A WebSocket client that reads but never answers the server's pings (a phone that
+    went into a tunnel): (close code, reason) of the close frame it is sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /api/v1/chat/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(2), 10)
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(length)
+            if opcode == 0x8:  # close
+                return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+    finally:
+        writer.close()
+
+
+async def test_a_socket_that_leaves_pings_unanswered_is_closed_1011_and_goes_offline(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    settings = {"chat_ping_interval": 0.3, "chat_ping_timeout": 0.3}
+    async with chat_server(stack, tmp_path, **settings) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        watcher = await chat.connect(ann)  # answers pings: stays open
+        await watcher.join(room)
+        code, reason = await _silent_client(chat.port, bob.token)
+        assert code == 1011, (code, reason)
+        await watcher.until("presence", room=room, user=bob.id, status="online")
+        await watcher.until("presence", room=room, user=bob.id, status="offline")
+        await chat.wait_for_presence(ann, room, bob, "offline")
+        await watcher.quiet()  # the socket that answers pings is still open
