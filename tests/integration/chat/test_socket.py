@@ -633,3 +633,38 @@ async def test_a_socket_that_leaves_pings_unanswered_is_closed_1011_and_goes_off
         await watcher.until("presence", room=room, user=bob.id, status="offline")
         await chat.wait_for_presence(ann, room, bob, "offline")
         await watcher.quiet()  # the socket that answers pings is still open
+
+
+async def test_sockets_joining_one_room_at_once_all_get_its_messages(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        sender = await chat.connect(ann)
+        sockets = [await chat.connect(bob) for _ in range(6)]
+        await asyncio.gather(*(socket.join(room) for socket in sockets))
+        await sender.send(op="send", room=room, body="all of you", client_id="m1")
+        await sender.expect("ack", seq=1)
+        for socket in sockets:
+            await socket.expect("message", seq=1, body="all of you")
+
+
+async def test_leaving_and_joining_again_keeps_the_room_live(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    async with chat_server(stack, tmp_path) as chat:
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        sender = await chat.connect(ann)
+        socket = await chat.connect(bob)
+        for n in range(1, 6):  # the last socket leaving drops the room's feed; a join makes one
+            await socket.join(room)
+            await socket.send(op="leave", room=room)
+            await socket.expect("left", room=room)
+            await socket.join(room)
+            await sender.send(op="send", room=room, body=f"m{n}", client_id=f"m{n}")
+            await sender.expect("ack", seq=n)
+            await socket.expect("message", seq=n)
+            await socket.send(op="leave", room=room)
+            await socket.expect("left", room=room)
