@@ -296,6 +296,16 @@ class Gateway:
         except DomainError as refused:
             code = getattr(refused, "frame_code", "invalid")
             self._refuse(connection, code, refused.detail, _ref(text), now)
+        except Exception:
+            # A store or the relay did not answer (a send says so itself, see `_act`): the
+            # client is told and may send the frame again. Raised on, it would end the
+            # socket with a normal closure (1000), which a client need not reconnect after.
+            log.exception("chat: a frame of %s failed", connection.user)
+            connection.push(
+                protocol.error_frame(
+                    "unavailable", "the server could not do it now; send it again", _ref(text)
+                )
+            )
 
     def _refuse(
         self, connection: Connection, code: str, message: str, ref: Any, now: float
