@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from support.app import PASSWORD, register_and_sign_in, settings_for
 from support.notifications import eventually
 from support.services import (
+    PG_ADMIN_DSN,
     REDIS_URL,
     RUN_ID,
     create_database,
@@ -70,6 +71,26 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
     """The test runs once on each stack of `CHAT_STACKS`."""
     async with chat_stack(request.param, tmp_path) as made:
         yield made
+
+
+@asynccontextmanager
+async def database_unreachable(stack: ChatStack) -> AsyncIterator[None]:
+    """The stack's PostgreSQL database refuses connections and drops the open ones, until
+    the block ends."""
+    import asyncpg
+
+    assert stack.database_url.startswith("postgresql"), stack
+    name = stack.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from support.chat_app import SECRET, ChatStack, chat_server
+from support.chat_app import SECRET, ChatStack, chat_server, chat_stack, database_unreachable
 from support.chat_app import stack as stack  # the fixture: each test runs once per stack
 from support.notifications import eventually
 from townhall.platform.auth import Principal, TokenCodec
@@ -668,3 +668,29 @@ async def test_leaving_and_joining_again_keeps_the_room_live(
             await socket.expect("message", seq=n)
             await socket.send(op="leave", room=room)
             await socket.expect("left", room=room)
+
+
+async def test_a_frame_the_database_cannot_serve_is_answered_unavailable_not_a_closed_socket(
+    tmp_path: Any,
+) -> None:
+    # PostgreSQL only: its database can be made unreachable while the server runs.
+    async with (
+        chat_stack("postgresql+redis", tmp_path) as stack,
+        chat_server(stack, tmp_path) as chat,
+    ):
+        ann, bob = await chat.users("ann", "bob")
+        room = (await chat.room(ann, "general", bob))["id"]
+        socket = await chat.connect(bob)
+        await socket.quiet()
+        async with database_unreachable(stack):
+            await socket.send(op="join", room=room, ref="j1")
+            await socket.expect("error", code="unavailable", ref="j1")
+            await socket.send(op="read", room=room, seq=1, ref="r1")
+            await socket.expect("error", code="unavailable", ref="r1")
+            await socket.send(op="send", room=room, body="hello?", client_id="c1")
+            await socket.expect("error", code="unavailable", ref="c1")
+            await socket.quiet()  # still open
+        joined = await socket.join(room)  # the database is back: the same frames work
+        assert joined["seq"] == 0
+        await socket.send(op="send", room=room, body="hello?", client_id="c1")
+        await socket.expect("ack", client_id="c1", seq=1)
