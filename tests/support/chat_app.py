@@ -247,6 +247,8 @@ class Socket:
             raise AssertionError(f"the socket stayed open; seen {self.seen}") from None
 
     async def close(self) -> None:
+        """Close (a client that left more than 16 frames unread waits out its close timeout:
+        websockets stops reading the connection, the server's close frame included)."""
         await self.connection.close()
 
 

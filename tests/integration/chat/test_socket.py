@@ -465,6 +465,8 @@ async def test_a_join_while_messages_arrive_misses_none_and_repeats_none(
         seqs = [(await watcher.expect("message"))["seq"] for _ in range(40)]
         assert seqs == list(range(1, 41))
         await watcher.quiet()  # and nothing twice after the 40th
+        acks = [(await sender.expect("ack"))["seq"] for _ in range(40)]
+        assert acks == list(range(1, 41))
 
 
 async def test_a_user_with_two_sockets_gets_each_message_on_both(
