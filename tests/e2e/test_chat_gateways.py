@@ -75,7 +75,7 @@ async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
     prefix = f"t{RUN_ID}chat{uuid.uuid4().hex[:6]}"
     env = townhall_env(
         database_url=url,
-        pubsub_url=f"redis://127.0.0.1:{redis.port}/0?prefix={prefix}&reconnect_wait=0.1&timeout=0.5",
+        pubsub_url=f"redis://127.0.0.1:{redis.port}/0?prefix={prefix}&reconnect_wait=0.1&timeout=1",
         redis_url=f"redis://127.0.0.1:{redis.port}/0",
         bus_url=bus_url("redis", "chat"),
         data_dir=str(tmp / "var"),
