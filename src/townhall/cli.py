@@ -149,6 +149,9 @@ def serve(
                 lifespan="on",
                 server_header=False,
                 http=http_protocol(),  # its own 400s are problem+json too
+                # WebSocket heartbeats (chat): a socket that leaves pings unanswered closes.
+                ws_ping_interval=settings.chat_ping_interval,
+                ws_ping_timeout=settings.chat_ping_timeout,
             )
             server = uvicorn.Server(config)
             try:

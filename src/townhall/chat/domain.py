@@ -11,43 +11,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
-class ChatError(Exception):
-    """A refusal with a code the protocol names (`error` frames, problem bodies)."""
-
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+from townhall.platform.errors import Conflict, Forbidden, Invalid, NotFound
 
 
-class RoomNotFound(ChatError):
+class RoomNotFound(NotFound):
     """No such room, or the caller is not a member (the two are not told apart)."""
 
-    code = "not_a_member"
+    frame_code = "not_a_member"  # the protocol's error code, in `error` frames
 
 
-class MessageNotFound(ChatError):
-    code = "message_not_found"
+class MessageNotFound(NotFound):
+    frame_code = "message_not_found"
 
 
-class NotAllowed(ChatError):
+class NotAllowed(Forbidden):
     """A member doing what only the owner or the author may."""
 
-    code = "forbidden"
+    frame_code = "forbidden"
 
 
-class InvalidInput(ChatError):
-    code = "invalid"
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
+class InvalidInput(Invalid):
+    frame_code = "invalid"
 
 
-class RoomFull(ChatError):
-    code = "room_full"
+class BodyTooLong(InvalidInput):
+    frame_code = "body_too_long"
+
+
+class RoomFull(Conflict):
+    frame_code = "room_full"
+
+
+class RoomMoved(Exception):
+    """The room's history left the shard written to (`townhall chat rebalance`); `shard`
+    has it now."""
+
+    def __init__(self, room_id: str, shard: str) -> None:
+        super().__init__(f"room {room_id} moved to {shard}")
+        self.room_id = room_id
+        self.shard = shard
+
+
+class DuplicateSend(Exception):
+    """A concurrent send with the same client_id stored its message first."""
+
+    def __init__(self, room_id: str, author: str, client_id: str) -> None:
+        super().__init__(f"client_id {client_id!r} of {author} in {room_id} already stored")
+        self.room_id = room_id
+        self.author = author
+        self.client_id = client_id
 
 
 @dataclass(frozen=True)
@@ -105,20 +117,20 @@ def mentioned_usernames(body: str) -> list[str]:
 
 def check_body(body: str, max_length: int) -> str:
     if not body.strip():
-        raise InvalidInput("body", "body must not be empty")
+        raise InvalidInput("body must not be empty", field="body")
     if len(body) > max_length:
-        raise InvalidInput("body", f"body is longer than {max_length} characters")
+        raise BodyTooLong(f"body is longer than {max_length} characters", field="body")
     if "\x00" in body:
-        raise InvalidInput("body", "body must not contain NUL")
+        raise InvalidInput("body must not contain NUL", field="body")
     return body
 
 
 def check_room_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("name", "name must be 1 to 100 characters")
+        raise InvalidInput("name must be 1 to 100 characters", field="name")
     if "\x00" in name:
-        raise InvalidInput("name", "name must not contain NUL")
+        raise InvalidInput("name must not contain NUL", field="name")
     return name
 
 

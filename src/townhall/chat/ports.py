@@ -7,7 +7,37 @@ from datetime import datetime
 from typing import Protocol
 
 from townhall.chat.domain import Appended, ChatMessage, Room
-from townhall.platform.transaction import Transaction
+from townhall.chat.events import UserMentioned
+from townhall.platform.transaction import Transaction, Transactions
+
+
+class Shards(Protocol):
+    """The message-store shards: which one a consistent-hash ring gives a room, and each
+    one's database."""
+
+    def owner(self, room_id: str) -> str: ...
+
+    def database(self, shard: str) -> Transactions: ...
+
+
+class Users(Protocol):
+    """What chat asks identity about users."""
+
+    async def existing(self, user_ids: Collection[str]) -> set[str]:
+        """Which of the ids name a user."""
+        ...
+
+    async def by_usernames(self, usernames: Collection[str]) -> dict[str, str]:
+        """username -> user id, for the usernames that exist (case-insensitive)."""
+        ...
+
+    async def username(self, user_id: str) -> str: ...
+
+
+class ChatEvents(Protocol):
+    async def mentioned(self, tx: Transaction, events: Sequence[UserMentioned]) -> None:
+        """Put the events in the outbox of the caller's transaction."""
+        ...
 
 
 class RoomStore(Protocol):
@@ -20,7 +50,11 @@ class RoomStore(Protocol):
 
     async def get(self, tx: Transaction, room_id: str) -> Room | None: ...
 
-    async def is_member(self, tx: Transaction, room_id: str, user_id: str) -> bool: ...
+    async def membership(self, tx: Transaction, room_id: str, user_id: str) -> str | None:
+        """The room's shard when `user_id` is a member of it, else None."""
+        ...
+
+    async def members_of(self, tx: Transaction, room_id: str) -> list[str]: ...
 
     async def rooms_of(self, tx: Transaction, user_id: str) -> list[Room]:
         """The user's rooms, with their members."""
@@ -72,6 +106,10 @@ class MessageStore(Protocol):
         per-room counter row, so concurrent sends to one room get distinct, consecutive
         seqs."""
         ...
+
+    async def by_client_id(
+        self, tx: Transaction, room_id: str, author: str, client_id: str
+    ) -> ChatMessage | None: ...
 
     async def since(
         self, tx: Transaction, room_id: str, after_seq: int, limit: int
