@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,7 +221,7 @@ async def presence_of(base: str, account: Account, room: str) -> dict[str, str]:
         return {str(item["user"]): item["status"] for item in answer.json()["items"]}
 
 
-def presence(user: Account, status: str, room: str):
+def presence(user: Account, status: str, room: str) -> Callable[[Frame], bool]:
     return lambda f: (
         f.get("op") == "presence"
         and f.get("room") == room
@@ -230,7 +230,7 @@ def presence(user: Account, status: str, room: str):
     )
 
 
-def error(code: str, ref: object = None):
+def error(code: str, ref: object = None) -> Callable[[Frame], bool]:
     return lambda f: (
         f.get("op") == "error" and f.get("code") == code and (ref is None or f.get("ref") == ref)
     )
