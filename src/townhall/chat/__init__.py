@@ -16,6 +16,7 @@ from townhall.chat.adapters.sql import SqlMessages, SqlRooms
 from townhall.chat.gateway import Gateway, GatewayLimits
 from townhall.chat.http import routers
 from townhall.chat.ports import Presence
+from townhall.chat.retention import Retention
 from townhall.chat.service import ChatService, Limits
 from townhall.platform.modules import Installed, ModuleSpec, Platform
 from townhall.platform.pubsub import PubSubOptions
@@ -79,11 +80,15 @@ def _install(platform: Platform) -> Installed:
         presence_every=settings.chat_presence_ttl / 3,
     )
 
+    retention = Retention(service, settings.chat_retention_days)
+
     async def start() -> None:
         await shards.create_tables()
         await gateway.start()
+        await retention.start()
 
     async def stop() -> None:
+        await retention.stop()
         await gateway.stop()
         await presence.close()
         await shards.close()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ class Connection:
         self._wake = asyncio.Event()
         self._closed = False
         self.close_code: int | None = None
+        self.presence: asyncio.Task[None] | None = None  # recording it as online
         limits = gateway.limits
         self.frames = TokenBucket(limits.frame_rate, limits.frame_rate * 4)
         self.bad: deque[float] = deque()
@@ -129,7 +130,7 @@ class RoomFeed:
 
     async def open(self) -> None:
         self.subscription = await self.gateway.pubsub.subscribe(channel(self.room), self.on_relay)
-        self.sequencer.skip_to(await self.gateway.service.last_seq(self.room))
+        self.deliver(self.sequencer.skip_to(await self.gateway.service.last_seq(self.room)))
 
     async def close(self) -> None:
         if self.gap_task is not None:
@@ -179,7 +180,7 @@ class RoomFeed:
                 )
                 await asyncio.sleep(1)
                 continue
-            self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found]))
+            self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], missing))
 
     async def catch_up(self) -> None:
         """After the relay was down: read what the room stored since its stream's last seq."""
@@ -188,7 +189,7 @@ class RoomFeed:
         if expected is None or last < expected:
             return
         found = await self.gateway.service.missing(self.room, expected, last)
-        self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found]))
+        self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], (expected, last)))
 
 
 def _relayed(message: ChatMessage) -> Relayed:
@@ -215,6 +216,7 @@ class Gateway:
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._sends: dict[str, TokenBucket] = {}  # per user, shared by their sockets here
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()  # presence updates in flight
 
     async def start(self) -> None:
         self._tasks = [
@@ -230,16 +232,16 @@ class Gateway:
         for feed in list(self.feeds.values()):
             await feed.close()
         self.feeds.clear()
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=5)
 
     # Sockets -----------------------------------------------------------------------------
 
     async def open(self, user: str, send: Send, close: Close) -> Connection:
         connection = Connection(self, user, send, close)
         self.connections.add(connection)
-        try:
-            await self.service.connected(user, connection.id)
-        except Exception as exc:  # presence is A/L: a socket never waits on it
-            log.warning("chat: presence of %s not recorded: %s", user, exc)
+        # Presence is A/L: the socket never waits on it (a slow or down Redis included).
+        connection.presence = self._background(self._came(connection))
         return connection
 
     async def closed(self, connection: Connection) -> None:
@@ -249,10 +251,27 @@ class Gateway:
             self.leave(connection, room)
         if not any(c.user == connection.user for c in self.connections):
             self._sends.pop(connection.user, None)
+        self._background(self._went(connection))
+
+    async def _came(self, connection: Connection) -> None:
+        try:
+            await self.service.connected(connection.user, connection.id)
+        except Exception as exc:
+            log.warning("chat: presence of %s not recorded: %s", connection.user, exc)
+
+    async def _went(self, connection: Connection) -> None:
+        if connection.presence is not None:
+            await connection.presence  # recorded before it is forgotten
         try:
             await self.service.disconnected(connection.user, connection.id)
-        except Exception as exc:
+        except Exception as exc:  # it lapses after the TTL instead
             log.warning("chat: presence of %s not ended: %s", connection.user, exc)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
 
     async def receive(self, connection: Connection, text: str) -> None:
         """One frame from a socket: act on it, or answer an `error` (or close the socket

@@ -15,6 +15,9 @@ class Shards(Protocol):
     """The message-store shards: which one a consistent-hash ring gives a room, and each
     one's database."""
 
+    @property
+    def names(self) -> list[str]: ...
+
     def owner(self, room_id: str) -> str: ...
 
     def database(self, shard: str) -> Transactions: ...
@@ -182,3 +185,39 @@ class Presence(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ShardMover(Protocol):
+    """Moves a room's history from one message-store shard to another (`townhall chat
+    rebalance`). Each call works in a transaction the caller holds open on one shard (two for
+    `copy`), so the caller decides what commits, and in which order."""
+
+    async def hold(self, tx: Transaction, room_id: str) -> str | None:
+        """Lock the room's counter row on this shard until `tx` ends (making it, at seq 0,
+        when the room never had a message here), so no send stores a message here meanwhile:
+        a send waits, then sees what `tx` committed. The shard the room moved to from here,
+        or None when its history is here."""
+        ...
+
+    async def copy(self, source: Transaction, target: Transaction, room_id: str) -> int:
+        """Make the target's copy of the room the source's: its messages (any the target held
+        are replaced) and its counter row (last seq kept, `moved_to` cleared, for a room that
+        lived on the target before). Returns how many messages were copied."""
+        ...
+
+    async def mark_moved(self, tx: Transaction, room_id: str, shard: str) -> None:
+        """Say on this shard's counter row that the room's history is on `shard` now."""
+        ...
+
+    async def moved_away(self, tx: Transaction) -> dict[str, str]:
+        """room id -> the shard it moved to, for the rooms that left this shard."""
+        ...
+
+    async def clear(self, tx: Transaction, room_id: str) -> int:
+        """Delete the room's messages here when it moved away (its counter row, which says
+        where it went, stays); nothing otherwise. Returns how many went."""
+        ...
+
+    async def count(self, tx: Transaction, room_id: str) -> int:
+        """How many messages of the room are stored here."""
+        ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from townhall.chat import protocol
 from townhall.chat.domain import (
@@ -345,6 +346,17 @@ class ChatService:
 
     async def typing(self, user: str, room_id: str) -> None:
         await self._publish(room_id, protocol.relay_typing(room_id, user))
+
+    async def prune(self, older_than: timedelta) -> int:
+        """Delete history older than `older_than` on every shard (each room's last message
+        stays, so its seq goes on); a client resuming from before it is told `recovered:
+        false`. Returns how many messages went."""
+        cutoff = self._clock.now() - older_than
+        pruned = 0
+        for shard in self._shards.names:
+            async with self._shards.database(shard).transaction() as tx:
+                pruned += await self._messages.prune(tx, cutoff)
+        return pruned
 
     # Presence ----------------------------------------------------------------------------
 

@@ -113,7 +113,10 @@ async def test_first_connection_comes_online_a_second_does_not_and_the_last_goes
     assert await presence.connect("ann", "c3", LONG) is True
 
 
-async def test_online_answers_for_many_users_at_once_including_ones_never_seen(presence):
+async def test_online_answers_for_many_users_at_once_including_ones_never_seen(
+    presence, monkeypatch
+):
+    monkeypatch.setattr(redis_adapter, "ONLINE_BATCH", 7)  # Redis: several calls at once
     users = [f"user-{n}" for n in range(300)]
     for n, user in enumerate(users):
         if n % 3 == 0:
@@ -142,7 +145,8 @@ async def test_a_connection_not_refreshed_lapses_and_expired_tells_its_user_once
     assert await presence.connect("bob", "b3", LONG) is True
 
 
-async def test_refresh_keeps_connections_alive_past_their_ttl(presence):
+async def test_refresh_keeps_connections_alive_past_their_ttl(presence, monkeypatch):
+    monkeypatch.setattr(redis_adapter, "REFRESH_BATCH", 1)  # Redis: a call per connection
     ttl = 1.0
     await presence.connect("kept", "k1", ttl)
     await presence.connect("kept2", "k2", ttl)
@@ -202,6 +206,10 @@ async def test_bad_arguments_are_refused_and_a_closed_presence_refuses_calls(ope
         await presence.connect("u", "c", 0)
     with pytest.raises(ValueError, match="ttl"):
         await presence.refresh([("u", "c")], -1)
+    with pytest.raises(ValueError, match="user id"):
+        await presence.refresh([("u", "c"), ("bad\x1f", "c")], LONG)
+    with pytest.raises(ValueError, match="connection id"):
+        await presence.disconnect("u", "")
     await presence.ping()
     await presence.close()
     for call in (

@@ -54,6 +54,8 @@ class MemoryPresence:
         socket connects again to come back)."""
         self._check_open()
         check_ttl(ttl)
+        for user_id, connection_id in connections:
+            check_ids(user_id, connection_id)
         now = self.clock()
         for user_id, connection_id in connections:
             known = self._users.get(user_id, {})
@@ -62,6 +64,7 @@ class MemoryPresence:
 
     async def disconnect(self, user_id: str, connection_id: str) -> bool:
         self._check_open()
+        check_ids(user_id, connection_id)
         now = self.clock()
         connections = self._users.get(user_id)
         if connections is None or connections.pop(connection_id, None) is None:

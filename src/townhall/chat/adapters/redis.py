@@ -15,11 +15,12 @@ emptied by `expired()`. The call that removes a user's last connection, live or 
 (`disconnect` or `expired`), is the one that says they went offline, so each offline is told
 once, to one caller. `connect` drops the user's lapsed connections silently and says the user
 came online. `expired()` reads keys it builds from `deadlines`, so the layout needs one Redis
-(or one cluster slot), not a cluster spread by key.
+(5 or later, for `TIME` before writes in a script), not a cluster spread by key.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -28,7 +29,11 @@ import redis.asyncio as aioredis
 from townhall.chat.adapters.memory import check_ids, check_ttl
 
 SEPARATOR = "\x1f"
-EXPIRED_BATCH = 1000  # deadlines handled per script call (one call holds Redis this long)
+# Entries per script call: a script holds Redis while it runs (about 10 us an entry), so a
+# big gateway's refresh goes as several calls, sent at once, that other clients run between.
+EXPIRED_BATCH = 1000
+REFRESH_BATCH = 500
+ONLINE_BATCH = 1000
 
 _NOW = """
 local t = redis.call('TIME')
@@ -195,18 +200,21 @@ class RedisPresence:
 
     async def refresh(self, connections: Sequence[tuple[str, str]], ttl: float) -> None:
         """Only live connections are extended: one disconnected, or lapsed, stays gone (its
-        socket connects again to come back)."""
+        socket connects again to come back). REFRESH_BATCH connections per script call, the
+        calls made at once."""
         self._check_open()
         check_ttl(ttl)
-        if not connections:
-            return
-        keys: list[str] = [self.deadlines]
-        args: list[str | int] = [_ms(ttl)]
         for user_id, connection_id in connections:
             check_ids(user_id, connection_id)
-            keys.append(self.user_key(user_id))
-            args += [user_id, connection_id]
-        await self._refresh(keys=keys, args=args)
+        calls = []
+        for start in range(0, len(connections), REFRESH_BATCH):
+            keys: list[str] = [self.deadlines]
+            args: list[str | int] = [_ms(ttl)]
+            for user_id, connection_id in connections[start : start + REFRESH_BATCH]:
+                keys.append(self.user_key(user_id))
+                args += [user_id, connection_id]
+            calls.append(self._refresh(keys=keys, args=args))
+        await asyncio.gather(*calls)
 
     async def disconnect(self, user_id: str, connection_id: str) -> bool:
         self._check_open()
@@ -215,12 +223,19 @@ class RedisPresence:
         return bool(await self._disconnect(keys=keys, args=[user_id, connection_id]))
 
     async def online(self, user_ids: Collection[str]) -> set[str]:
+        """ONLINE_BATCH users per script call, the calls made at once."""
         self._check_open()
         users = list(dict.fromkeys(user_ids))
-        if not users:
-            return set()
-        flags = await self._online(keys=[self.user_key(u) for u in users])
-        return {user for user, flag in zip(users, flags, strict=True) if flag}
+        batches = [users[n : n + ONLINE_BATCH] for n in range(0, len(users), ONLINE_BATCH)]
+        replies = await asyncio.gather(
+            *(self._online(keys=[self.user_key(u) for u in batch]) for batch in batches)
+        )
+        return {
+            user
+            for batch, flags in zip(batches, replies, strict=True)
+            for user, flag in zip(batch, flags, strict=True)
+            if flag
+        }
 
     async def expired(self) -> list[str]:
         """Collects every lapsed connection, EXPIRED_BATCH per script call."""

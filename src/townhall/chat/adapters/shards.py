@@ -9,6 +9,7 @@ the only one when `TOWNHALL_CHAT_SHARDS` is empty).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sqlalchemy.engine import make_url
@@ -16,6 +17,8 @@ from sqlalchemy.engine import make_url
 from townhall.chat.adapters.tables import message_metadata
 from townhall.chat.ring import HashRing
 from townhall.platform.db import Database
+
+log = logging.getLogger(__name__)
 
 
 def shard_name(url: str) -> str:
@@ -54,11 +57,16 @@ class DatabaseShards:
 
     async def create_tables(self) -> None:
         """The message tables on every shard but the main database (whose migrations make
-        them): created when missing."""
-        for database in self._databases.values():
-            if database is not self.main:
+        them): created when missing. A shard that cannot be reached is logged and left: its
+        rooms refuse sends (`unavailable`) until it is back, the others work."""
+        for name, database in self._databases.items():
+            if database is self.main:
+                continue
+            try:
                 async with database.transaction() as conn:
                     await conn.run_sync(message_metadata.create_all)
+            except Exception as exc:
+                log.warning("chat shard %s cannot be reached: %s", name, exc)
 
     async def close(self) -> None:
         for database in self._databases.values():
