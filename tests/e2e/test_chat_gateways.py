@@ -631,6 +631,40 @@ async def test_bad_frames_get_error_frames_and_a_flood_of_them_closes_the_socket
         await client.close()
 
 
+async def test_frames_over_the_frame_rate_close_the_socket_with_4429(cluster: Cluster) -> None:
+    """A burst of frames past the socket's frame rate (50/s, a burst of 4 s of it by default)
+    closes it with 4429."""
+    (user,) = await members(cluster.a.base, 1)
+    client = await ChatClient.connect(cluster.a.base, user.token, name="chatty")
+    try:
+        for _ in range(300):
+            try:
+                await client.send({"op": "ping"})
+            except ConnectionClosed:
+                break
+        code, reason = await client.wait_closed(within=20)
+        assert code == 4429, (code, reason)
+        pongs = sum(1 for f in client.frames if f.get("op") == "pong")
+        assert 0 < pongs < 300, pongs
+    finally:
+        await client.close()
+
+
+async def test_a_gateway_that_is_stopped_closes_its_sockets_with_1001(cluster: Cluster) -> None:
+    """SIGTERM: the gateway closes each socket with 1001 (reconnect, to any gateway, with
+    since) before it exits."""
+    (user,) = await members(cluster.a.base, 1)
+    client = await ChatClient.connect(cluster.b.base, user.token, name="on b")
+    try:
+        await client.ping()
+        await asyncio.to_thread(cluster.b.stop)
+        code, reason = await client.wait_closed(within=20)
+        assert code == 1001, (code, reason)
+    finally:
+        await client.close()
+        await relaunch(cluster.b)
+
+
 async def test_non_members_cannot_join_send_or_read_a_room(cluster: Cluster) -> None:
     """Join and send to a room you are not in (or that does not exist): not_a_member, and the
     socket stays open; over HTTP its messages and presence are a 404; you get none of its
