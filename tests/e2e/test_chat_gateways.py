@@ -1,12 +1,14 @@
-"""Chat over real gateway processes (issue 22, "Proof"): real WebSocket clients against two
-`townhall serve --modules chat` processes, A and B, sharing PostgreSQL and a Redis of the test's
-own (the relay and presence; the test SIGKILLs and restarts it), and a third, C, with a small
-send queue and slow heartbeats for the slow-consumer cut-off. Then the core scenario again on
-embedded defaults (SQLite, in-process pub/sub and bus) with one process.
+"""Chat over real gateway processes (issue 22, "Proof"): real WebSocket clients against
+`townhall serve --modules chat` processes sharing one PostgreSQL database. A and B share the
+shared Redis (relay and presence under the run's prefix); C, on the same stores, has a send
+queue of 8 frames and slow heartbeats for the slow-consumer cut-off; a pair of gateways of
+their own run on a Redis of the test's own, which the Redis tests SIGKILL and start again.
+Then the core scenario again on embedded defaults (SQLite, in-process pub/sub and bus) with
+one process.
 
 The protocol is the contract in src/townhall/chat/README.md. Gateways are SIGKILLed and started
 again on the same port within a test; every test leaves them running, so the tests hold in any
-order.
+order and on any xdist worker (each worker starts its own).
 """
 
 from __future__ import annotations
@@ -765,28 +767,37 @@ async def test_redis_killed_and_started_again_mid_stream(
         await back_up(pair.redis)
 
 
-async def test_the_http_api_answers_once_redis_is_back(
+async def test_room_history_over_http_answers_while_redis_is_down_and_once_it_is_back(
     cluster: Cluster, redis_pair: RedisPair
 ) -> None:
-    """After the gateways' Redis is SIGKILLed and started again, the first request for a room's
-    history on each gateway is answered (a client told `recovered: false` reloads history over
-    HTTP; Redis holds nothing that history needs)."""
+    """A room's history over HTTP needs nothing of Redis (the relay and presence): it answers
+    while the gateways' Redis is down (asked of the pair's A) and at once when Redis is back
+    (asked of the pair's B, whose connections to Redis died with it unused). A client told
+    `recovered: false` reloads history over HTTP, so it must answer."""
     (owner,) = await members(cluster.a.base, 1)
     room = await create_room(cluster.a.base, owner, [])
     pair = redis_pair
     (client,) = await connect_all([(pair.a, owner)], room)
+
+    async def status(gateway: Gateway) -> int:
+        async with httpx.AsyncClient(base_url=gateway.base, timeout=20) as http:
+            answer = await http.get(f"/api/v1/chat/rooms/{room}/messages", headers=owner.headers)
+            return answer.status_code
+
     try:
         await client.say(room, "kept")
-        for gateway in (pair.a, pair.b):  # connections to Redis, used once before
-            assert [m["body"] for m in await history(gateway.base, owner, room)] == ["kept"]
-        await pair.redis.kill()
-        await pair.redis.start()
         for gateway in (pair.a, pair.b):
-            async with httpx.AsyncClient(base_url=gateway.base, timeout=20) as http:
-                answer = await http.get(
-                    f"/api/v1/chat/rooms/{room}/messages", headers=owner.headers
-                )
-            assert answer.status_code == 200, (gateway.name, answer.text)
+            # Each uses its connections to Redis. (Connections left stale by an earlier
+            # restart answer 500 once each, the bug this test shows: used up here first.)
+            attempts = [await status(gateway) for _ in range(10)]
+            assert 200 in attempts, (gateway.name, attempts)
+            assert await status(gateway) == 200
+        await pair.redis.kill()
+        answers = {"A while Redis is down": await status(pair.a)}
+        await pair.redis.start()
+        answers["B once Redis is back"] = await status(pair.b)
+        answers["A once Redis is back"] = await status(pair.a)
+        assert set(answers.values()) == {200}, answers
     finally:
         await client.close()
         await back_up(pair.redis)
