@@ -97,7 +97,7 @@ def pubsub_url(redis: str) -> str:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     """A, B and C on one PostgreSQL database and the shared Redis (relay and presence under
     the run's prefix, which the session's clean-up removes)."""
     require("Redis", "127.0.0.1", 6379)
@@ -196,9 +196,9 @@ async def close_all(clients: list[ChatClient]) -> None:
     await asyncio.gather(*(c.close() for c in clients))
 
 
-async def history(base: str, account: Account, room: str) -> list[dict]:
+async def history(base: str, account: Account, room: str) -> list[Frame]:
     """Every message of the room over HTTP, oldest first."""
-    found: list[dict] = []
+    found: list[Frame] = []
     before: int | None = None
     async with httpx.AsyncClient(base_url=base, timeout=20) as http:
         while True:
@@ -396,6 +396,7 @@ async def test_a_client_of_a_killed_gateway_resumes_on_the_other_with_since_and_
         Writer(writer_b, room, [cluster.b.base], 40, "wb"),
     ]
     resumed: ChatClient | None = None
+    writing: asyncio.Future[list[None]] | None = None
     try:
         assert (await reader.join(room))["seq"] == 0
         writing = asyncio.gather(*(w.run(pace=0.02) for w in writers))
@@ -424,6 +425,8 @@ async def test_a_client_of_a_killed_gateway_resumes_on_the_other_with_since_and_
         assert len(stored) == total
         assert {m["client_id"] for m in stored} == {c for w in writers for c in w.client_ids}
     finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
         await asyncio.gather(*(w.close() for w in writers))
         await close_all([c for c in (reader, resumed) if c is not None])
         await relaunch(cluster.a)
@@ -848,6 +851,7 @@ async def test_embedded_defaults_one_process_delivery_order_resend_and_resume(
     await gateway.start()
     clients: list[ChatClient] = []
     writer: Writer | None = None
+    writing: asyncio.Task[None] | None = None
     try:
         people = await members(gateway.base, 5)
         room = await create_room(gateway.base, people[0], people[1:])
@@ -895,6 +899,8 @@ async def test_embedded_defaults_one_process_delivery_order_resend_and_resume(
         assert_in_order_once(seen + resumed.seqs(room), list(range(1, total + 1)), "reader")
         assert len(await history(gateway.base, people[4], room)) == total
     finally:
+        if writing is not None and not writing.done():
+            writing.cancel()
         if writer is not None:
             await writer.close()
         await close_all(clients)

@@ -41,7 +41,7 @@ class Gateway:
         self.port = free_port()
         self.env = {**env, "TOWNHALL_PORT": str(self.port), "TOWNHALL_HOST": "127.0.0.1"}
         self.log = logs / f"{name}.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
 
     def launch(self) -> None:
