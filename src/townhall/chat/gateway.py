@@ -67,6 +67,7 @@ class Connection:
         self._wake = asyncio.Event()
         self._closed = False
         self.close_code: int | None = None
+        self._closing: asyncio.Task[None] | None = None
         self.presence: asyncio.Task[None] | None = None  # recording it as online
         limits = gateway.limits
         self.frames = TokenBucket(limits.frame_rate, limits.frame_rate * 4)
@@ -89,7 +90,14 @@ class Connection:
         self._closed, self.close_code = True, code
         self._queue.clear()
         self._wake.set()
-        asyncio.get_running_loop().create_task(self._shut(code, reason))
+        self._closing = asyncio.get_running_loop().create_task(self._shut(code, reason))
+
+    async def wait_closed(self) -> None:
+        """Until the close frame of `shut` went out (or the socket was found gone). The socket's
+        handler awaits it before it returns: a handler that returns first has the server drop
+        the connection, and the client never sees its close code (4400, 4429, 4508)."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
 
     async def _shut(self, code: int, reason: str) -> None:
         self.writer.cancel()
@@ -342,7 +350,9 @@ class Gateway:
                     "unavailable", "the message was not stored; send it again", client_id
                 ) from None
         elif op == "join":
-            await self.join(connection, frame.room(), frame.seq("since", required=False))
+            room = frame.room()
+            since = frame.seq("since", required=False)
+            await self.join(connection, room, since, ref=frame.ref)
         elif op == "leave":
             room = frame.room()
             self.leave(connection, room)
@@ -360,12 +370,14 @@ class Gateway:
                 await self.service.room(connection.user, room)  # not a member: refused
             await self.service.read(connection.user, room, seq)
 
-    async def join(self, connection: Connection, room: str, since: int | None) -> None:
+    async def join(
+        self, connection: Connection, room: str, since: int | None, *, ref: Any = None
+    ) -> None:
         if room not in connection.rooms and len(connection.rooms) >= self.limits.rooms_per_socket:
             raise BadFrame(
                 "too_many_rooms",
                 f"a socket joins at most {self.limits.rooms_per_socket} rooms",
-                room,
+                room if ref is None else ref,  # the frame's own `ref` is what is echoed
             )
         await self.service.room(connection.user, room)  # refuses a non-member
         feed = await self._feed(room)

@@ -245,6 +245,7 @@ class _Socket:
             pass
         finally:
             await gateway.closed(connection)
+            await connection.wait_closed()
 
 
 def routers(service: ChatService, gateway: Gateway) -> list[APIRouter]:

@@ -140,6 +140,11 @@ class MessageStore(Protocol):
 
     async def get(self, tx: Transaction, room_id: str, message_id: str) -> ChatMessage | None: ...
 
+    async def hold(self, tx: Transaction, room_id: str) -> None:
+        """Keep the room's history on this shard until the transaction ends (a move waits);
+        raises `RoomMoved` when it has left."""
+        ...
+
     async def edit(
         self, tx: Transaction, room_id: str, message_id: str, body: str, at: datetime
     ) -> ChatMessage | None: ...

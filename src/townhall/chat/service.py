@@ -8,9 +8,10 @@ What goes to the room's members is published on the pub/sub channel `chat.room.<
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from townhall.chat import protocol
 from townhall.chat.domain import (
@@ -35,9 +36,10 @@ from townhall.chat.ports import ChatEvents, MessageStore, Presence, RoomStore, S
 from townhall.platform.clock import Clock
 from townhall.platform.ids import new_id_str
 from townhall.platform.pubsub import PubSub
-from townhall.platform.transaction import Transactions
+from townhall.platform.transaction import Transaction, Transactions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLAY_MAX = 1000  # a resume of more than this is told `recovered: false` (read history)
 
@@ -313,32 +315,59 @@ class ChatService:
     async def edit(self, user: str, room_id: str, message_id: str, body: str) -> ChatMessage:
         check_body(body, self.limits.max_body)
         shard = await self._shard(user, room_id)
-        async with self._shards.database(shard).transaction() as tx:
-            message = await self._messages.get(tx, room_id, message_id)
-            if message is None:
-                raise MessageNotFound("no such message")
-            if message.author != user:
-                raise NotAllowed("only the author edits a message")
-            if message.deleted:
-                raise MessageNotFound("the message was deleted")
-            edited = await self._messages.edit(tx, room_id, message_id, body, self._clock.now())
-        assert edited is not None
+        edited = await self._on_home_shard(
+            shard, room_id, lambda tx: self._edit(tx, user, room_id, message_id, body)
+        )
         await self._publish(room_id, protocol.relay_edited(edited))
+        return edited
+
+    async def _edit(
+        self, tx: Transaction, user: str, room_id: str, message_id: str, body: str
+    ) -> ChatMessage:
+        message = await self._messages.get(tx, room_id, message_id)
+        if message is None:
+            raise MessageNotFound("no such message")
+        if message.author != user:
+            raise NotAllowed("only the author edits a message")
+        if message.deleted:
+            raise MessageNotFound("the message was deleted")
+        edited = await self._messages.edit(tx, room_id, message_id, body, self._clock.now())
+        assert edited is not None
         return edited
 
     async def delete(self, user: str, room_id: str, message_id: str) -> None:
         shard = await self._shard(user, room_id)
-        async with self._shards.database(shard).transaction() as tx:
-            message = await self._messages.get(tx, room_id, message_id)
-            if message is None:
-                raise MessageNotFound("no such message")
-            if message.author != user:
-                raise NotAllowed("only the author deletes a message")
-            if message.deleted:
-                return
-            deleted = await self._messages.delete(tx, room_id, message_id, self._clock.now())
-        assert deleted is not None
-        await self._publish(room_id, protocol.relay_deleted(deleted))
+        deleted = await self._on_home_shard(
+            shard, room_id, lambda tx: self._delete(tx, user, room_id, message_id)
+        )
+        if deleted is not None:
+            await self._publish(room_id, protocol.relay_deleted(deleted))
+
+    async def _delete(
+        self, tx: Transaction, user: str, room_id: str, message_id: str
+    ) -> ChatMessage | None:
+        message = await self._messages.get(tx, room_id, message_id)
+        if message is None:
+            raise MessageNotFound("no such message")
+        if message.author != user:
+            raise NotAllowed("only the author deletes a message")
+        if message.deleted:
+            return None
+        return await self._messages.delete(tx, room_id, message_id, self._clock.now())
+
+    async def _on_home_shard(
+        self, shard: str, room_id: str, work: Callable[[Transaction], Awaitable[T]]
+    ) -> T:
+        """`work` in a transaction on the shard that holds the room's history, followed there
+        when a rebalance moved it meanwhile."""
+        for _ in range(3):
+            try:
+                async with self._shards.database(shard).transaction() as tx:
+                    await self._messages.hold(tx, room_id)
+                    return await work(tx)
+            except RoomMoved as moved:
+                shard = moved.shard
+        raise RuntimeError(f"room {room_id} keeps moving")
 
     async def read(self, user: str, room_id: str, seq: int) -> None:
         async with self._db.transaction() as tx:

@@ -361,6 +361,18 @@ class SqlMessages:
         ).first()
         return None if row is None else _message(row)
 
+    async def hold(self, tx: Transaction, room_id: str) -> None:
+        """Keep the room's history here for this transaction (PostgreSQL: a shared lock on its
+        counter row, which a move's lock waits on; SQLite's write transactions are one at a
+        time already). Raises `RoomMoved` when it left this shard."""
+        conn = connection(tx)
+        query = sa.select(room_seqs.c.moved_to).where(room_seqs.c.room_id == room_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(read=True)
+        moved_to = await conn.scalar(query)
+        if moved_to is not None:
+            raise RoomMoved(room_id, moved_to)
+
     async def edit(
         self, tx: Transaction, room_id: str, message_id: str, body: str, at: datetime
     ) -> ChatMessage | None:
