@@ -381,6 +381,46 @@ async def test_a_send_retried_with_its_client_id_on_the_other_gateway_is_stored_
         await close_all([first, second, reader_a, reader_b])
 
 
+async def test_typing_edits_deletes_and_leaving_cross_gateways(cluster: Cluster) -> None:
+    """Typing on A reaches a member on B (not the typist); an edit and a delete over HTTP on B
+    reach members on both gateways with the message's id and seq; a socket that left a room
+    gets none of its later messages."""
+    author, other, stayer = await members(cluster.a.base, 3)
+    room = await create_room(cluster.a.base, author, [other, stayer])
+    on_a, on_b, staying = await connect_all(
+        [(cluster.a, author), (cluster.b, other), (cluster.b, stayer)], room
+    )
+    try:
+        await on_a.send({"op": "typing", "room": room})
+        await on_b.wait_for(
+            lambda f: f.get("op") == "typing" and f.get("user") == author.id, what="typing"
+        )
+        acked = await on_a.say(room, "frist")
+        async with httpx.AsyncClient(base_url=cluster.b.base, timeout=20) as http:
+            path = f"/api/v1/chat/rooms/{room}/messages/{acked['id']}"
+            edited = await http.patch(path, headers=author.headers, json={"body": "first"})
+            assert edited.status_code == 200, edited.text
+            deleted = await http.delete(path, headers=author.headers)
+            assert deleted.status_code == 204, deleted.text
+        for client in (on_a, on_b):
+            edit = await client.wait_for(lambda f: f.get("op") == "edited", what="edited")
+            assert (edit["id"], edit["seq"], edit["body"]) == (acked["id"], acked["seq"], "first")
+            gone = await client.wait_for(lambda f: f.get("op") == "deleted", what="deleted")
+            assert (gone["id"], gone["seq"]) == (acked["id"], acked["seq"])
+        assert not any(f.get("op") == "typing" for f in on_a.frames), "the typist got its own"
+
+        await on_b.send({"op": "leave", "room": room})
+        await on_b.wait_for(lambda f: f.get("op") == "left" and f.get("room") == room)
+        after = await on_a.say(room, "after the leave")
+        # B relays the room's messages to its sockets together: once the member who stayed
+        # has it, the one who left would have it too.
+        await staying.wait_until(lambda: staying.last_seq(room) == after["seq"], what="it")
+        await on_b.ping()
+        assert on_b.seqs(room) == [acked["seq"]], on_b.seqs(room)
+    finally:
+        await close_all([on_a, on_b, staying])
+
+
 async def test_a_client_of_a_killed_gateway_resumes_on_the_other_with_since_and_misses_nothing(
     cluster: Cluster,
 ) -> None:
