@@ -697,23 +697,6 @@ async def test_frames_over_the_frame_rate_close_the_socket_with_4429(cluster: Cl
         await client.close()
 
 
-async def test_a_gateway_stopped_by_sigterm_closes_its_sockets_with_1012(
-    cluster: Cluster,
-) -> None:
-    """SIGTERM: the gateway closes each socket with 1012 (reconnect, to any gateway, with
-    since) before it exits."""
-    (user,) = await members(cluster.a.base, 1)
-    client = await ChatClient.connect(cluster.b.base, user.token, name="on b")
-    try:
-        await client.ping()
-        await asyncio.to_thread(cluster.b.stop)
-        code, reason = await client.wait_closed(within=20)
-        assert code == 1012, (code, reason)
-    finally:
-        await client.close()
-        await relaunch(cluster.b)
-
-
 async def test_non_members_cannot_join_send_or_read_a_room(cluster: Cluster) -> None:
     """Join and send to a room you are not in (or that does not exist): not_a_member, and the
     socket stays open; over HTTP its messages and presence are a 404; you get none of its
@@ -883,7 +866,7 @@ async def test_embedded_defaults_one_process_delivery_order_resend_and_resume(
 ) -> None:
     """The core scenario on embedded defaults (SQLite, in-process pub/sub and bus) with one
     process: concurrent senders in order, a resend stored once, and a reader that resumes with
-    since after the process is SIGKILLed and started again."""
+    since after the process is SIGKILLed and started again; SIGTERM closes sockets with 1012."""
     env = townhall_env(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}",
         data_dir=str(tmp_path / "var"),
@@ -942,6 +925,11 @@ async def test_embedded_defaults_one_process_delivery_order_resend_and_resume(
         await resumed.wait_until(lambda: resumed.last_seq(room) >= total, within=30)
         assert_in_order_once(seen + resumed.seqs(room), list(range(1, total + 1)), "reader")
         assert len(await history(gateway.base, people[4], room)) == total
+
+        # SIGTERM: the gateway closes its sockets with 1012 (reconnect, with since).
+        await asyncio.to_thread(gateway.stop)
+        code, reason = await resumed.wait_closed(within=20)
+        assert code == 1012, (code, reason)
     finally:
         if writing is not None and not writing.done():
             writing.cancel()
