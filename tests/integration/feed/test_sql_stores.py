@@ -244,17 +244,48 @@ async def test_a_rolled_back_follow_leaves_no_follow_and_no_count(db):
 async def test_fifty_concurrent_follows_of_one_user_count_fifty(db):
     star = user()
     fans = [user() for _ in range(50)]
+    # A pool of 50: the follows run at once (the default pool would let 20 in at a time).
+    wide = Database(db.url, pool_size=50)
 
     async def follow(fan: str) -> bool:
-        async with db.transaction() as tx:
+        async with wide.transaction() as tx:
             return await follows.follow(tx, fan, star, T0)
 
-    assert all(await asyncio.gather(*(follow(fan) for fan in fans)))
-    # The same again, all at once: every one already follows.
-    assert not any(await asyncio.gather(*(follow(fan) for fan in fans)))
+    try:
+        assert all(await asyncio.gather(*(follow(fan) for fan in fans)))
+        # The same again, all at once: every one already follows.
+        assert not any(await asyncio.gather(*(follow(fan) for fan in fans)))
+    finally:
+        await wide.dispose()
     async with db.connect() as tx:
         assert await follows.follower_count(tx, star) == 50
         assert await follows.followers(tx, star, None, 100) == sorted(fans)
+
+
+async def test_concurrent_likes_and_comments_all_count(db):
+    (post,) = await add_posts(db, user(), 1)
+    wide = Database(db.url, pool_size=40)
+
+    async def like() -> None:
+        async with wide.transaction() as tx:
+            assert await posts.like(tx, post.id, user(), T0)
+
+    async def comment() -> None:
+        comment_id = new_id_str()
+        async with wide.transaction() as tx:
+            await posts.add_comment(
+                tx, Comment(comment_id, post.id, user(), "yes", created_at_of(comment_id))
+            )
+
+    try:
+        await asyncio.gather(*(like() for _ in range(20)), *(comment() for _ in range(20)))
+    finally:
+        await wide.dispose()
+    async with db.connect() as tx:
+        counted = await posts.get(tx, post.id)
+        assert counted is not None
+        assert (counted.like_count, counted.comment_count) == (20, 20)
+        assert len(await posts.comments(tx, post.id, None, 100)) == 20
 
 
 async def test_followers_and_following_page_in_id_order_without_repeats(db):
