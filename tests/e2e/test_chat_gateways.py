@@ -50,7 +50,7 @@ from support.services import (
     require,
 )
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.timeout(480), pytest.mark.asyncio(loop_scope="module")]
 
 SECRET = "chat-gateways-" + "s" * 32
 PING_INTERVAL = 1.0
