@@ -12,6 +12,7 @@ from limits import parse
 
 from townhall import (
     __version__,
+    chat,
     identity,
     inventory,
     notifications,
@@ -46,6 +47,7 @@ MODULES: list[ModuleSpec] = [
     payments.module,
     shipping.module,
     orders.module,
+    chat.module,
 ]
 
 log = get_logger("townhall.bootstrap")

@@ -149,6 +149,9 @@ def serve(
                 lifespan="on",
                 server_header=False,
                 http=http_protocol(),  # its own 400s are problem+json too
+                # WebSocket heartbeats (chat): a socket that leaves pings unanswered closes.
+                ws_ping_interval=settings.chat_ping_interval,
+                ws_ping_timeout=settings.chat_ping_timeout,
             )
             server = uvicorn.Server(config)
             try:
@@ -321,6 +324,93 @@ async def _projection_registry() -> AsyncIterator[Projections]:
 
 
 app.add_typer(projections_cli(_projection_registry), name="projections")
+
+
+chat_app = typer.Typer(help="Chat's message-store shards.", no_args_is_help=True)
+app.add_typer(chat_app, name="chat")
+
+
+@chat_app.command("rebalance")
+def chat_rebalance(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would move; move nothing.")
+    ] = False,
+    retire: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--retire",
+            metavar="URL",
+            help="A shard taken out of TOWNHALL_CHAT_SHARDS whose rooms move off it (repeatable).",
+        ),
+    ] = None,
+) -> None:
+    """Move the history of every room whose shard changed (TOWNHALL_CHAT_SHARDS) to the shard
+    that owns it now, while chat keeps serving. Safe to run again after a stop."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from townhall.chat.adapters.moves import ShardDirectory, SqlShardMover, check_database_url
+    from townhall.chat.adapters.shards import DatabaseShards
+    from townhall.chat.adapters.sql import SqlRooms
+    from townhall.chat.rebalance import Rebalancer, UnknownShards
+    from townhall.platform.db import Database
+
+    settings = _settings()
+    urls = [url.strip() for url in settings.chat_shards.split(",") if url.strip()]
+    try:
+        for url in urls:
+            check_database_url(url, "TOWNHALL_CHAT_SHARDS")
+        for url in retire or []:
+            check_database_url(url, "--retire")
+    except ValueError as exc:
+        fail(str(exc))
+
+    async def reachable(variable: str, name: str, database: Database) -> None:
+        try:
+            await database.ping()
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(variable, f"cannot reach {name}: {reason}") from None
+
+    async def main() -> str:
+        database = Database(settings.database_url)
+        listed = DatabaseShards(database, urls)
+        try:
+            shards = ShardDirectory(listed, retire or [])
+        except ValueError as exc:
+            await listed.close()
+            await database.dispose()
+            raise ConfigError("--retire", str(exc).removeprefix("--retire: ")) from None
+        try:
+            await reachable("TOWNHALL_DATABASE_URL", listed.main_name, database)
+            for name in shards.names:
+                variable = "--retire" if name in shards.retired else "TOWNHALL_CHAT_SHARDS"
+                await reachable(variable, name, shards.database(name))
+            await shards.check_retired()
+            await shards.create_tables()  # a new shard has none until chat starts on it
+            rebalancer = Rebalancer(database, SqlRooms(), shards, SqlShardMover(), shards.names)
+            report = await rebalancer.run(dry_run=dry_run)
+        except (UnknownShards, LookupError) as exc:
+            raise ConfigError("TOWNHALL_CHAT_SHARDS", str(exc)) from None
+        except ValueError as exc:  # a retired shard without chat's tables
+            raise ConfigError("--retire", str(exc)) from None
+        except (SQLAlchemyError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            fail(f"chat rebalance stopped: {reason}; run it again to finish (it resumes)")
+            raise AssertionError("unreachable") from None
+        finally:
+            await shards.close()
+            await database.dispose()
+        if dry_run:
+            return (
+                f"{report.examined} rooms examined; {report.moved} would move, "
+                f"{report.copied} messages would be copied (dry run: nothing moved)"
+            )
+        return (
+            f"{report.examined} rooms examined; {report.moved} moved, {report.copied} "
+            f"messages copied, {report.removed} deleted from the shards their rooms left"
+        )
+
+    typer.echo(_run(main()))
 
 
 def main() -> None:

@@ -261,6 +261,30 @@ class Settings(BaseSettings):
     chat_retention_days: float = Field(
         0, ge=0, description="Days of history kept per room (0: all of it)."
     )
+    # Feed (issue 23).
+    feed_celebrity_threshold: int = Field(
+        10_000,
+        ge=0,
+        description=(
+            "Followers past which an author's posts are not fanned out on write but merged into "
+            "their followers' feeds on read."
+        ),
+    )
+    feed_timeline_length: int = Field(
+        800, ge=10, description="Post ids a cached home timeline keeps (older: read from SQL)."
+    )
+    feed_backfill: int = Field(
+        20, ge=0, description="Recent posts of an author put in a new follower's timeline."
+    )
+    feed_inactive_days: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Days without reading their feed after which a user is not fanned out to; their "
+            "timeline is rebuilt on their next read."
+        ),
+    )
+    feed_max_text: int = Field(5000, ge=1, le=100_000, description="Longest post or comment.")
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

@@ -11,43 +11,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
-class ChatError(Exception):
-    """A refusal with a code the protocol names (`error` frames, problem bodies)."""
-
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+from townhall.platform.errors import Conflict, Forbidden, Invalid, NotFound
 
 
-class RoomNotFound(ChatError):
+class RoomNotFound(NotFound):
     """No such room, or the caller is not a member (the two are not told apart)."""
 
-    code = "not_a_member"
+    frame_code = "not_a_member"  # the protocol's error code, in `error` frames
 
 
-class MessageNotFound(ChatError):
-    code = "message_not_found"
+class MessageNotFound(NotFound):
+    frame_code = "message_not_found"
 
 
-class NotAllowed(ChatError):
+class NotAllowed(Forbidden):
     """A member doing what only the owner or the author may."""
 
-    code = "forbidden"
+    frame_code = "forbidden"
 
 
-class InvalidInput(ChatError):
-    code = "invalid"
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
+class InvalidInput(Invalid):
+    frame_code = "invalid"
 
 
-class RoomFull(ChatError):
-    code = "room_full"
+class BodyTooLong(InvalidInput):
+    frame_code = "body_too_long"
+
+
+class RoomFull(Conflict):
+    frame_code = "room_full"
+
+
+class RoomMoved(Exception):
+    """The room's history left the shard written to (`townhall chat rebalance`); `shard`
+    has it now."""
+
+    def __init__(self, room_id: str, shard: str) -> None:
+        super().__init__(f"room {room_id} moved to {shard}")
+        self.room_id = room_id
+        self.shard = shard
+
+
+class DuplicateSend(Exception):
+    """A concurrent send with the same client_id stored its message first."""
+
+    def __init__(self, room_id: str, author: str, client_id: str) -> None:
+        super().__init__(f"client_id {client_id!r} of {author} in {room_id} already stored")
+        self.room_id = room_id
+        self.author = author
+        self.client_id = client_id
 
 
 @dataclass(frozen=True)
@@ -92,33 +104,38 @@ class RoomSummary:
     unread: int
 
 
-MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_]{1,32})")
+# An `@` right after what an email's local part may end with is an address, not a mention.
+MENTION = re.compile(r"(?<![\w@.+-])@([A-Za-z0-9_.-]+)")
+USERNAME_MOST = 32  # identity's usernames: 3 to 32 of a-z, 0-9, '_', '.', '-'
 
 
 def mentioned_usernames(body: str) -> list[str]:
-    """The usernames `@name` in a body, each once, in order of first appearance."""
+    """The usernames `@name` in a body, case-folded, each once, in order of first appearance.
+    Dots ending a name end the sentence; a name longer than any username is no mention."""
     seen: dict[str, None] = {}
     for match in MENTION.finditer(body):
-        seen.setdefault(match.group(1).lower(), None)
+        name = match.group(1).rstrip(".").lower()
+        if 1 <= len(name) <= USERNAME_MOST:
+            seen.setdefault(name, None)
     return list(seen)
 
 
 def check_body(body: str, max_length: int) -> str:
     if not body.strip():
-        raise InvalidInput("body", "body must not be empty")
+        raise InvalidInput("body must not be empty", field="body")
     if len(body) > max_length:
-        raise InvalidInput("body", f"body is longer than {max_length} characters")
+        raise BodyTooLong(f"body is longer than {max_length} characters", field="body")
     if "\x00" in body:
-        raise InvalidInput("body", "body must not contain NUL")
+        raise InvalidInput("body must not contain NUL", field="body")
     return body
 
 
 def check_room_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("name", "name must be 1 to 100 characters")
+        raise InvalidInput("name must be 1 to 100 characters", field="name")
     if "\x00" in name:
-        raise InvalidInput("name", "name must not contain NUL")
+        raise InvalidInput("name must not contain NUL", field="name")
     return name
 
 
@@ -173,25 +190,41 @@ class Sequencer:
             return None
         return self.next_seq, min(self.waiting) - 1
 
-    def fill(self, found: Sequence[tuple[int, object]]) -> list[object]:
+    def fill(
+        self, found: Sequence[tuple[int, object]], asked: tuple[int, int] | None = None
+    ) -> list[object]:
         """Deliver history's messages (seq, item) past `next_seq`, then what waited behind
-        them. A seq history does not have either never existed in order or was pruned: the
-        stream moves past it to the earliest waiting one."""
+        them. `asked` is the range (first, last) history was read for, as `missing()` gave
+        it: a seq in it that history does not have was pruned (or never stored), and the
+        stream moves past it. Seqs after `asked` are never skipped: they may still come.
+        Without `asked`, the hole in front of the earliest waiting seq now is taken as asked;
+        pass it when a read may be answered after that hole moved on."""
+        if asked is None:
+            asked = self.missing()
+        if self.next_seq is None:
+            if not found:
+                return []
+            self.next_seq = min(seq for seq, _ in found)  # as the first offer would
         for seq, item in found:
-            if self.next_seq is not None and seq >= self.next_seq:
+            if seq >= self.next_seq:
                 self.waiting.setdefault(seq, item)
         out = self._drain()
-        if self.waiting:  # still a hole: skip it rather than hold the room forever
-            self.next_seq = min(self.waiting)
-            out += self._drain()
+        if asked is not None:
+            last = asked[1]
+            while self.next_seq <= last:  # history lacks next_seq: skip to what it has
+                self.next_seq = min([*self.waiting, last + 1])
+                out += self._drain()
         return out
 
-    def skip_to(self, seq: int) -> None:
-        """The stream is known to be at `seq` (the last stored): the next expected is seq+1."""
+    def skip_to(self, seq: int) -> list[object]:
+        """The stream is known to be at `seq` (the last stored): the next expected is seq+1.
+        Returns what waited right behind it and can be delivered now."""
         if self.next_seq is None or seq + 1 > self.next_seq:
             self.next_seq = seq + 1
             for old in [s for s in self.waiting if s < self.next_seq]:
                 del self.waiting[old]
+            return self._drain()
+        return []
 
     def _drain(self) -> list[object]:
         out: list[object] = []

@@ -7,7 +7,40 @@ from datetime import datetime
 from typing import Protocol
 
 from townhall.chat.domain import Appended, ChatMessage, Room
-from townhall.platform.transaction import Transaction
+from townhall.chat.events import UserMentioned
+from townhall.platform.transaction import Transaction, Transactions
+
+
+class Shards(Protocol):
+    """The message-store shards: which one a consistent-hash ring gives a room, and each
+    one's database."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def owner(self, room_id: str) -> str: ...
+
+    def database(self, shard: str) -> Transactions: ...
+
+
+class Users(Protocol):
+    """What chat asks identity about users."""
+
+    async def existing(self, user_ids: Collection[str]) -> set[str]:
+        """Which of the ids name a user."""
+        ...
+
+    async def by_usernames(self, usernames: Collection[str]) -> dict[str, str]:
+        """username -> user id, for the usernames that exist (case-insensitive)."""
+        ...
+
+    async def username(self, user_id: str) -> str: ...
+
+
+class ChatEvents(Protocol):
+    async def mentioned(self, tx: Transaction, events: Sequence[UserMentioned]) -> None:
+        """Put the events in the outbox of the caller's transaction."""
+        ...
 
 
 class RoomStore(Protocol):
@@ -20,7 +53,11 @@ class RoomStore(Protocol):
 
     async def get(self, tx: Transaction, room_id: str) -> Room | None: ...
 
-    async def is_member(self, tx: Transaction, room_id: str, user_id: str) -> bool: ...
+    async def membership(self, tx: Transaction, room_id: str, user_id: str) -> str | None:
+        """The room's shard when `user_id` is a member of it, else None."""
+        ...
+
+    async def members_of(self, tx: Transaction, room_id: str) -> list[str]: ...
 
     async def rooms_of(self, tx: Transaction, user_id: str) -> list[Room]:
         """The user's rooms, with their members."""
@@ -73,6 +110,10 @@ class MessageStore(Protocol):
         seqs."""
         ...
 
+    async def by_client_id(
+        self, tx: Transaction, room_id: str, author: str, client_id: str
+    ) -> ChatMessage | None: ...
+
     async def since(
         self, tx: Transaction, room_id: str, after_seq: int, limit: int
     ) -> list[ChatMessage]:
@@ -98,6 +139,11 @@ class MessageStore(Protocol):
         ...
 
     async def get(self, tx: Transaction, room_id: str, message_id: str) -> ChatMessage | None: ...
+
+    async def hold(self, tx: Transaction, room_id: str) -> None:
+        """Keep the room's history on this shard until the transaction ends (a move waits);
+        raises `RoomMoved` when it has left."""
+        ...
 
     async def edit(
         self, tx: Transaction, room_id: str, message_id: str, body: str, at: datetime
@@ -144,3 +190,39 @@ class Presence(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ShardMover(Protocol):
+    """Moves a room's history from one message-store shard to another (`townhall chat
+    rebalance`). Each call works in a transaction the caller holds open on one shard (two for
+    `copy`), so the caller decides what commits, and in which order."""
+
+    async def hold(self, tx: Transaction, room_id: str) -> str | None:
+        """Lock the room's counter row on this shard until `tx` ends (making it, at seq 0,
+        when the room never had a message here), so no send stores a message here meanwhile:
+        a send waits, then sees what `tx` committed. The shard the room moved to from here,
+        or None when its history is here."""
+        ...
+
+    async def copy(self, source: Transaction, target: Transaction, room_id: str) -> int:
+        """Make the target's copy of the room the source's: its messages (any the target held
+        are replaced) and its counter row (last seq kept, `moved_to` cleared, for a room that
+        lived on the target before). Returns how many messages were copied."""
+        ...
+
+    async def mark_moved(self, tx: Transaction, room_id: str, shard: str) -> None:
+        """Say on this shard's counter row that the room's history is on `shard` now."""
+        ...
+
+    async def moved_away(self, tx: Transaction) -> dict[str, str]:
+        """room id -> the shard it moved to, for the rooms that left this shard."""
+        ...
+
+    async def clear(self, tx: Transaction, room_id: str) -> int:
+        """Delete the room's messages here when it moved away (its counter row, which says
+        where it went, stays); nothing otherwise. Returns how many went."""
+        ...
+
+    async def count(self, tx: Transaction, room_id: str) -> int:
+        """How many messages of the room are stored here."""
+        ...

@@ -17,7 +17,12 @@ from townhall.notifications.adapters.sql import (
     SqlNotificationRequests,
     SqlPreferenceStore,
 )
-from townhall.notifications.consumers import ChannelWorkers, event_consumers, order_consumers
+from townhall.notifications.consumers import (
+    ChannelWorkers,
+    chat_consumers,
+    event_consumers,
+    order_consumers,
+)
 from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Channel
 from townhall.notifications.events import TOPIC, NotificationRequested
@@ -97,7 +102,12 @@ def _install(platform: Platform) -> Installed:
         routers=api,
         pages=pages,
         facade=facade,
-        consumers=[*workers.consumers(), *event_consumers(facade), *order_consumers(facade)],
+        consumers=[
+            *workers.consumers(),
+            *event_consumers(facade),
+            *order_consumers(facade),
+            *chat_consumers(facade),
+        ],
         on_start=[background.start],
         on_stop=[background.stop],
     )

@@ -1,6 +1,7 @@
 """Notifications' bus entry points: the consumer group of each channel (its `DeliveryWorker`),
 and the handlers of the events that ask for notifications (identity's `UserRegistered`, our
-own `NotificationRequested`, orders' and shipping's events that concern a buyer)."""
+own `NotificationRequested`, orders' and shipping's events that concern a buyer, chat's
+mentions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Protocol
 
 from townhall.identity.events import TOPIC as IDENTITY_TOPIC
 from townhall.identity.events import UserRegistered
+from townhall.notifications.chat_notices import TOPICS as CHAT_TOPICS
+from townhall.notifications.chat_notices import notice_for as chat_notice_for
 from townhall.notifications.domain import Channel
 from townhall.notifications.events import TOPIC, NotificationRequested
 from townhall.notifications.messages import topic_for
@@ -22,6 +25,7 @@ from townhall.shipping.events import ShipmentDispatched
 WELCOME_GROUP = "notifications.welcome"
 REQUESTS_GROUP = "notifications.requests"
 ORDERS_GROUP = "notifications.orders"
+CHAT_GROUP = "notifications.chat"
 
 log = get_logger("townhall.notifications")
 
@@ -111,3 +115,20 @@ def order_consumers(notifier: Notifier) -> list[ConsumerSpec]:
             log.warning("order notice given already", type=envelope.type, key=envelope.key)
 
     return [ConsumerSpec(topic, ORDERS_GROUP, lambda: on_order_event) for topic in ORDER_TOPICS]
+
+
+def chat_consumers(notifier: Notifier) -> list[ConsumerSpec]:
+    """The mentioned user's notices: one group, `notifications.chat`, on chat's topic. Each
+    mention notifies once: its idempotency key is the message and the user (`chat_notices`)."""
+
+    async def on_chat_event(envelope: Envelope) -> None:
+        request = chat_notice_for(envelope.type, envelope.payload)
+        if request is None:
+            return
+        try:
+            await notifier.notify(request, requested_by=f"event:{envelope.type}")
+        except IdempotencyKeyReused:
+            # The user was told of this mention already, from another version of the event.
+            log.warning("mention notice given already", type=envelope.type, key=envelope.key)
+
+    return [ConsumerSpec(topic, CHAT_GROUP, lambda: on_chat_event) for topic in CHAT_TOPICS]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from townhall.chat.ring import HashRing
+from townhall.platform.ids import new_id_str
 
 KEYS = [f"room-{n}" for n in range(10_000)]
 shard_names = st.lists(
@@ -65,3 +66,16 @@ def test_an_empty_ring_refuses_and_removing_an_unknown_shard_fails():
         ring.remove("nope")
     ring.add("a")
     assert ring.shard_for("room-1") == "a" and "a" in ring and len(ring) == 1
+
+
+@pytest.mark.parametrize("listed", [1, 2, 3, 5, 8])
+def test_adding_a_shard_to_n_moves_about_one_in_n_plus_one_rooms_of_real_ids_and_names(listed):
+    """What `townhall chat rebalance` moves: room ids are UUIDv7 (time-ordered, so they share
+    long prefixes) and shards are named by their URLs, as `DatabaseShards` names them."""
+    rooms = [new_id_str() for _ in range(10_000)]
+    urls = [f"postgresql+asyncpg://db{n}.internal:5432/chat" for n in range(listed + 1)]
+    before, after = HashRing(urls[:listed]), HashRing(urls)
+    moved = [room for room in rooms if before.shard_for(room) != after.shard_for(room)]
+    assert {after.shard_for(room) for room in moved} == {urls[-1]}
+    expected = len(rooms) / (listed + 1)
+    assert abs(len(moved) - expected) <= MOVE_TOLERANCE * expected, (len(moved), expected)

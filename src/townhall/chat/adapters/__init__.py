@@ -1,0 +1,1 @@
+"""Chat's adapters: presence in process or in Redis."""

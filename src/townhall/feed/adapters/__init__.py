@@ -1,0 +1,1 @@
+"""The feed's adapters: SQL stores, timelines (Redis, in process), identity, outbox."""
