@@ -63,7 +63,6 @@ import chat_client  # noqa: E402  (bench/ is on the path)
 from notifications import (  # noqa: E402
     Processes,
     cleanup,
-    cpu_by_command,
     free_port,
     machine_cpu_seconds,
     percentile,
@@ -410,7 +409,7 @@ class CpuShares:
         self.system, self.loadgen = system, loadgen
         self.started = time.monotonic()
         self.gateways = [cpu_seconds_of(system.pid(n)) for n in range(len(system.ports))]
-        self.services = cpu_by_command(SERVICES)
+        self.services = cpu_by_pid(SERVICES)
         self.machine = machine_cpu_seconds()
         self.loadgen_cpu = [cpu_seconds_of(proc.pid) for proc in loadgen.procs]
 
@@ -423,9 +422,7 @@ class CpuShares:
             cpu_seconds_of(proc.pid) - before
             for proc, before in zip(self.loadgen.procs, self.loadgen_cpu, strict=True)
         )
-        services = {
-            name: value - self.services[name] for name, value in cpu_by_command(SERVICES).items()
-        }
+        services = services_spent(self.services)
         machine = machine_cpu_seconds() - self.machine
         parts = [f"gw{n + 1} {v / seconds:.0%}" for n, v in enumerate(gateways)]
         parts.append(f"loadgen {loadgen / seconds:.0%}")
@@ -436,6 +433,31 @@ class CpuShares:
             f"(not gateways/loadgen: {(machine - ours) / seconds:.0%})"
         )
         return "CPU " + ", ".join(parts)
+
+
+def cpu_by_pid(commands: tuple[str, ...]) -> dict[int, tuple[str, float]]:
+    """pid -> (command, CPU seconds) of every live process of these command names."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in commands:
+            fields = text.rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found[int(stat.parent.name)] = (name, seconds)
+    return found
+
+
+def services_spent(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per command since `before`: processes that ended meanwhile are left out
+    (their last counts are gone), ones that started count whole."""
+    spent = dict.fromkeys(SERVICES, 0.0)
+    for pid, (name, seconds) in cpu_by_pid(SERVICES).items():
+        spent[name] += seconds - before.get(pid, (name, 0.0))[1]
+    return spent
 
 
 def spread(count: int, workers: int) -> list[list[int]]:
