@@ -29,7 +29,13 @@ owner's password hash and given tokens signed with the run's secret: argon2 take
 hash here, so 1,000 registrations would take minutes. Rooms are made with `POST
 /api/v1/chat/rooms`.
 python-socketio: `AsyncServer` + `AsyncRedisManager` under uvicorn x2 (`bench/chat_sio_server.py`),
-socket.io rooms, a `send` event emitting `message` to the room. It stores nothing.
+socket.io rooms, a `send` event emitting `message` to the room. It stores nothing. Both run on
+uvicorn's default WebSocket protocol (websockets' Sans-I/O), uvloop and httptools.
+
+With the gateways sharing 2 cores with their load, Redis, PostgreSQL and whatever else runs on
+the machine, the CPU a gateway gets is not its own to choose: each saturating row also gives
+deliveries per gateway CPU-second (deliveries / both gateways' CPU seconds), what one gateway
+process with a core of its own would deliver at that cost.
 
 The load generator is `--loadgen` processes of bare WebSocket clients (`bench/chat_client.py`)
 on the same 2 cores as the gateways, PostgreSQL and Redis: every figure here is what the
@@ -193,7 +199,7 @@ class SocketIO(System):
                 name,
                 [sys.executable, "-m", "uvicorn", "chat_sio_server:app", "--host", "127.0.0.1",
                  "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                 "--ws", "websockets", "--log-level", "warning", "--backlog", "4096",
+                 "--ws", "auto", "--log-level", "warning", "--backlog", "4096",
                  "--no-access-log"],
                 env,
                 cwd=HERE,
@@ -391,6 +397,13 @@ class Flow:
     latencies_ms: list[float] = field(default_factory=list)
     expected: int = 0
     notes: str = ""
+    gateway_cpu: float = 0.0  # CPU seconds of both gateways over the run and its drain
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Deliveries per gateway CPU-second: what one gateway process would deliver with a
+        core of its own, at this cost (the machine is shared, so its share of the CPU is not)."""
+        return self.deliveries / self.gateway_cpu if self.gateway_cpu else float("nan")
 
     @property
     def rate(self) -> float:
@@ -407,6 +420,7 @@ class CpuShares:
 
     def __init__(self, system: System, loadgen: LoadGen) -> None:
         self.system, self.loadgen = system, loadgen
+        self.gateway_seconds = 0.0  # both gateways' CPU, set by `shares()`
         self.started = time.monotonic()
         self.gateways = [cpu_seconds_of(system.pid(n)) for n in range(len(system.ports))]
         self.services = cpu_by_pid(SERVICES)
@@ -427,6 +441,7 @@ class CpuShares:
         parts = [f"gw{n + 1} {v / seconds:.0%}" for n, v in enumerate(gateways)]
         parts.append(f"loadgen {loadgen / seconds:.0%}")
         parts += [f"{name} {v / seconds:.0%}" for name, v in services.items()]
+        self.gateway_seconds = sum(gateways)
         ours = sum(gateways) + loadgen
         parts.append(
             f"machine {machine / seconds:.0%} of {os.cpu_count() * 100}% "
@@ -562,7 +577,7 @@ def flow(
     cpu = CpuShares(system, loadgen)
     answers = loadgen.each(commands, timeout=args.seconds + args.warmup + 120)
     shares = cpu.shares()
-    result = Flow(seconds=args.seconds)
+    result = Flow(seconds=args.seconds, gateway_cpu=cpu.gateway_seconds)
     latencies = array("q")
     for answer in answers:
         chunk = array("q")
@@ -623,7 +638,8 @@ def fanout_phase(system: System, loadgen: LoadGen, args: Any) -> tuple[list[Row]
             rows.append(
                 Row(system.name, f"{label}: deliveries/s, saturating",
                     f"{saturated.rate:,.0f}/s",
-                    f"{saturated.rate / 2:,.0f}/s per gateway; p50 / p99 "
+                    f"{saturated.rate / 2:,.0f}/s per gateway; "
+                    f"{saturated.per_cpu_second:,.0f} per gateway CPU-second; p50 / p99 "
                     f"{percentile(saturated.latencies_ms, 50):.1f} / "
                     f"{percentile(saturated.latencies_ms, 99):.1f} ms; "
                     f"{len(senders)} senders x window {args.window}; {saturated.notes}; {shares}")
@@ -739,25 +755,36 @@ def side_by_side(results: dict[str, dict], args: Any) -> None:
         return
     print("\nside by side")
     print(f"{'measure':<44}" + "".join(f"{name:>18}" for name in names))
-    rows = [("idle connections held", "held", "{:,}"), ("KiB per idle connection", "per", "{:.1f}")]
+    rows = [
+        ("idle connections held", "held", "{:,}"),
+        ("KiB per idle connection", "per", "{:.1f}"),
+        ("gateway CPU, idle", "idle_cpu", "{:.1%}"),
+    ]
     for label, key, form in rows:
         print(f"{label:<44}" + "".join(
             f"{form.format(results[n][key]) if key in results[n] else '-':>18}" for n in names
         ))  # fmt: skip
     for size in args.rooms:
-        values, p99s = [], []
+        lines: dict[str, list[str]] = {
+            f"{size:,} room: deliveries/s per gateway": [],
+            f"{size:,} room: deliveries per gateway CPU-s": [],
+            f"{size:,} room: p50 / p99 ms at half rate": [],
+        }
         for name in names:
             pair = results[name].get(size)
-            if pair is None:
-                values.append("-")
-                p99s.append("-")
-                continue
-            saturated, half = pair
-            values.append(f"{saturated.rate / 2:,.0f}")
-            p99s.append(f"{percentile(half.latencies_ms, 99):.1f}")
-        print(f"{f'{size:,} room: deliveries/s per gateway':<44}"
-              + "".join(f"{v:>18}" for v in values))  # fmt: skip
-        print(f"{f'{size:,} room: p99 ms at half rate':<44}" + "".join(f"{v:>18}" for v in p99s))
+            values = ["-", "-", "-"]
+            if pair is not None:
+                saturated, half = pair
+                values = [
+                    f"{saturated.rate / 2:,.0f}",
+                    f"{saturated.per_cpu_second:,.0f}",
+                    f"{percentile(half.latencies_ms, 50):.1f} / "
+                    f"{percentile(half.latencies_ms, 99):.1f}",
+                ]
+            for column, value in zip(lines.values(), values, strict=True):
+                column.append(value)
+        for label, values in lines.items():
+            print(f"{label:<44}" + "".join(f"{v:>18}" for v in values))
 
 
 def main() -> None:
@@ -818,6 +845,7 @@ def main() -> None:
                         rows += idle
                         figures["held"] = int(idle[0].value.replace(",", ""))
                         figures["per"] = float(idle[1].value.split()[0])
+                        figures["idle_cpu"] = float(idle[2].value.rstrip("%")) / 100
                     if not args.skip_fanout:
                         print(f"{system.name}: rooms of {args.rooms} ...", flush=True)
                         fanout, summary = fanout_phase(system, loadgen, args)

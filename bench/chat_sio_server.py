@@ -3,7 +3,7 @@
 ASGI app under uvicorn.
 
     BENCH_SIO_REDIS=redis://127.0.0.1:6379/0 BENCH_SIO_CHANNEL=bench-x \
-        python -m uvicorn chat_sio_server:app --port 8100 --loop uvloop --ws websockets
+        python -m uvicorn chat_sio_server:app --port 8100 --loop uvloop --ws auto
 
 Events: `join` (room) enters the room and acks; `send` ({room, body}) emits `message` ({room,
 body}) to the room, on every server. No authentication and no persistence: it does less per
