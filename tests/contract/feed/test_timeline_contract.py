@@ -258,5 +258,37 @@ async def test_a_push_of_ten_thousand_entries_across_a_thousand_owners(
         assert await timelines.page(owner, None, 20) is None
 
 
+async def test_a_page_of_no_entries_is_empty(timelines: TimelineStore) -> None:
+    await timelines.replace("ann", new_ids(3))
+    assert await timelines.page("ann", None, 0) == []
+
+
+async def test_a_timeline_redis_evicts_is_not_cached_and_pushes_pass_it_by(
+    redis_prefix: str,
+) -> None:
+    """Eviction (maxmemory with an allkeys policy) takes a whole key: the timeline must then
+    read as not cached, to be rebuilt, not as an empty or partial one."""
+    store = await RedisTimelines.open(REDIS_URL, prefix=redis_prefix, length=LENGTH)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        ids = new_ids(3)
+        await store.replace("ann", ids[:2])
+        # the set that holds the entries goes (whatever else the adapter keeps may stay)
+        evicted = [
+            key
+            for key in client.scan_iter(match=f"{redis_prefix}:*")
+            if "ann" in key and client.type(key) == "zset"
+        ]
+        assert evicted
+        client.delete(*evicted)
+        assert await store.page("ann", None, 10) is None
+        await store.push([("ann", ids[2])])
+        assert await store.page("ann", None, 10) is None
+        assert await store.size("ann") is None
+    finally:
+        client.close()
+        await store.close()
+
+
 async def test_the_store_answers_a_ping(timelines: TimelineStore) -> None:
     await timelines.ping()
