@@ -97,13 +97,19 @@ def encode_cursor(post_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
+    """The position of a cursor made by `encode_cursor`, and only of one: the decoder alone
+    would skip characters outside the alphabet and ignore the last character's unused bits,
+    so several strings would name one position; re-encoding refuses all but the one."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         if len(raw) != 16:
             raise ValueError
-        return str(uuid.UUID(bytes=raw))
+        position = str(uuid.UUID(bytes=raw))
     except (ValueError, binascii.Error):
         raise InvalidCursor() from None
+    if encode_cursor(position) != cursor:
+        raise InvalidCursor()
+    return position
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ def merge_newest(
     """The newest `limit` distinct post ids of several newest-first lists (a cached
     timeline, each followed celebrity's recent posts), below `before` when given."""
     merged: list[str] = []
+    if limit <= 0:  # the check below runs after an append: 0 would mean "all"
+        return merged
     seen: set[str] = set()
     for post_id in heapq.merge(*sources, reverse=True):
         if before is not None and post_id >= before:

@@ -1,12 +1,20 @@
 """Home timelines in Redis: one sorted set per reader, every member a post id with score 0, so
 Redis orders them by their bytes, which for UUIDv7 strings is the order they were made in.
 
-Keys (under `PREFIX:feed:`): `tl:OWNER` the timeline, `tlb:OWNER` its "cached" marker (an
-empty timeline that was built is told apart from one never built, or evicted), `author:ID` an
-author's recent posts. A page is `ZREVRANGEBYLEX tl:OWNER (BEFORE - LIMIT 0 N`. Writes for
-many readers go in one script call per batch: a push adds only to the timelines that are
-cached (the marker is checked where the write happens, atomically) and trims each to `length`.
-The scripts name keys they build, so this needs a single Redis, not a cluster.
+Keys (under `PREFIX:feed:`): `tl:OWNER` the timeline, `author:ID` an author's recent posts. A
+page is `ZREVRANGEBYLEX tl:OWNER (BEFORE ( LIMIT 0 N`.
+
+"Cached" is the key itself: a built timeline always holds the empty string as a member (it
+sorts below every id, and the `(` bound leaves it out of every page), so an empty timeline that
+was built is told apart from one never built, and Redis evicting the key under memory pressure
+makes the timeline "not cached" (rebuilt from SQL on its next read). A separate marker key
+could be evicted without its set, and the reader would be shown an empty timeline, or only
+what was pushed since, until something dropped it.
+
+Writes for many readers go in one script call per batch (all the calls of a push in one
+pipeline: one round trip, plus redis-py's SCRIPT EXISTS check before it): a push adds only to
+the timelines that exist (checked where the write happens, atomically) and trims each to
+`length`. The scripts name keys they build, so this needs a single Redis, not a cluster.
 """
 
 from __future__ import annotations
@@ -16,20 +24,23 @@ from typing import Any
 
 from redis import asyncio as aioredis
 
-# ARGV: length, then owner, post id pairs. KEYS: none (built from the prefix in ARGV[2]).
+BUILT = ""  # the member that marks a timeline built; sorts below every post id
+
+# ARGV: length, key prefix, then owner, post id pairs. KEYS: none (built from the prefix).
+# Rank 0 is the BUILT member: the trim removes ranks 1 .. -(length + 1), keeping `length` ids.
 PUSH = """
 local length = tonumber(ARGV[1])
 local base = ARGV[2]
 local touched = {}
 for i = 3, #ARGV, 2 do
-  local owner, post = ARGV[i], ARGV[i + 1]
-  if redis.call('EXISTS', base .. 'tlb:' .. owner) == 1 then
-    redis.call('ZADD', base .. 'tl:' .. owner, 0, post)
-    touched[owner] = true
+  local key = base .. 'tl:' .. ARGV[i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', key, 0, ARGV[i + 1])
+    touched[key] = true
   end
 end
-for owner, _ in pairs(touched) do
-  redis.call('ZREMRANGEBYRANK', base .. 'tl:' .. owner, 0, -(length + 1))
+for key, _ in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', key, 1, -(length + 1))
 end
 return 0
 """
@@ -60,9 +71,6 @@ class RedisTimelines:
     def _tl(self, owner: str) -> str:
         return f"{self.base}tl:{owner}"
 
-    def _marker(self, owner: str) -> str:
-        return f"{self.base}tlb:{owner}"
-
     def _author(self, author: str) -> str:
         return f"{self.base}author:{author}"
 
@@ -73,39 +81,39 @@ class RedisTimelines:
         for start in range(0, len(entries), BATCH):
             args: list[Any] = [self.length, self.base]
             for owner, post_id in entries[start : start + BATCH]:
-                args += [owner, post_id]
+                if post_id != BUILT:
+                    args += [owner, post_id]
             await self._push(args=args, client=pipe)
         await pipe.execute()
 
     async def page(self, owner: str, before: str | None, limit: int) -> list[str] | None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self._marker(owner))
-        pipe.zrevrangebylex(self._tl(owner), f"({before}" if before else "+", "-", 0, limit)
+        pipe.exists(self._tl(owner))
+        pipe.zrevrangebylex(self._tl(owner), f"({before}" if before else "+", "(", 0, limit)
         cached, ids = await pipe.execute()
         return list(ids) if cached else None
 
     async def size(self, owner: str) -> int | None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self._marker(owner))
-        pipe.zcard(self._tl(owner))
-        cached, count = await pipe.execute()
-        return int(count) if cached else None
+        count = int(await self.client.zcard(self._tl(owner)))
+        return count - 1 if count else None  # the BUILT member is not an entry
 
     async def replace(self, owner: str, post_ids: Sequence[str]) -> None:
-        newest = sorted(set(post_ids))[-self.length :] if post_ids else []
+        ids = sorted(set(post_ids) - {BUILT})
+        newest = ids[max(0, len(ids) - self.length) :]
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._tl(owner))
+        pipe.zadd(self._tl(owner), {BUILT: 0})
         for start in range(0, len(newest), 1000):
             pipe.zadd(self._tl(owner), {post_id: 0 for post_id in newest[start : start + 1000]})
-        pipe.set(self._marker(owner), 1)
         await pipe.execute()
 
     async def remove(self, owner: str, post_ids: Collection[str]) -> None:
-        if post_ids:
-            await self.client.zrem(self._tl(owner), *post_ids)
+        gone = [post_id for post_id in post_ids if post_id != BUILT]
+        if gone:
+            await self.client.zrem(self._tl(owner), *gone)
 
     async def drop(self, owner: str) -> None:
-        await self.client.delete(self._tl(owner), self._marker(owner))
+        await self.client.delete(self._tl(owner))
 
     async def push_author(self, author: str, post_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)
