@@ -37,6 +37,11 @@ return 0
 BATCH = 2000  # (owner, post) pairs a script call
 
 
+def _below(before: str | None) -> str:
+    """The lex bound of ids strictly below `before` (all ids when None; none when "")."""
+    return "+" if before is None else f"({before}"
+
+
 class RedisTimelines:
     def __init__(self, client: Any, *, prefix: str = "townhall", length: int = 800) -> None:
         self.client: Any = client
@@ -80,7 +85,7 @@ class RedisTimelines:
     async def page(self, owner: str, before: str | None, limit: int) -> list[str] | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(self._marker(owner))
-        pipe.zrevrangebylex(self._tl(owner), f"({before}" if before else "+", "-", 0, limit)
+        pipe.zrevrangebylex(self._tl(owner), _below(before), "-", 0, limit)
         cached, ids = await pipe.execute()
         return list(ids) if cached else None
 
@@ -120,9 +125,7 @@ class RedisTimelines:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for author in authors:
-            pipe.zrevrangebylex(
-                self._author(author), f"({before}" if before else "+", "-", 0, limit
-            )
+            pipe.zrevrangebylex(self._author(author), _below(before), "-", 0, limit)
         found = await pipe.execute()
         return {author: list(ids) for author, ids in zip(authors, found, strict=True)}
 
