@@ -9,8 +9,9 @@ by dropping what it made and checking that nothing is left (on Redis: no key und
 from __future__ import annotations
 
 import itertools
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import pytest
 import redis
@@ -25,8 +26,6 @@ from townhall.platform.ids import new_id_str
 pytestmark = pytest.mark.timeout(120)
 
 _counter = itertools.count()
-
-Open = Callable[..., Awaitable[TimelineStore]]
 
 
 def new_ids(count: int) -> list[str]:
@@ -46,41 +45,57 @@ async def keys_under(prefix: str) -> list[str]:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def open_timelines(request) -> AsyncIterator[Open]:
-    """Opens stores of one kind: on Redis, under a prefix of this run and test, deleted after
-    whatever the test left."""
-    opened: list[TimelineStore] = []
-    prefix: str | None = None
-    if request.param == "redis":
-        require("Redis", "127.0.0.1", 6379)
-        prefix = f"t{RUN_ID}feed{next(_counter)}"
+class Stores:
+    """Opens stores of one kind; on Redis, all under one prefix of this run and test."""
 
-    async def open_one(length: int = 800) -> TimelineStore:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.prefix = f"t{RUN_ID}feed{next(_counter)}" if kind == "redis" else None
+        self.opened: list[TimelineStore] = []
+
+    async def open(self, length: int = 800) -> TimelineStore:
         store: TimelineStore
-        if prefix is None:
+        if self.prefix is None:
             store = MemoryTimelines(length=length)
         else:
-            store = await RedisTimelines.open(REDIS_URL, prefix=prefix, length=length)
-        opened.append(store)
+            store = await RedisTimelines.open(REDIS_URL, prefix=self.prefix, length=length)
+        self.opened.append(store)
         return store
 
-    open_one.prefix = prefix  # type: ignore[attr-defined]
-    yield open_one
-    for store in opened:
-        await store.close()
-    if prefix is not None:
+    async def close(self) -> None:
+        """Closes what was opened and deletes whatever a test left under the prefix."""
+        for store in self.opened:
+            await store.close()
+        if self.prefix is None:
+            return
         client = redis.Redis.from_url(REDIS_URL)
         try:
-            left = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            left = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
             if left:
                 client.unlink(*left)
         finally:
             client.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def stores(request) -> AsyncIterator[Stores]:
+    if request.param == "redis":
+        require("Redis", "127.0.0.1", 6379)
+    stores = Stores(request.param)
+    yield stores
+    await stores.close()
+
+
+@pytest.fixture
+async def redis_stores() -> AsyncIterator[Stores]:
+    require("Redis", "127.0.0.1", 6379)
+    stores = Stores("redis")
+    yield stores
+    await stores.close()
+
+
 async def assert_nothing_left(
-    open_timelines: Open,
+    stores: Stores,
     store: TimelineStore,
     owners: Iterable[str] = (),
     authors: dict[str, Iterable[str]] | None = None,
@@ -98,7 +113,7 @@ async def assert_nothing_left(
         assert await store.size(owner) is None
     if authors:
         assert await store.author_pages(list(authors), None, 10) == {a: [] for a in authors}
-    prefix = open_timelines.prefix  # type: ignore[attr-defined]
+    prefix = stores.prefix
     if prefix is not None:
         assert await keys_under(prefix) == []
 
@@ -106,8 +121,8 @@ async def assert_nothing_left(
 # Cached or not
 
 
-async def test_a_timeline_never_built_is_not_cached_and_an_empty_rebuild_is(open_timelines):
-    store = await open_timelines()
+async def test_a_timeline_never_built_is_not_cached_and_an_empty_rebuild_is(stores):
+    store = await stores.open()
     assert await store.page("ann", None, 20) is None
     assert await store.size("ann") is None
     assert await store.page("ann", new_id_str(), 20) is None
@@ -119,13 +134,13 @@ async def test_a_timeline_never_built_is_not_cached_and_an_empty_rebuild_is(open
 
     await store.drop("ann")
     assert await store.page("ann", None, 20) is None
-    await assert_nothing_left(open_timelines, store, ["ann", "bob"])
+    await assert_nothing_left(stores, store, ["ann", "bob"])
 
 
 async def test_a_push_to_a_timeline_not_cached_is_ignored_and_a_rebuild_finds_it(
-    open_timelines,
+    stores,
 ):
-    store = await open_timelines()
+    store = await stores.open()
     await store.replace("cached", [])
     first, second = new_ids(2)
     await store.push([("ghost", first), ("cached", first), ("ghost", second)])
@@ -137,14 +152,14 @@ async def test_a_push_to_a_timeline_not_cached_is_ignored_and_a_rebuild_finds_it
     await store.drop("cached")
     await store.push([("cached", second)])  # dropped: not cached any more
     assert await store.page("cached", None, 20) is None
-    await assert_nothing_left(open_timelines, store, ["ghost", "cached"])
+    await assert_nothing_left(stores, store, ["ghost", "cached"])
 
 
 # Reading
 
 
-async def test_a_rebuild_is_read_back_newest_first_without_duplicates(open_timelines):
-    store = await open_timelines()
+async def test_a_rebuild_is_read_back_newest_first_without_duplicates(stores):
+    store = await stores.open()
     ids = new_ids(30)
     shuffled = ids[1::2] + ids[::2] + ids[:5]  # any order, some twice
     await store.replace("ann", shuffled)
@@ -162,13 +177,13 @@ async def test_a_rebuild_is_read_back_newest_first_without_duplicates(open_timel
     others = new_ids(3)
     await store.replace("ann", others)
     assert await store.page("ann", None, 100) == newest_first(others)
-    await assert_nothing_left(open_timelines, store, ["ann"])
+    await assert_nothing_left(stores, store, ["ann"])
 
 
 async def test_paging_by_position_never_repeats_or_skips_while_newer_posts_arrive(
-    open_timelines,
+    stores,
 ):
-    store = await open_timelines()
+    store = await stores.open()
     ids = new_ids(97)
     await store.replace("ann", ids[:40])
     await store.push([("ann", post_id) for post_id in ids[40:]])
@@ -191,11 +206,11 @@ async def test_paging_by_position_never_repeats_or_skips_while_newer_posts_arriv
         await store.push([("ann", post_id) for post_id in newer])
     assert shown == first_read  # every one once, in order
     assert await store.page("ann", None, 1000) == newest_first(ids + arrived)
-    await assert_nothing_left(open_timelines, store, ["ann"])
+    await assert_nothing_left(stores, store, ["ann"])
 
 
-async def test_a_timeline_keeps_the_newest_length_entries(open_timelines):
-    store = await open_timelines(length=5)
+async def test_a_timeline_keeps_the_newest_length_entries(stores):
+    store = await stores.open(length=5)
     assert store.length == 5
     ids = new_ids(12)
     await store.replace("ann", ids[:8])  # a rebuild is kept to length too
@@ -209,11 +224,11 @@ async def test_a_timeline_keeps_the_newest_length_entries(open_timelines):
     await store.push([("ann", ids[0]), ("ann", ids[10]), ("ann", ids[11]), ("ann", ids[11])])
     assert await store.page("ann", None, 100) == newest_first(ids[7:12])
     assert await store.size("ann") == 5
-    await assert_nothing_left(open_timelines, store, ["ann"])
+    await assert_nothing_left(stores, store, ["ann"])
 
 
-async def test_remove_takes_out_those_ids_and_leaves_the_timeline_cached(open_timelines):
-    store = await open_timelines()
+async def test_remove_takes_out_those_ids_and_leaves_the_timeline_cached(stores):
+    store = await stores.open()
     ids = new_ids(6)
     await store.replace("ann", ids)
     await store.remove("ann", {ids[1], ids[4], new_id_str()})  # one never there
@@ -227,11 +242,11 @@ async def test_remove_takes_out_those_ids_and_leaves_the_timeline_cached(open_ti
 
     await store.remove("ghost", ids)  # a timeline not cached stays not cached
     assert await store.page("ghost", None, 10) is None
-    await assert_nothing_left(open_timelines, store, ["ann", "ghost"])
+    await assert_nothing_left(stores, store, ["ann", "ghost"])
 
 
-async def test_drop_forgets_one_timeline_only(open_timelines):
-    store = await open_timelines()
+async def test_drop_forgets_one_timeline_only(stores):
+    store = await stores.open()
     ids = new_ids(4)
     await store.replace("ann", ids)
     await store.replace("bob", ids[:2])
@@ -241,14 +256,14 @@ async def test_drop_forgets_one_timeline_only(open_timelines):
     assert await store.page("ann", None, 10) is None
     assert await store.size("ann") is None
     assert await store.page("bob", None, 10) == newest_first(ids[:2])
-    await assert_nothing_left(open_timelines, store, ["ann", "bob"])
+    await assert_nothing_left(stores, store, ["ann", "bob"])
 
 
 # Authors' recent posts (the celebrities' posts merged in at read time)
 
 
-async def test_author_pages_answer_for_several_authors_at_once(open_timelines):
-    store = await open_timelines(length=6)
+async def test_author_pages_answer_for_several_authors_at_once(stores):
+    store = await stores.open(length=6)
     posts: dict[str, list[str]] = {"cel": [], "star": [], "quiet": []}
     for n, post_id in enumerate(new_ids(20)):
         author = "cel" if n % 3 else "star"
@@ -283,11 +298,11 @@ async def test_author_pages_answer_for_several_authors_at_once(open_timelines):
     assert await store.page("cel", None, 10) is None
 
     kept = {author: newest_first(ids)[:6] for author, ids in posts.items()}
-    await assert_nothing_left(open_timelines, store, [], {**kept, "nobody": []})
+    await assert_nothing_left(stores, store, [], {**kept, "nobody": []})
 
 
-async def test_remove_author_post_takes_out_one_post(open_timelines):
-    store = await open_timelines()
+async def test_remove_author_post_takes_out_one_post(stores):
+    store = await stores.open()
     ids = new_ids(3)
     for post_id in ids:
         await store.push_author("cel", post_id)
@@ -298,14 +313,14 @@ async def test_remove_author_post_takes_out_one_post(open_timelines):
         "cel": [ids[2], ids[0]],
         "nobody": [],
     }
-    await assert_nothing_left(open_timelines, store, [], {"cel": [ids[0], ids[2]]})
+    await assert_nothing_left(stores, store, [], {"cel": [ids[0], ids[2]]})
 
 
 # Fan-out in bulk
 
 
-async def test_a_push_of_ten_thousand_entries_to_a_thousand_timelines(open_timelines, request):
-    store = await open_timelines()
+async def test_a_push_of_ten_thousand_entries_to_a_thousand_timelines(stores):
+    store = await stores.open()
     owners = [f"reader-{n}" for n in range(1000)]
     for owner in owners[:900]:
         await store.replace(owner, [])  # the last 100 are not cached
@@ -315,9 +330,8 @@ async def test_a_push_of_ten_thousand_entries_to_a_thousand_timelines(open_timel
     started = time.perf_counter()
     await store.push(entries)
     took = time.perf_counter() - started
-    kind = "redis" if open_timelines.prefix is not None else "memory"  # type: ignore[attr-defined]
     print(
-        f"\n[{kind}] push of {len(entries)} entries across {len(owners)} timelines "
+        f"\n[{stores.kind}] push of {len(entries)} entries across {len(owners)} timelines "
         f"(900 cached): {took * 1000:.1f} ms, {len(entries) / took:,.0f} entries/s"
     )
 
@@ -325,4 +339,56 @@ async def test_a_push_of_ten_thousand_entries_to_a_thousand_timelines(open_timel
         assert await store.page(owner, None, 20) == newest_first(ids)
     for owner in owners[900:]:
         assert await store.page(owner, None, 20) is None
-    await assert_nothing_left(open_timelines, store, owners)
+    await assert_nothing_left(stores, store, owners)
+
+
+# Both adapters answer alike
+
+
+async def apply(store: TimelineStore, op: tuple) -> object:
+    name, *args = op
+    return await getattr(store, name)(*args)
+
+
+def random_ops(rng: random.Random, ids: list[str], count: int) -> list[tuple]:
+    owners = ["ann", "bob", "cat"]
+    authors = ["cel", "star", "quiet"]
+
+    def some_ids() -> list[str]:
+        return rng.sample(ids, rng.randint(0, 6))
+
+    def position() -> str | None:
+        return rng.choice([None, None, "", *ids])
+
+    makers: list[Callable[[], tuple]] = [
+        lambda: ("push", [(rng.choice(owners), rng.choice(ids)) for _ in range(rng.randint(0, 8))]),
+        lambda: ("page", rng.choice(owners), position(), rng.randint(0, 6)),
+        lambda: ("size", rng.choice(owners)),
+        lambda: ("replace", rng.choice(owners), some_ids()),
+        lambda: ("remove", rng.choice(owners), some_ids()),
+        lambda: ("drop", rng.choice(owners)),
+        lambda: ("push_author", rng.choice(authors), rng.choice(ids)),
+        lambda: (
+            "author_pages",
+            rng.sample(authors, rng.randint(0, 3)),
+            position(),
+            rng.randint(0, 6),
+        ),
+        lambda: ("remove_author_post", rng.choice(authors), rng.choice(ids)),
+    ]
+    return [rng.choice(makers)() for _ in range(count)]
+
+
+async def test_redis_answers_every_sequence_of_calls_as_memory_does(redis_stores):
+    stores = redis_stores
+    ids = new_ids(12)
+    for seed in range(150):
+        rng = random.Random(seed)
+        memory = MemoryTimelines(length=4)
+        store = await stores.open(length=4)
+        for step, op in enumerate(random_ops(rng, ids, 40)):
+            expected = await apply(memory, op)
+            assert await apply(store, op) == expected, f"seed {seed}, step {step}: {op}"
+        authors = {a: ids for a in ("cel", "star", "quiet")}
+        await assert_nothing_left(stores, store, ["ann", "bob", "cat"], authors)
+        await store.close()
