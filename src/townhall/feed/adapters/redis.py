@@ -89,7 +89,9 @@ class RedisTimelines:
     async def page(self, owner: str, before: str | None, limit: int) -> list[str] | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(self._tl(owner))
-        pipe.zrevrangebylex(self._tl(owner), f"({before}" if before else "+", "(", 0, limit)
+        pipe.zrevrangebylex(
+            self._tl(owner), f"({before}" if before is not None else "+", "(", 0, limit
+        )
         cached, ids = await pipe.execute()
         return list(ids) if cached else None
 
@@ -129,7 +131,7 @@ class RedisTimelines:
         pipe = self.client.pipeline(transaction=False)
         for author in authors:
             pipe.zrevrangebylex(
-                self._author(author), f"({before}" if before else "+", "-", 0, limit
+                self._author(author), f"({before}" if before is not None else "+", "-", 0, limit
             )
         found = await pipe.execute()
         return {author: list(ids) for author, ids in zip(authors, found, strict=True)}
