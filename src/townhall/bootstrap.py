@@ -13,6 +13,7 @@ from limits import parse
 from townhall import (
     __version__,
     chat,
+    feed,
     identity,
     inventory,
     notifications,
@@ -48,6 +49,7 @@ MODULES: list[ModuleSpec] = [
     shipping.module,
     orders.module,
     chat.module,
+    feed.module,
 ]
 
 log = get_logger("townhall.bootstrap")

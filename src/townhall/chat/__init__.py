@@ -97,7 +97,7 @@ def _install(platform: Platform) -> Installed:
         routers=routers(service, gateway),
         on_start=[start],
         on_stop=[stop],
-        readiness={"presence": presence.ping},
+        # Presence lives in TOWNHALL_REDIS_URL's Redis, which /readyz checks (`redis`).
     )
 
 

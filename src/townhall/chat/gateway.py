@@ -72,7 +72,15 @@ class Connection:
         limits = gateway.limits
         self.frames = TokenBucket(limits.frame_rate, limits.frame_rate * 4)
         self.bad: deque[float] = deque()
+        # Frames read but not acted on yet: the socket's reader never waits on what a frame
+        # does (a send waits on the store), so the server keeps reading (and sees the
+        # client's pongs) while this socket's frames are handled one by one, in order.
+        self.inbox: deque[str] = deque()
+        self._inbox_wake = asyncio.Event()
+        self.finished = asyncio.Event()  # shut, or the client went away
+        self._drained = asyncio.Event()  # the send queue emptied
         self.writer = asyncio.create_task(self._write(), name=f"chat.socket.{self.id}")
+        self.processor = asyncio.create_task(self._process(), name=f"chat.frames.{self.id}")
 
     def push(self, text: str) -> None:
         if self._closed:
@@ -83,13 +91,46 @@ class Connection:
         self._queue.append(text)
         self._wake.set()
 
+    def take(self, text: str) -> None:
+        """A frame the socket read: queued for `_process` (or the socket closed when it sends
+        faster than its frame rate)."""
+        if self._closed:
+            return
+        if not self.frames.take(self.gateway.clock()):
+            self.shut(protocol.RATE_LIMITED, "too many frames")
+            return
+        self.inbox.append(text)
+        self._inbox_wake.set()
+
+    async def _process(self) -> None:
+        inbox = self.inbox
+        while not self._closed:
+            await self._inbox_wake.wait()
+            self._inbox_wake.clear()
+            while inbox and not self._closed:
+                try:
+                    await self.gateway.receive(self, inbox.popleft())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug: the socket goes, the gateway stays
+                    log.exception("chat: a frame of socket %s failed", self.id)
+                    self.shut(1011, "internal error")
+
+    def ended(self) -> None:
+        """The client went away (its reader saw the disconnect)."""
+        self.finished.set()
+
     def shut(self, code: int, reason: str) -> None:
         """Close the socket (from any task): what is queued is dropped."""
         if self._closed:
             return
         self._closed, self.close_code = True, code
         self._queue.clear()
+        self.inbox.clear()
         self._wake.set()
+        self._inbox_wake.set()
+        self._drained.set()
+        self.finished.set()
         self._closing = asyncio.get_running_loop().create_task(self._shut(code, reason))
 
     async def wait_closed(self) -> None:
@@ -101,14 +142,24 @@ class Connection:
 
     async def _shut(self, code: int, reason: str) -> None:
         self.writer.cancel()
+        if asyncio.current_task() is not self.processor:
+            self.processor.cancel()
         try:
-            await asyncio.wait_for(self._close(code, reason), 5)
+            await self._close(code, reason)  # the socket's own close gives up in time
         except Exception:  # already gone
             pass
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    async def room_for(self, frames: int) -> None:
+        """Wait until the send queue is at most half full with `frames` more (or the socket
+        closed)."""
+        most = max(1, self.gateway.limits.send_queue // 2)
+        while not self._closed and self._queue and len(self._queue) + frames > most:
+            self._drained.clear()
+            await self._drained.wait()
 
     async def _write(self) -> None:
         queue = self._queue
@@ -118,6 +169,7 @@ class Connection:
                 self._wake.clear()
                 while queue:
                     await self._send(queue.popleft())
+                self._drained.set()
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away; the reader sees it too
@@ -282,12 +334,9 @@ class Gateway:
         return task
 
     async def receive(self, connection: Connection, text: str) -> None:
-        """One frame from a socket: act on it, or answer an `error` (or close the socket
-        when it floods)."""
+        """One frame from a socket (in its order): act on it, or answer an `error` (or close
+        the socket when bad frames flood)."""
         now = self.clock()
-        if not connection.frames.take(now):
-            connection.shut(protocol.RATE_LIMITED, "too many frames")
-            return
         try:
             frame = protocol.parse_frame(text)
             await self._act(connection, frame)
@@ -405,6 +454,9 @@ class Gateway:
             frame["replayed"] = len(joined.replay)
         connection.push(protocol.dumps(frame))
         for message in joined.replay:
+            # With backpressure: a long resume waits for the client to read, instead of
+            # overflowing its send queue (live messages wait in the cursor meanwhile).
+            await connection.room_for(1)
             connection.push(protocol.dumps(protocol.message_frame(message)))
         cursor.delivered = joined.last_seq
         pending, cursor.pending = cursor.pending or [], None

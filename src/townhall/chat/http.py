@@ -3,6 +3,7 @@ protocol is in README.md)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -227,25 +228,53 @@ class _Socket:
             return
 
         async def close(code: int, reason: str) -> None:
-            if websocket.application_state != WebSocketState.DISCONNECTED:
-                await websocket.close(code, reason)
+            if websocket.application_state == WebSocketState.DISCONNECTED:
+                return
+            try:
+                # A client that does not read keeps the close frame from being written.
+                await asyncio.wait_for(websocket.close(code, reason), CLOSE_TIMEOUT)
+            except TimeoutError:
+                _abort(websocket)
 
         gateway = self.gateway
         connection = await gateway.open(principal.user_id, websocket.send_text, close)
+
+        async def read() -> None:
+            try:
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    text = message.get("text")
+                    if text is None:
+                        text = (message.get("bytes") or b"").decode("utf-8", "replace")
+                    connection.take(text)
+            except (WebSocketDisconnect, RuntimeError):  # gone, or closed by us meanwhile
+                pass
+            finally:
+                connection.ended()
+
+        reader = asyncio.create_task(read())
         try:
-            while not connection.closed:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
-                if text is None:
-                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
-                await gateway.receive(connection, text)
-        except (WebSocketDisconnect, RuntimeError):  # gone, or closed by us meanwhile
-            pass
+            await connection.finished.wait()
         finally:
             await gateway.closed(connection)
             await connection.wait_closed()
+            reader.cancel()
+
+
+CLOSE_TIMEOUT = 10.0
+
+
+def _abort(websocket: WebSocket) -> None:
+    """Drop the TCP connection of a client that stopped reading: its close frame cannot be
+    written, and the server would otherwise keep it (and its unsent frames) until TCP gives
+    up. uvicorn's protocol object is the owner of the ASGI `send` callable, and its
+    `transport` the connection; on another server this finds nothing and does nothing."""
+    owner = getattr(getattr(websocket, "_send", None), "__self__", None)
+    transport = getattr(owner, "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
 
 
 def routers(service: ChatService, gateway: Gateway) -> list[APIRouter]:

@@ -16,9 +16,11 @@ import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from townhall.platform.errors import Forbidden, Invalid, NotFound
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PostNotFound(NotFound):
@@ -75,7 +77,9 @@ class Follow:
 def created_at_of(post_id: str) -> datetime:
     """The time a post was made, from its UUIDv7 id (milliseconds)."""
     ms = uuid.UUID(post_id).int >> 80
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    # Integer arithmetic: `fromtimestamp(ms / 1000)` goes through a float and is off by
+    # microseconds for times far from now.
+    return EPOCH + timedelta(milliseconds=ms)
 
 
 def check_text(text: str, max_length: int, field: str = "text") -> str:
@@ -101,9 +105,14 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         if len(raw) != 16:
             raise ValueError
-        return str(uuid.UUID(bytes=raw))
+        post_id = str(uuid.UUID(bytes=raw))
     except (ValueError, binascii.Error):
         raise InvalidCursor() from None
+    # The decoder skips characters outside the alphabet and ignores padding and the last
+    # character's spare bits, so a cursor counts only as exactly what encode_cursor made.
+    if encode_cursor(post_id) != cursor:
+        raise InvalidCursor()
+    return post_id
 
 
 @dataclass(frozen=True)
@@ -130,9 +139,12 @@ def decode_ranked_cursor(cursor: str) -> RankedPosition:
         value = float(score)
         if not math.isfinite(value):
             raise ValueError
-        return RankedPosition(int(as_of), value, str(uuid.UUID(post_id)))
+        position = RankedPosition(int(as_of), value, str(uuid.UUID(post_id)))
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidCursor() from None
+    if encode_ranked_cursor(position) != cursor:  # as decode_cursor: only what was made
+        raise InvalidCursor()
+    return position
 
 
 # The hybrid read ---------------------------------------------------------------------------
@@ -144,6 +156,8 @@ def merge_newest(
     """The newest `limit` distinct post ids of several newest-first lists (a cached
     timeline, each followed celebrity's recent posts), below `before` when given."""
     merged: list[str] = []
+    if limit <= 0:  # else the first id is kept before the limit is checked
+        return merged
     seen: set[str] = set()
     for post_id in heapq.merge(*sources, reverse=True):
         if before is not None and post_id >= before:

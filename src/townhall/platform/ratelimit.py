@@ -6,6 +6,7 @@ of an installation shares one budget.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_LIMITS = {"default": "600/minute", "auth": "20/minute"}
 
@@ -61,18 +64,31 @@ class RateLimiter:
             storage = MemoryStorage()
         self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._warned_at = -math.inf
 
     def limit_for(self, group: str) -> RateLimitItem:
         return self._groups.get(group) or self._groups["default"]
 
     async def check(self, group: str, client_ip: str, user_id: str | None) -> None:
-        """Count one request; raise `RateLimited` with a Retry-After when over a limit."""
-        await self._hit(self._ip_limit, "ip", client_ip)
-        item = self.limit_for(group)
-        if user_id is not None:
-            await self._hit(item, group, "user", user_id)
-        else:
-            await self._hit(item, group, "ip", client_ip)
+        """Count one request; raise `RateLimited` with a Retry-After when over a limit.
+
+        Fails open: while the limit storage (Redis) cannot be reached the request is let
+        through, and logged, rather than refused: the limits protect the service, they are
+        not worth an outage of it (`/readyz` names Redis meanwhile)."""
+        try:
+            await self._hit(self._ip_limit, "ip", client_ip)
+            item = self.limit_for(group)
+            if user_id is not None:
+                await self._hit(item, group, "user", user_id)
+            else:
+                await self._hit(item, group, "ip", client_ip)
+        except RateLimited:
+            raise
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._warned_at > 10:  # once in 10 s, not once a request
+                self._warned_at = now
+                log.warning("rate limits not applied: their storage failed: %s", exc)
 
     async def _hit(self, item: RateLimitItem, *identifiers: str) -> None:
         if await self._limiter.hit(item, *identifiers):

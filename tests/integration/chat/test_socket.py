@@ -10,7 +10,6 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import connect
 
 from support.chat_app import SECRET, ChatStack, chat_server, chat_stack, database_unreachable
@@ -514,17 +513,6 @@ async def test_frames_over_the_frame_rate_close_the_socket_4429(
         assert len(socket.seen) <= 4  # a pong for each frame within the burst, at most
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Gateway.join pushes `joined` and the whole replay onto the socket's send queue at "
-        "once, so a resume of send_queue or more messages closes the socket 4508 before it "
-        "gets a frame; the client resumes again and is closed again. With the defaults "
-        "(TOWNHALL_CHAT_SEND_QUEUE=1000, REPLAY_MAX=1000) a resume of 1000 missed messages "
-        "never succeeds. Cap the replay to what the queue holds (recovered: false beyond it) "
-        "or write the replay with backpressure."
-    ),
-)
 async def test_a_resume_as_long_as_the_send_queue_is_answered_not_closed(
     stack: ChatStack, tmp_path: Any
 ) -> None:
