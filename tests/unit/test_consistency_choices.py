@@ -1,5 +1,5 @@
-"""Each module of the order saga, and chat, states its CAP/PACELC choice in its README, in a table, and
-names the tests that show the behaviour following from it: every named test exists."""
+"""Each module of the order saga, and chat, states its CAP/PACELC choice in its README, in a
+table, and names the tests that show the behaviour following from it: every named test exists."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from townhall.notifications.consumers import (
     ChannelWorkers,
     chat_consumers,
     event_consumers,
+    feed_consumers,
     order_consumers,
 )
 from townhall.notifications.dev_outbox import DevOutbox
@@ -107,6 +108,7 @@ def _install(platform: Platform) -> Installed:
             *event_consumers(facade),
             *order_consumers(facade),
             *chat_consumers(facade),
+            *feed_consumers(facade, identity),
         ],
         on_start=[background.start],
         on_stop=[background.stop],

@@ -1,7 +1,7 @@
 """Notifications' bus entry points: the consumer group of each channel (its `DeliveryWorker`),
 and the handlers of the events that ask for notifications (identity's `UserRegistered`, our
 own `NotificationRequested`, orders' and shipping's events that concern a buyer, chat's
-mentions)."""
+mentions, the feed's follows, likes and comments)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from townhall.notifications.chat_notices import TOPICS as CHAT_TOPICS
 from townhall.notifications.chat_notices import notice_for as chat_notice_for
 from townhall.notifications.domain import Channel
 from townhall.notifications.events import TOPIC, NotificationRequested
+from townhall.notifications.feed_notices import TOPICS as FEED_TOPICS
+from townhall.notifications.feed_notices import Usernames, request_for
+from townhall.notifications.feed_notices import notice_for as feed_notice_for
 from townhall.notifications.messages import topic_for
 from townhall.notifications.order_notices import TOPICS as ORDER_TOPICS
 from townhall.notifications.order_notices import notice_for
@@ -26,6 +29,7 @@ WELCOME_GROUP = "notifications.welcome"
 REQUESTS_GROUP = "notifications.requests"
 ORDERS_GROUP = "notifications.orders"
 CHAT_GROUP = "notifications.chat"
+FEED_GROUP = "notifications.feed"
 
 log = get_logger("townhall.notifications")
 
@@ -132,3 +136,23 @@ def chat_consumers(notifier: Notifier) -> list[ConsumerSpec]:
             log.warning("mention notice given already", type=envelope.type, key=envelope.key)
 
     return [ConsumerSpec(topic, CHAT_GROUP, lambda: on_chat_event) for topic in CHAT_TOPICS]
+
+
+def feed_consumers(notifier: Notifier, usernames: Usernames) -> list[ConsumerSpec]:
+    """The author's notices of a new follower, a like and a comment: one group,
+    `notifications.feed`, on the feed's topic, in-app only, naming the actor by the username
+    `usernames` (identity's facade) knows. Nobody is told of their own action. Each fact
+    notifies once: its idempotency key is the fact's natural key (`feed_notices`)."""
+
+    async def on_feed_event(envelope: Envelope) -> None:
+        notice = feed_notice_for(envelope.type, envelope.payload)
+        if notice is None:
+            return
+        request = await request_for(notice, usernames)
+        try:
+            await notifier.notify(request, requested_by=f"event:{envelope.type}")
+        except IdempotencyKeyReused:
+            # Told already, from another version of the event (or under an older username).
+            log.warning("feed notice given already", type=envelope.type, key=envelope.key)
+
+    return [ConsumerSpec(topic, FEED_GROUP, lambda: on_feed_event) for topic in FEED_TOPICS]
