@@ -201,12 +201,19 @@ class FeedApp:
         async with self.runtime.platform.database.connect() as conn:
             return {row[0] for row in (await conn.execute(query)).all()}
 
-    async def fanned_out(self, post_id: str, *owners: FeedUser) -> None:
-        """Wait until the fan-out group put `post_id` in these owners' durable timelines."""
-        wanted = {owner.id for owner in owners}
+    async def fanned_out(self, posts: str | Sequence[str], *owners: FeedUser) -> None:
+        """Wait until the fan-out group put `posts` (one id or several) in these owners'
+        durable timelines, and their feeds show them (the cache is written after the store)."""
+        wanted = {posts} if isinstance(posts, str) else set(posts)
 
         async def check() -> bool:
-            return wanted <= await self.holders(post_id)
+            for owner in owners:
+                if not wanted <= await self.stored(owner):
+                    return False
+            for owner in owners:
+                if not wanted <= set(await self.feed(owner, limit=100)):
+                    return False
+            return True
 
         await eventually(check, within=WITHIN)
 

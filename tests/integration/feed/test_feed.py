@@ -36,9 +36,7 @@ async def test_the_feed_is_the_readers_and_followed_authors_posts_newest_first(s
         made = []
         for author in (alice, bob, reader, stranger, alice, bob):
             made.append((author, await app.post(author, f"by {author.username}")))
-        for author, post_id in made:
-            if author in (alice, bob):
-                await app.fanned_out(post_id, reader)
+        await app.fanned_out([p for a, p in made if a in (alice, bob)], reader)
 
         expected = [post_id for author, post_id in reversed(made) if author != stranger]
         page = await app.page(reader, limit=100)
@@ -65,8 +63,7 @@ async def test_paging_while_others_post_neither_repeats_nor_skips(stack, tmp_pat
         for n in range(24):
             author = authors[n % 3]
             there.append(await app.post(author, f"before {n}"))
-        for post_id in there:
-            await app.fanned_out(post_id, reader)
+        await app.fanned_out(there, reader)
         there.append(await app.post(reader, "mine"))
 
         seen: list[str] = []
@@ -91,8 +88,7 @@ async def test_paging_while_others_post_neither_repeats_nor_skips(stack, tmp_pat
         assert set(there) <= set(seen), f"skipped: {set(there) - set(seen)}"
         assert not set(arrived) & set(seen), "a post made after the first page showed below it"
         # A new scroll shows everything, newest first.
-        for post_id in arrived:
-            await app.fanned_out(post_id, reader)
+        await app.fanned_out(arrived, reader)
         assert await app.feed(reader, limit=7) == sorted(there + arrived, reverse=True)
 
 
@@ -194,8 +190,7 @@ async def test_an_unfollow_takes_the_authors_posts_out_of_the_feed(stack, tmp_pa
         await app.follow(reader, kept)
         await active(app, reader)
         posts = [await app.post(author) for author in (dropped, kept, dropped, kept)]
-        for post_id in posts:
-            await app.fanned_out(post_id, reader)
+        await app.fanned_out(posts, reader)
 
         await app.unfollow(reader, dropped)
         await app.feed_becomes(reader, [posts[3], posts[1]])
@@ -215,8 +210,7 @@ async def test_a_follow_backfills_the_authors_last_posts(stack, tmp_path):
         reader, author = await app.users(2)
         await active(app, reader)
         posts = [await app.post(author, f"old {n}") for n in range(5)]
-        for post_id in posts:  # fanned out (to nobody else) before the follow
-            await app.fanned_out(post_id, author)
+        await app.fanned_out(posts, author)  # (to nobody else) before the follow
         mine = await app.post(reader, "mine")
         await app.follow(reader, author)
         await app.feed_becomes(reader, [mine, posts[4], posts[3], posts[2]])
@@ -238,9 +232,8 @@ async def test_an_inactive_reader_is_not_fanned_out_to_and_still_sees_the_posts(
 
         missed = [await app.post(author, f"while asleep {n}") for n in range(3)]
         # The awake follower got each of them in the same batch the sleeper would have.
-        for post_id in missed:
-            await app.fanned_out(post_id, awake)
-            assert sleeper.id not in await app.holders(post_id)
+        await app.fanned_out(missed, awake)
+        assert not set(missed) & await app.stored(sleeper)
 
         expected = [*reversed(missed), seen]
         assert await app.feed(sleeper, limit=2) == expected
@@ -256,7 +249,7 @@ async def test_a_reader_who_never_read_sees_the_posts_on_the_first_read(stack, t
         author, newcomer = await app.users(2)
         await app.follow(newcomer, author)
         posts = [await app.post(author, f"p{n}") for n in range(3)]
-        await app.fanned_out(posts[-1], author)
+        await app.fanned_out(posts, author)
         assert await app.feed(newcomer) == list(reversed(posts))
 
 
@@ -266,8 +259,7 @@ async def test_scrolling_goes_past_the_cached_length(stack, tmp_path):
         await app.follow(reader, author)
         await active(app, reader)
         posts = [await app.post(author, f"p{n}") for n in range(35)]
-        for post_id in posts:
-            await app.fanned_out(post_id, reader)
+        await app.fanned_out(posts, reader)
         expected = list(reversed(posts))
         for limit in (7, 10, 20, 100):
             assert await app.feed(reader, limit=limit) == expected
@@ -290,7 +282,7 @@ async def test_an_inactive_reader_scrolls_past_the_cached_length_too(stack, tmp_
         reader, author = await app.users(2)
         await app.follow(reader, author)
         posts = [await app.post(author, f"p{n}") for n in range(15)]
-        await app.fanned_out(posts[-1], author)
+        await app.fanned_out(posts, author)
         assert await app.feed(reader, limit=7) == list(reversed(posts))
 
 
@@ -338,8 +330,7 @@ async def test_counts_show_in_the_feed_and_ranked_puts_a_much_liked_post_first(s
         await active(app, reader)
         liked = await app.post(author, "the good one")
         plain = [await app.post(author, f"plain {n}") for n in range(3)]
-        for post_id in [liked, *plain]:
-            await app.fanned_out(post_id, reader)
+        await app.fanned_out([liked, *plain], reader)
         for fan in fans:
             answer = await app.client.post(f"/api/v1/posts/{liked}/likes", headers=fan.headers)
             assert answer.status_code == 200, answer.text
