@@ -53,7 +53,12 @@ def scroll(http: httpx.Client, headers: dict[str, str], limit: int) -> list[str]
 
 
 def test_post_follow_read_page_delete_on_a_served_townhall(tmp_path):
-    env = townhall_env(data_dir=str(tmp_path / "var"), log_level="warning", **STREAM_LIMITS)
+    env = townhall_env(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}",
+        data_dir=str(tmp_path / "var"),
+        log_level="warning",
+        **STREAM_LIMITS,
+    )
     with serving(env, log=tmp_path / "serve.log") as base, httpx.Client(base_url=base) as http:
         alice_id, alice = sign_up(http, "alice")
         bob_id, bob = sign_up(http, "bob")
