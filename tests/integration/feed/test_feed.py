@@ -95,7 +95,8 @@ async def test_paging_while_others_post_neither_repeats_nor_skips(stack, tmp_pat
 async def test_a_celebritys_post_is_in_no_followers_timeline_yet_in_every_followers_feed(
     stack, tmp_path
 ):
-    async with feed_app(stack, tmp_path, feed_celebrity_threshold=2) as app:
+    # No backfill: a follow handled after the post would copy it into the fan's timeline.
+    async with feed_app(stack, tmp_path, feed_celebrity_threshold=2, feed_backfill=0) as app:
         celebrity, *fans = await app.users(4)
         for fan in fans:
             await app.follow(fan, celebrity)
@@ -123,15 +124,20 @@ async def test_crossing_the_celebrity_threshold_both_ways_loses_and_repeats_no_p
 ):
     async with feed_app(stack, tmp_path, feed_celebrity_threshold=2) as app:
         author, first, second, third = await app.users(4)
+        await active(app, first, second, third)
+        zero = await app.post(author, "before any follower")
+        await app.fanned_out(zero, author)
         await app.follow(first, author)
         await app.follow(second, author)
-        await active(app, first, second, third)
+        # Their follows were handled (backfilled): none comes after a later post.
+        await app.feed_becomes(first, [zero])
+        await app.feed_becomes(second, [zero])
         before = await app.post(author, "fanned out on write")
         await app.fanned_out(before, first, second)
 
         # Past the threshold: the next post is read at read time.
         await app.follow(third, author)
-        await app.feed_becomes(third, [before])
+        await app.feed_becomes(third, [before, zero])
         during = await app.post(author, "read at read time")
         await app.fanned_out(during, author)
         assert await app.holders(during) == {author.id}
@@ -143,18 +149,18 @@ async def test_crossing_the_celebrity_threshold_both_ways_loses_and_repeats_no_p
         await app.fanned_out(after, first, second)
 
         for follower in (first, second):
-            assert await app.feed(follower) == [after, during, before]
-            assert await app.feed(follower, limit=1) == [after, during, before]
+            assert await app.feed(follower) == [after, during, before, zero]
+            assert await app.feed(follower, limit=1) == [after, during, before, zero]
         assert await app.feed(third) == []
         # Past it once more, with a new follower: still every post once.
         fourth = await app.user()
         await active(app, fourth)
         await app.follow(fourth, author)
-        await app.feed_becomes(fourth, [after, during, before])
+        await app.feed_becomes(fourth, [after, during, before, zero])
         last = await app.post(author, "a celebrity again")
         await app.fanned_out(last, author)
         for follower in (first, second, fourth):
-            assert await app.feed(follower, limit=2) == [last, after, during, before]
+            assert await app.feed(follower, limit=2) == [last, after, during, before, zero]
 
 
 async def test_a_deleted_post_leaves_every_feed_at_once_then_every_timeline(stack, tmp_path):
@@ -221,7 +227,8 @@ async def test_a_follow_backfills_the_authors_last_posts(stack, tmp_path):
 
 
 async def test_an_inactive_reader_is_not_fanned_out_to_and_still_sees_the_posts(stack, tmp_path):
-    async with feed_app(stack, tmp_path, feed_inactive_days=7) as app:
+    # No backfill: a follow handled late would copy the missed posts into the timeline.
+    async with feed_app(stack, tmp_path, feed_inactive_days=7, feed_backfill=0) as app:
         author, sleeper, awake = await app.users(3)
         await app.follow(sleeper, author)
         await app.follow(awake, author)
