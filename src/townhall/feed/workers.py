@@ -101,7 +101,10 @@ class Fanout:
             await self._deliver([author], post_id, author)  # their own timeline only
             return 1
         since = self._clock.now() - self.inactive
-        delivered = await self._deliver([author], post_id, author)
+        # Every timeline in the durable store first, then the caches: with the cache down the
+        # message fails (and is retried, or dead-lettered) only once the store is complete, so
+        # reads from SQL show the post meanwhile, and so does a rebuild when the cache returns.
+        owners = [author]
         after: str | None = None
         while True:
             async with self._db.connect() as tx:
@@ -109,19 +112,30 @@ class Fanout:
                 active = (
                     await self._activity.active_among(tx, followers, since) if followers else set()
                 )
-            owners = [f for f in followers if f in active]
-            delivered += await self._deliver(owners, post_id, author)
+            batch = [f for f in followers if f in active]
+            await self._store(batch, post_id, author)
+            owners += batch
             if len(followers) < FOLLOWER_PAGE:
-                return delivered
+                break
             after = followers[-1]
+        await self._store([author], post_id, author)
+        for start in range(0, len(owners), FOLLOWER_PAGE):
+            await self._timelines.push(
+                [(o, post_id) for o in owners[start : start + FOLLOWER_PAGE]]
+            )
+        return len(owners)
+
+    async def _store(self, owners: list[str], post_id: str, author: str) -> None:
+        if owners:
+            async with self._db.transaction() as tx:
+                await self._feed.add(tx, [(owner, post_id, author) for owner in owners])
 
     async def _deliver(self, owners: list[str], post_id: str, author: str) -> int:
         """The durable store first (committed), then the cache: a cache write that fails
         fails the message, which the bus redelivers; both writes are idempotent."""
         if not owners:
             return 0
-        async with self._db.transaction() as tx:
-            await self._feed.add(tx, [(owner, post_id, author) for owner in owners])
+        await self._store(owners, post_id, author)
         await self._timelines.push([(owner, post_id) for owner in owners])
         return len(owners)
 
