@@ -252,8 +252,9 @@ class FeedService:
 
     async def positions(self, reader: str, before: str | None, limit: int) -> list[str]:
         """The next `limit` post ids of the reader's home timeline below `before`: the cached
-        timeline (and past it the feed store), merged with the read-time authors' posts.
-        With the cache down, the feed store alone stands in for it."""
+        timeline, merged with the read-time authors' posts. Where the cache cannot answer
+        (down, or scrolled past: trimmed), the feed store and the followed authors' posts
+        (the posts database, the truth the timelines are built from) stand in for it."""
         async with self._db.connect() as tx:
             merged_authors = await self._follows.read_time_authors(tx, reader)
         try:
@@ -262,20 +263,24 @@ class FeedService:
         except Exception as exc:
             log.warning("feed: timelines unreachable, reading SQL: %s", exc)
             cached, size = None, None
+        sources: list[list[str]] = []
         async with self._db.connect() as tx:
-            if cached is None:
-                fanned = await self._feed.page(tx, reader, before, limit)
-            else:
-                fanned = cached
-                if len(cached) < limit and size is not None and size >= self.timelines.length:
-                    # The cache was trimmed: older entries are in the feed store.
-                    below = cached[-1] if cached else before
-                    fanned = cached + await self._feed.page(tx, reader, below, limit - len(cached))
-            read_time: list[str] = []
+            below, need = before, limit
+            if cached is not None:
+                sources.append(cached)
+                trimmed = size is not None and size >= self.timelines.length
+                below, need = (cached[-1] if cached else before), limit - len(cached)
+                if not trimmed:
+                    need = 0  # the cache holds the whole timeline
+            if need > 0:
+                sources.append(await self._feed.page(tx, reader, below, need))
+                authors = [reader, *await self._follows.all_following(tx, reader)]
+                found = await self._posts.ids_by_authors(tx, authors, below, need)
+                sources.append([post_id for post_id, _ in found])
             if merged_authors:
                 found = await self._posts.ids_by_authors(tx, merged_authors, before, limit)
-                read_time = [post_id for post_id, _ in found]
-        return merge_newest([fanned, read_time], limit, before)
+                sources.append([post_id for post_id, _ in found])
+        return merge_newest(sources, limit, before)
 
     async def _ensure_timeline(self, reader: str) -> None:
         """A reader who was inactive (not fanned out to) or never read, or whose cached

@@ -275,15 +275,6 @@ async def test_scrolling_goes_past_the_cached_length(stack, tmp_path):
         assert [item["id"] for item in first["items"]] == expected[:3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a reader rebuilt after inactivity (or on a first read) gets only the newest "
-        "TOWNHALL_FEED_TIMELINE_LENGTH posts of the authors they follow into the feed store "
-        "(FeedService.rebuild reads ids_by_authors(..., length)); scrolling past the cache "
-        "then stops there, the older posts they missed are never shown"
-    ),
-)
 async def test_an_inactive_reader_scrolls_past_the_cached_length_too(stack, tmp_path):
     async with feed_app(stack, tmp_path, feed_timeline_length=10) as app:
         reader, author = await app.users(2)
