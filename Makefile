@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(PYTHON) -m uv
 
-.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench clean
+.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench bench-feed clean
 
 $(BIN)/python:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -60,6 +60,11 @@ bench: install-bench services
 	$(BIN)/python bench/notifications.py
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/orders_read_models.py
+	$(BIN)/python bench/feed.py
+
+# The news feed's three strategies side by side (BENCH_ARGS=--quick for a tenth of the graph).
+bench-feed: install-bench services
+	$(BIN)/python bench/feed.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
