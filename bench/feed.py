@@ -60,6 +60,7 @@ from typing import Any
 
 import asyncpg
 from redis import asyncio as aioredis
+from sqlalchemy import event
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -218,6 +219,52 @@ async def mark_cached(timelines: RedisTimelines, owners: list[str]) -> None:
 # --- reads ----------------------------------------------------------------------------------
 
 
+class Trips:
+    """Round trips a read makes: SQL statements, BEGINs and COMMITs (SQLAlchemy events: each
+    is one exchange with PostgreSQL over asyncpg), connection checkouts, Redis pipelines and
+    commands (counted on the client)."""
+
+    def __init__(self, database: Database, client: Any) -> None:
+        self.counts = {"sql": 0, "checkouts": 0, "redis": 0}
+        engine = database.engine.sync_engine
+
+        def sql(*_: Any) -> None:
+            self.counts["sql"] += 1
+
+        def checkout(*_: Any) -> None:
+            self.counts["checkouts"] += 1
+
+        def boundary(conn: Any) -> None:
+            # Reads run on AUTOCOMMIT connections: no BEGIN or COMMIT goes to the server.
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                self.counts["sql"] += 1
+
+        event.listen(engine, "before_cursor_execute", sql)
+        event.listen(engine, "begin", boundary)
+        event.listen(engine, "commit", boundary)
+        event.listen(engine.pool, "checkout", checkout)
+        pipeline, execute = client.pipeline, client.execute_command
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            self.counts["redis"] += 1
+            return pipeline(*args, **kwargs)
+
+        async def counted_execute(*args: Any, **kwargs: Any) -> Any:
+            self.counts["redis"] += 1
+            return await execute(*args, **kwargs)
+
+        client.pipeline = counted_pipeline
+        client.execute_command = counted_execute
+
+    async def per_read(self, read: Reader, jobs: list[tuple[str, str | None]]) -> str:
+        before = dict(self.counts)
+        for reader, cursor in jobs:
+            await read(reader, cursor)
+        n = len(jobs)
+        spent = {k: (v - before[k]) / n for k, v in self.counts.items()}
+        return f"{spent['sql']:g} / {spent['redis']:g} / {spent['checkouts']:g}"
+
+
 Reader = Callable[[str, str | None], Awaitable[list[str]]]
 
 
@@ -272,7 +319,12 @@ async def check(read: Reader, truth: dict[str, list[str]], count: int) -> str:
 
 
 async def measure_reads(
-    name: str, read: Reader, truth: dict[str, list[str]], args: Any, rows: list[list[str]]
+    name: str,
+    read: Reader,
+    truth: dict[str, list[str]],
+    args: Any,
+    rows: list[list[str]],
+    trips: Trips,
 ) -> None:
     verdict = await check(read, truth, 20)
     readers = list(truth)
@@ -281,6 +333,7 @@ async def measure_reads(
         (f"page {DEEP}", [(r, truth[r][(DEEP - 1) * PAGE - 1]) for r in readers]),
     ):
         await closed_loop(read, jobs, args.concurrency, 1.0)  # warm the pool and plans
+        exchanges = await trips.per_read(read, jobs[:20])
         gc.collect()
         one, _ = await closed_loop(read, jobs, 1, args.seconds / 2)
         many, rate = await closed_loop(read, jobs, args.concurrency, args.seconds)
@@ -293,6 +346,7 @@ async def measure_reads(
                 f"{percentile(many, 50):.2f}",
                 f"{percentile(many, 99):.2f}",
                 f"{rate:.0f}",
+                exchanges,
                 verdict,
             ]
         )
@@ -390,16 +444,21 @@ async def run(args: Any, names: Names) -> None:
 
         # 1. reads
         rows: list[list[str]] = []
+        trips = Trips(database, client)
         spy = Profiler(args.profile)
         spy.start("hybrid reads")
-        await measure_reads("hybrid", reads_of_service(hybrid.service), truth, args, rows)
+        await measure_reads("hybrid", reads_of_service(hybrid.service), truth, args, rows, trips)
         spy.stop()
-        await measure_reads("fan-out-on-read", reads_of_baseline(baseline), truth, args, rows)
+        await measure_reads(
+            "fan-out-on-read", reads_of_baseline(baseline), truth, args, rows, trips
+        )
         # Pure fan-out on write: nobody read at read time, every post delivered.
         async with database.transaction() as tx:
             await tx.exec_driver_sql("UPDATE feed_users SET read_time = false WHERE read_time")
         await write_timelines(dsn, fow_tl, graph, readers, None)
-        await measure_reads("fan-out-on-write", reads_of_service(fow.service), truth, args, rows)
+        await measure_reads(
+            "fan-out-on-write", reads_of_service(fow.service), truth, args, rows, trips
+        )
         print_table(
             f"Feed reads, {PAGE} a page, in process (ms); closed loop, 1 reader and "
             f"{args.concurrency} concurrent readers, {args.seconds:g} s each",
@@ -411,6 +470,7 @@ async def run(args: Any, names: Names) -> None:
                 f"p50 x{args.concurrency}",
                 f"p99 x{args.concurrency}",
                 "reads/s",
+                "SQL / Redis / checkouts",
                 "pages vs truth",
             ],
             rows,
