@@ -23,7 +23,11 @@ left out, the same for every strategy).
      the reader (the LATERAL query over the `(author, id)` index), `SqlPosts.visible`;
    - fan-out-on-write: threshold above every follower count, no author read at read time,
      every post in the timelines.
-   Every strategy's pages are checked against the graph's truth for some readers.
+   - hybrid, folded (what-if, `bench/feed_lean.py`): the same answer with the hybrid read's
+     round trips folded (one Redis pipeline, one connection, no transaction per read), to
+     show how much of the hybrid read is round trips.
+   Every strategy's pages are checked against the graph's truth for some readers, and the
+   round trips of one read counted (SQL statements with BEGIN/COMMIT, Redis, checkouts).
 2. Fan-out: `Fanout.post_created` for authors of 1,000 to `threshold` followers, every user
    cached: timeline inserts/s (each a feed_timeline row and a Redis sorted-set entry), one
    post at a time and 4 at once.
@@ -67,6 +71,7 @@ sys.path.insert(0, str(HERE))
 
 import townhall.feed  # noqa: E402
 from feed_graph import Graph, build, load, load_timelines  # noqa: E402
+from feed_lean import LeanHybrid  # noqa: E402
 from townhall.feed.adapters.outbox import OutboxFeedEvents  # noqa: E402
 from townhall.feed.adapters.redis import RedisTimelines  # noqa: E402
 from townhall.feed.adapters.sql import (  # noqa: E402
@@ -297,6 +302,13 @@ def reads_of_service(service: FeedService) -> Reader:
     return read
 
 
+def reads_of_lean(lean: LeanHybrid) -> Reader:
+    async def read(reader: str, before: str | None) -> list[str]:
+        return await lean.feed(reader, encode_cursor(before) if before else None, PAGE)
+
+    return read
+
+
 def reads_of_baseline(baseline: FanoutOnRead) -> Reader:
     async def read(reader: str, before: str | None) -> list[str]:
         return await baseline.feed(reader, before, PAGE)
@@ -449,6 +461,14 @@ async def run(args: Any, names: Names) -> None:
         spy.start("hybrid reads")
         await measure_reads("hybrid", reads_of_service(hybrid.service), truth, args, rows, trips)
         spy.stop()
+        await measure_reads(
+            "hybrid, folded (what-if)",
+            reads_of_lean(LeanHybrid(hybrid.service)),
+            truth,
+            args,
+            rows,
+            trips,
+        )
         await measure_reads(
             "fan-out-on-read", reads_of_baseline(baseline), truth, args, rows, trips
         )
