@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(PYTHON) -m uv
 
-.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench bench-chat clean
+.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench bench-chat bench-feed clean
 
 $(BIN)/python:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -61,10 +61,15 @@ bench: install-bench services
 	$(BIN)/python bench/orders.py
 	$(BIN)/python bench/orders_read_models.py
 	$(BIN)/python bench/chat.py
+	$(BIN)/python bench/feed.py
 
 # Chat gateways alone (Townhall beside python-socketio); `make bench-chat ARGS=--quick`.
 bench-chat: install-bench services
 	$(BIN)/python bench/chat.py $(ARGS)
+
+# The news feed's three strategies side by side (`make bench-feed ARGS=--quick`: a tenth of the graph).
+bench-feed: install-bench services
+	$(BIN)/python bench/feed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
