@@ -286,9 +286,10 @@ class FeedService:
         """A reader who was inactive (not fanned out to) or never read, or whose cached
         timeline is gone, gets it rebuilt from the feed store and the posts database."""
         now = self._clock.now()
-        async with self._db.transaction() as tx:
+        async with self._db.connect() as tx:
             previous = await self._activity.last_read(tx, reader)
-            if previous is None or now - previous >= TOUCH_EVERY:
+        if previous is None or now - previous >= TOUCH_EVERY:  # a write once an hour at most
+            async with self._db.transaction() as tx:
                 await self._activity.touch(tx, reader, now)
         inactive = previous is None or now - previous >= self.settings.inactive
         try:

@@ -390,7 +390,9 @@ class SqlFollows:
         upsert = _insert(conn)(feed_users).values(user_id=author, read_time=True)
         await conn.execute(
             upsert.on_conflict_do_update(
-                index_elements=[feed_users.c.user_id], set_={"read_time": True}
+                index_elements=[feed_users.c.user_id],
+                set_={"read_time": True},
+                where=feed_users.c.read_time.is_(False),  # once, not a row write every post
             )
         )
 
