@@ -27,8 +27,7 @@ class FeedEvents(Protocol):
 
 
 class TimelineStore(Protocol):
-    """The cached home timelines (one sorted set a reader, trimmed to `length`) and each
-    author's recent posts (for the celebrities' posts merged in at read time). Redis, or
+    """The cached home timelines (one sorted set a reader, trimmed to `length`). Redis, or
     in-process on embedded defaults. A cache: what it loses is rebuilt from SQL."""
 
     length: int  # the entries a timeline keeps (the oldest go)
@@ -58,19 +57,6 @@ class TimelineStore(Protocol):
     async def drop(self, owner: str) -> None:
         """Forget the owner's timeline (not cached any more)."""
         ...
-
-    async def push_author(self, author: str, post_id: str) -> None:
-        """Remember a post among the author's recent ones (kept to `length`)."""
-        ...
-
-    async def author_pages(
-        self, authors: Sequence[str], before: str | None, limit: int
-    ) -> dict[str, list[str]]:
-        """Each author's recent post ids below `before`, newest first, in one round trip;
-        an author with none cached maps to []."""
-        ...
-
-    async def remove_author_post(self, author: str, post_id: str) -> None: ...
 
     async def ping(self) -> None: ...
 
@@ -142,10 +128,6 @@ class FollowStore(Protocol):
     ) -> list[str]: ...
 
     async def all_following(self, tx: Transaction, user: str) -> list[str]: ...
-
-    async def celebrities_followed(self, tx: Transaction, user: str, threshold: int) -> list[str]:
-        """The followed users with more than `threshold` followers."""
-        ...
 
     async def read_time_authors(self, tx: Transaction, user: str) -> list[str]:
         """The followed authors whose posts are read at read time: those with a post that was

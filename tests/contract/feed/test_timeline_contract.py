@@ -197,46 +197,6 @@ async def test_a_dropped_timeline_is_not_cached_and_pushes_pass_it_by(
     assert await timelines.page("ann", None, 10) == []
 
 
-async def test_author_pages_for_many_authors_in_one_call(timelines: TimelineStore) -> None:
-    authors = [f"author{n}" for n in range(30)]
-    posts: dict[str, list[str]] = {author: [] for author in authors}
-    for post_id in new_ids(200):
-        author = random.choice(authors[:20])  # the last ten post nothing
-        posts[author].append(post_id)
-        await timelines.push_author(author, post_id)
-    pages = await timelines.author_pages(authors, None, 5)
-    assert set(pages) == set(authors)
-    for author in authors:
-        assert pages[author] == newest_first(posts[author])[:5]
-    cut = sorted(post for ids in posts.values() for post in ids)[100]
-    pages = await timelines.author_pages(authors, cut, 3)
-    for author in authors:
-        below = [post for post in newest_first(posts[author]) if post < cut]
-        assert pages[author] == below[:3]
-    assert await timelines.author_pages([], None, 5) == {}
-
-
-async def test_an_authors_posts_keep_the_newest_length_and_can_be_removed(
-    timelines: TimelineStore,
-) -> None:
-    ids = new_ids(LENGTH + 5)
-    for post_id in reversed(ids):  # out of order: order is by id, not by arrival
-        await timelines.push_author("ann", post_id)
-    pages = await timelines.author_pages(["ann"], None, LENGTH + 50)
-    assert pages["ann"] == newest_first(ids[5:])
-    await timelines.remove_author_post("ann", ids[-1])
-    await timelines.remove_author_post("ann", ids[0])  # already trimmed away
-    await timelines.remove_author_post("bob", ids[0])  # no posts at all
-    pages = await timelines.author_pages(["ann", "bob"], None, 2)
-    assert pages == {"ann": [ids[-2], ids[-3]], "bob": []}
-
-
-async def test_author_posts_are_not_a_home_timeline(timelines: TimelineStore) -> None:
-    (post,) = new_ids(1)
-    await timelines.push_author("ann", post)
-    assert await timelines.page("ann", None, 10) is None
-
-
 async def test_a_push_of_ten_thousand_entries_across_a_thousand_owners(
     timelines: TimelineStore,
 ) -> None:

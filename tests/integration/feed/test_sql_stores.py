@@ -313,23 +313,6 @@ async def test_followers_and_following_page_in_id_order_without_repeats(db):
         assert await follows.all_following(tx, user()) == []
 
 
-async def test_celebrities_followed_are_those_above_the_threshold(db):
-    reader = user()
-    big, small = user(), user()
-    async with db.transaction() as tx:
-        for _ in range(3):
-            await follows.follow(tx, user(), big, T0)
-        await follows.follow(tx, user(), small, T0)
-        await follows.follow(tx, reader, big, T0)
-        await follows.follow(tx, reader, small, T0)
-        await follows.follow(tx, reader, user(), T0)  # nobody else follows this one
-    async with db.connect() as tx:
-        assert await follows.celebrities_followed(tx, reader, 2) == [big]  # big has 4
-        assert await follows.celebrities_followed(tx, reader, 3) == [big]
-        assert await follows.celebrities_followed(tx, reader, 4) == []
-        assert await follows.celebrities_followed(tx, reader, 1) == sorted([big, small])
-
-
 async def test_read_time_authors_are_the_followed_ones_marked(db):
     reader, marked, plain, stranger = user(), user(), user(), user()
     async with db.transaction() as tx:

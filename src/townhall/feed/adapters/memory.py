@@ -30,7 +30,6 @@ class MemoryTimelines:
     def __init__(self, length: int = 800) -> None:
         self.length = length
         self._timelines: dict[str, _Timeline] = {}
-        self._authors: dict[str, _Timeline] = {}
 
     async def push(self, entries: Sequence[tuple[str, str]]) -> None:
         for owner, post_id in entries:
@@ -61,25 +60,8 @@ class MemoryTimelines:
     async def drop(self, owner: str) -> None:
         self._timelines.pop(owner, None)
 
-    async def push_author(self, author: str, post_id: str) -> None:
-        self._authors.setdefault(author, _Timeline(self.length)).add(post_id)
-
-    async def author_pages(
-        self, authors: Sequence[str], before: str | None, limit: int
-    ) -> dict[str, list[str]]:
-        return {
-            author: self._authors[author].page(before, limit) if author in self._authors else []
-            for author in authors
-        }
-
-    async def remove_author_post(self, author: str, post_id: str) -> None:
-        timeline = self._authors.get(author)
-        if timeline is not None and post_id in timeline.ids:
-            timeline.ids.remove(post_id)
-
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         self._timelines.clear()
-        self._authors.clear()

@@ -1,8 +1,8 @@
 """Home timelines in Redis: one sorted set per reader, every member a post id with score 0, so
 Redis orders them by their bytes, which for UUIDv7 strings is the order they were made in.
 
-Keys (under `PREFIX:feed:`): `tl:OWNER` the timeline, `author:ID` an author's recent posts. A
-page is `ZREVRANGEBYLEX tl:OWNER (BEFORE ( LIMIT 0 N`.
+Keys (under `PREFIX:feed:`): `tl:OWNER` the timeline. A page is
+`ZREVRANGEBYLEX tl:OWNER (BEFORE ( LIMIT 0 N`.
 
 "Cached" is the key itself: a built timeline always holds the empty string as a member (it
 sorts below every id, and the `(` bound leaves it out of every page), so an empty timeline that
@@ -71,9 +71,6 @@ class RedisTimelines:
     def _tl(self, owner: str) -> str:
         return f"{self.base}tl:{owner}"
 
-    def _author(self, author: str) -> str:
-        return f"{self.base}author:{author}"
-
     async def push(self, entries: Sequence[tuple[str, str]]) -> None:
         if not entries:
             return
@@ -116,28 +113,6 @@ class RedisTimelines:
 
     async def drop(self, owner: str) -> None:
         await self.client.delete(self._tl(owner))
-
-    async def push_author(self, author: str, post_id: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self._author(author), {post_id: 0})
-        pipe.zremrangebyrank(self._author(author), 0, -(self.length + 1))
-        await pipe.execute()
-
-    async def author_pages(
-        self, authors: Sequence[str], before: str | None, limit: int
-    ) -> dict[str, list[str]]:
-        if not authors:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for author in authors:
-            pipe.zrevrangebylex(
-                self._author(author), f"({before}" if before is not None else "+", "-", 0, limit
-            )
-        found = await pipe.execute()
-        return {author: list(ids) for author, ids in zip(authors, found, strict=True)}
-
-    async def remove_author_post(self, author: str, post_id: str) -> None:
-        await self.client.zrem(self._author(author), post_id)
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -376,12 +376,6 @@ class SqlFollows:
     async def all_following(self, tx: Transaction, user: str) -> list[str]:
         return list(await connection(tx).scalars(ALL_FOLLOWING, {"user": user}))
 
-    async def celebrities_followed(self, tx: Transaction, user: str, threshold: int) -> list[str]:
-        found = await connection(tx).scalars(
-            CELEBRITIES_FOLLOWED, {"user": user, "threshold": threshold}
-        )
-        return list(found)
-
     async def read_time_authors(self, tx: Transaction, user: str) -> list[str]:
         return list(await connection(tx).scalars(READ_TIME_AUTHORS, {"user": user}))
 
