@@ -81,8 +81,10 @@ class RoomStore(Protocol):
         """Move the user's read mark forward to `seq` (never back)."""
         ...
 
-    async def placements(self, tx: Transaction) -> dict[str, str]:
-        """room id -> the shard its history is on now."""
+    async def placements(
+        self, tx: Transaction, room_ids: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """room id -> the shard its history is on now, of every room or of those given."""
         ...
 
     async def shard_of(self, tx: Transaction, room_id: str) -> str | None: ...

@@ -122,7 +122,7 @@ class ChatService:
         async with self._db.connect() as tx:
             rooms = await self._rooms.rooms_of(tx, user)
             marks = await self._rooms.read_marks(tx, user)
-            placements = {room.id: await self._rooms.shard_of(tx, room.id) for room in rooms}
+            placements = await self._rooms.placements(tx, [room.id for room in rooms])
         last: dict[str, ChatMessage] = {}
         by_shard: dict[str, list[str]] = {}
         for room_id, shard in placements.items():

@@ -169,9 +169,14 @@ class SqlRooms:
             .values(last_read_seq=seq)
         )
 
-    async def placements(self, tx: Transaction) -> dict[str, str]:
+    async def placements(
+        self, tx: Transaction, room_ids: Collection[str] | None = None
+    ) -> dict[str, str]:
         conn = connection(tx)
-        found = await conn.execute(sa.select(rooms.c.id, rooms.c.shard))
+        query = sa.select(rooms.c.id, rooms.c.shard)
+        if room_ids is not None:
+            query = query.where(rooms.c.id.in_(list(room_ids)))
+        found = await conn.execute(query)
         return {row.id: row.shard for row in found}
 
     async def shard_of(self, tx: Transaction, room_id: str) -> str | None:
