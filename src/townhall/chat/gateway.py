@@ -11,6 +11,7 @@ costs at most its queue.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -536,8 +537,6 @@ class Gateway:
 
 def _ref(text: str) -> Any:
     try:
-        import json
-
         frame = json.loads(text)
         return frame.get("ref", frame.get("client_id")) if isinstance(frame, dict) else None
     except ValueError:

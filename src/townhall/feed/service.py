@@ -259,7 +259,9 @@ class FeedService:
             merged_authors = await self._follows.read_time_authors(tx, reader)
         try:
             cached = await self.timelines.page(reader, before, limit)
-            size = await self.timelines.size(reader) if cached is not None else None
+            # Whether the cache was trimmed matters only when it ran out on this page.
+            short = cached is not None and len(cached) < limit
+            size = await self.timelines.size(reader) if short else None
         except Exception as exc:
             log.warning("feed: timelines unreachable, reading SQL: %s", exc)
             cached, size = None, None
