@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import TextClause, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -32,6 +34,19 @@ def connection(transaction: Transaction) -> AsyncConnection:
             f"expected the connection of Database.transaction(), got {type(transaction)!r}"
         )
     return transaction
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A datetime read back from a table, in UTC: SQLite hands them back naive (they were
+    stored as UTC), PostgreSQL's timestamptz aware."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def dialect_insert(conn: AsyncConnection) -> Any:
+    """The `insert` of the connection's dialect, for its ON CONFLICT clauses (upserts)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class Database:

@@ -9,35 +9,20 @@ after the move committed reads `moved_to` and goes to the new shard.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from townhall.chat.adapters.shards import DatabaseShards, shard_name
 from townhall.chat.adapters.tables import messages, room_seqs
 from townhall.config import DATABASE_SCHEMES
-from townhall.platform.db import Database, connection
+from townhall.platform.db import Database, aware, connection, dialect_insert
 from townhall.platform.transaction import Transaction
 
 _DATETIMES = ("created_at", "edited_at", "deleted_at")
 _BATCH = 1000  # messages per INSERT while copying
-
-
-def _insert(conn: Any) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive (stored as UTC); PostgreSQL's timestamptz wants them
-    # aware when a room moves from one to the other.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class SqlShardMover:
@@ -48,7 +33,7 @@ class SqlShardMover:
         # had one here cannot slip in beside the move. On SQLite the transaction holds the
         # database's write lock from BEGIN IMMEDIATE already.
         moved_to = await conn.scalar(
-            _insert(conn)(room_seqs)
+            dialect_insert(conn)(room_seqs)
             .values(room_id=room_id, last_seq=0)
             .on_conflict_do_update(
                 index_elements=["room_id"], set_={"last_seq": room_seqs.c.last_seq}
@@ -66,7 +51,7 @@ class SqlShardMover:
             messages.select().where(messages.c.room_id == room_id).order_by(messages.c.seq)
         )
         rows = [
-            {key: _aware(value) if key in _DATETIMES else value for key, value in row.items()}
+            {key: aware(value) if key in _DATETIMES else value for key, value in row.items()}
             for row in found.mappings()
         ]
         # What the target holds of the room is a copy left by a run that stopped before the
@@ -75,7 +60,7 @@ class SqlShardMover:
         for start in range(0, len(rows), _BATCH):
             await dst.execute(messages.insert(), rows[start : start + _BATCH])
         await dst.execute(
-            _insert(dst)(room_seqs)
+            dialect_insert(dst)(room_seqs)
             .values(room_id=room_id, last_seq=int(last_seq or 0), moved_to=None)
             .on_conflict_do_update(
                 index_elements=["room_id"],

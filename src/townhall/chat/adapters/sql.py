@@ -9,28 +9,16 @@ to one room get consecutive seqs, and a rolled-back send leaves no gap.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from townhall.chat.adapters.tables import members, messages, room_seqs, rooms
 from townhall.chat.domain import Appended, ChatMessage, DuplicateSend, Room, RoomMoved
-from townhall.platform.db import connection
+from townhall.platform.db import aware, connection, dialect_insert
 from townhall.platform.transaction import Transaction
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; they were stored as UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _insert(conn: Any) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 class SqlRooms:
@@ -46,7 +34,7 @@ class SqlRooms:
         }
         if direct_key is not None:
             inserted = await conn.execute(
-                _insert(conn)(rooms)
+                dialect_insert(conn)(rooms)
                 .values(**row)
                 .on_conflict_do_nothing(index_elements=["direct_key"])
                 .returning(rooms.c.id)
@@ -128,7 +116,7 @@ class SqlRooms:
     async def add_member(self, tx: Transaction, room_id: str, user_id: str, at: datetime) -> bool:
         conn = connection(tx)
         inserted = await conn.execute(
-            _insert(conn)(members)
+            dialect_insert(conn)(members)
             .values(room_id=room_id, user_id=user_id, joined_at=at)
             .on_conflict_do_nothing()
         )
@@ -194,7 +182,7 @@ def _room(row: Any, users: tuple[str, ...]) -> Room:
         id=row.id,
         name=row.name,
         owner=row.owner,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
         members=users,
         direct=row.direct_key is not None,
     )
@@ -208,10 +196,10 @@ def _message(row: Any) -> ChatMessage:
         seq=int(row.seq),
         author=row.author,
         body="" if deleted else row.body,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
         client_id=row.client_id,
         attachments=tuple(row.attachments or ()),
-        edited_at=_aware(row.edited_at),
+        edited_at=aware(row.edited_at),
         deleted=deleted,
     )
 
@@ -239,7 +227,7 @@ class SqlMessages:
             return Appended(before, created=False)
         bumped = (
             await conn.execute(
-                _insert(conn)(room_seqs)
+                dialect_insert(conn)(room_seqs)
                 .values(room_id=room_id, last_seq=1)
                 .on_conflict_do_update(
                     index_elements=["room_id"], set_={"last_seq": room_seqs.c.last_seq + 1}

@@ -15,34 +15,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from townhall.feed.adapters.tables import affinities, comments, follows, likes, posts, timeline
 from townhall.feed.adapters.tables import users as feed_users
 from townhall.feed.domain import Comment, Post
-from townhall.platform.db import connection
+from townhall.platform.db import aware, connection, dialect_insert
 from townhall.platform.transaction import Transaction
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; they were stored as UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def _is_pg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
-
-
-def _insert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if _is_pg(conn) else sqlite.insert
 
 
 _PG_IDS = postgresql.ARRAY(sa.String)
@@ -77,7 +66,7 @@ def _post(row: Any) -> Post:
         id=row.id,
         author=row.author,
         text=row.text,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
         attachments=tuple(row.attachments or ()),
         like_count=int(row.like_count),
         comment_count=int(row.comment_count),
@@ -219,7 +208,7 @@ class SqlPosts:
     async def like(self, tx: Transaction, post_id: str, user: str, at: datetime) -> bool:
         conn = connection(tx)
         inserted = await conn.execute(
-            _insert(conn)(likes)
+            dialect_insert(conn)(likes)
             .values(post_id=post_id, user_id=user, created_at=at)
             .on_conflict_do_nothing()
         )
@@ -271,7 +260,7 @@ class SqlPosts:
                 post_id=row.post_id,
                 author=row.author,
                 text=row.text,
-                created_at=_aware(row.created_at),  # type: ignore[arg-type]
+                created_at=aware(row.created_at),  # type: ignore[arg-type]
             )
             for row in rows
         ]
@@ -321,7 +310,7 @@ class SqlFollows:
     async def follow(self, tx: Transaction, follower: str, followee: str, at: datetime) -> bool:
         conn = connection(tx)
         inserted = await conn.execute(
-            _insert(conn)(follows)
+            dialect_insert(conn)(follows)
             .values(follower=follower, followee=followee, created_at=at)
             .on_conflict_do_nothing()
         )
@@ -329,7 +318,7 @@ class SqlFollows:
             return False
         # An upsert adding one under the row's lock: concurrent follows of one user queue on
         # it, each adds its one, and the first follow of a user creates the row.
-        upsert = _insert(conn)(feed_users).values(user_id=followee, follower_count=1)
+        upsert = dialect_insert(conn)(feed_users).values(user_id=followee, follower_count=1)
         await conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[feed_users.c.user_id],
@@ -381,7 +370,7 @@ class SqlFollows:
 
     async def mark_read_time(self, tx: Transaction, author: str) -> None:
         conn = connection(tx)
-        upsert = _insert(conn)(feed_users).values(user_id=author, read_time=True)
+        upsert = dialect_insert(conn)(feed_users).values(user_id=author, read_time=True)
         await conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[feed_users.c.user_id],
@@ -459,12 +448,12 @@ LAST_READ = sa.select(feed_users.c.last_read_at).where(feed_users.c.user_id == b
 
 class SqlActivity:
     async def last_read(self, tx: Transaction, user: str) -> datetime | None:
-        return _aware(await connection(tx).scalar(LAST_READ, {"user": user}))
+        return aware(await connection(tx).scalar(LAST_READ, {"user": user}))
 
     async def touch(self, tx: Transaction, user: str, at: datetime) -> datetime | None:
         conn = connection(tx)
-        previous = _aware(await conn.scalar(LAST_READ, {"user": user}))
-        upsert = _insert(conn)(feed_users).values(user_id=user, last_read_at=at)
+        previous = aware(await conn.scalar(LAST_READ, {"user": user}))
+        upsert = dialect_insert(conn)(feed_users).values(user_id=user, last_read_at=at)
         await conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[feed_users.c.user_id], set_={"last_read_at": at}
@@ -487,7 +476,7 @@ class SqlActivity:
 class SqlScores:
     async def add_affinity(self, tx: Transaction, reader: str, author: str, amount: float) -> None:
         conn = connection(tx)
-        upsert = _insert(conn)(affinities).values(reader=reader, author=author, score=amount)
+        upsert = dialect_insert(conn)(affinities).values(reader=reader, author=author, score=amount)
         await conn.execute(
             upsert.on_conflict_do_update(
                 index_elements=[affinities.c.reader, affinities.c.author],
