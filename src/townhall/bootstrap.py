@@ -20,6 +20,7 @@ from townhall import (
     orders,
     payments,
     shipping,
+    uploads,
 )
 from townhall.config import ConfigError, Settings, mask_url
 from townhall.platform.auth import TokenCodec, load_or_create_secret
@@ -48,6 +49,7 @@ MODULES: list[ModuleSpec] = [
     payments.module,
     shipping.module,
     orders.module,
+    uploads.module,
     chat.module,
     feed.module,
 ]
@@ -174,6 +176,11 @@ class Runtime:
             pages=[page for m in self.modules.values() for page in m.pages],
             readiness=self.readiness,
             max_body_bytes=settings.max_body_bytes,
+            body_limits={
+                prefix: limit
+                for m in self.modules.values()
+                for prefix, limit in m.body_limits.items()
+            },
             cors_origins=settings.cors_origin_list,
             lifespan=lifespan,
             version=__version__,

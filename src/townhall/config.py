@@ -285,6 +285,59 @@ class Settings(BaseSettings):
         ),
     )
     feed_max_text: int = Field(5000, ge=1, le=100_000, description="Longest post or comment.")
+    # Uploads (issue 24).
+    uploads_max_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Largest file an upload may be (else 413)."
+    )
+    uploads_allowed_types: str = Field(
+        "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain,application/zip,"
+        "application/octet-stream",
+        description=(
+            "Comma-separated content types an upload may be, as its bytes show them "
+            "(`application/octet-stream`: bytes of no recognised type)."
+        ),
+    )
+    uploads_storage: str = Field(
+        "",
+        description=(
+            "Where files are kept: empty for a directory under the data directory, or "
+            "`s3://ACCESS:SECRET@HOST:PORT/BUCKET/PREFIX?region=R&secure=true` for an "
+            "S3-compatible store."
+        ),
+    )
+    uploads_scanner: str = Field(
+        "yara",
+        description=(
+            "The virus scanner: `yara` (YARA rules through yara-x, in process), or clamd at "
+            "`tcp://HOST:PORT` or `unix:///PATH`."
+        ),
+    )
+    uploads_yara_rules: Path | None = Field(
+        None, description="A directory of `*.yar` rules replacing the ones shipped."
+    )
+    uploads_scan_timeout: float = Field(
+        120.0, gt=0, description="Seconds one scan may take before it counts as failed."
+    )
+    uploads_scan_attempts: int = Field(
+        5, ge=1, description="Scans of an upload before it is recorded FAILED."
+    )
+    uploads_archive_depth: int = Field(
+        3, ge=0, description="Nested archives looked into (deeper: reported infected)."
+    )
+    uploads_archive_max_bytes: int = Field(
+        1024 * 1024 * 1024,
+        gt=0,
+        description="Bytes an archive may unpack to in all (more: reported infected).",
+    )
+    uploads_archive_ratio: int = Field(
+        100, ge=1, description="How many times its packed size a member may unpack to."
+    )
+    uploads_archive_members: int = Field(
+        10_000, ge=1, description="Members an archive may hold, nested ones included."
+    )
+    uploads_tus_expiry_hours: float = Field(
+        24.0, gt=0, description="Hours an unfinished resumable upload is kept."
+    )
     migrate_on_start: bool = Field(True, description="`serve` applies migrations on start.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."

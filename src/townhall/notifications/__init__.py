@@ -23,6 +23,7 @@ from townhall.notifications.consumers import (
     event_consumers,
     feed_consumers,
     order_consumers,
+    upload_consumers,
 )
 from townhall.notifications.dev_outbox import DevOutbox
 from townhall.notifications.domain import Channel
@@ -109,6 +110,7 @@ def _install(platform: Platform) -> Installed:
             *order_consumers(facade),
             *chat_consumers(facade),
             *feed_consumers(facade, identity),
+            *upload_consumers(facade),
         ],
         on_start=[background.start],
         on_stop=[background.stop],

@@ -1,7 +1,7 @@
 """Notifications' bus entry points: the consumer group of each channel (its `DeliveryWorker`),
 and the handlers of the events that ask for notifications (identity's `UserRegistered`, our
 own `NotificationRequested`, orders' and shipping's events that concern a buyer, chat's
-mentions, the feed's follows, likes and comments)."""
+mentions, the feed's follows, likes and comments, uploads' scan results)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from townhall.notifications.messages import topic_for
 from townhall.notifications.order_notices import TOPICS as ORDER_TOPICS
 from townhall.notifications.order_notices import notice_for
 from townhall.notifications.service import Accepted, DeliveryWorker, IdempotencyKeyReused
+from townhall.notifications.upload_notices import TOPICS as UPLOAD_TOPICS
+from townhall.notifications.upload_notices import notice_for as upload_notice_for
 from townhall.platform.messaging import ConsumerSpec, Envelope, Handler
 from townhall.platform.observability import get_logger
 from townhall.shipping.events import ShipmentDispatched
@@ -30,6 +32,7 @@ REQUESTS_GROUP = "notifications.requests"
 ORDERS_GROUP = "notifications.orders"
 CHAT_GROUP = "notifications.chat"
 FEED_GROUP = "notifications.feed"
+UPLOADS_GROUP = "notifications.uploads"
 
 log = get_logger("townhall.notifications")
 
@@ -156,3 +159,20 @@ def feed_consumers(notifier: Notifier, usernames: Usernames) -> list[ConsumerSpe
             log.warning("feed notice given already", type=envelope.type, key=envelope.key)
 
     return [ConsumerSpec(topic, FEED_GROUP, lambda: on_feed_event) for topic in FEED_TOPICS]
+
+
+def upload_consumers(notifier: Notifier) -> list[ConsumerSpec]:
+    """The owner's notice of their upload's scan result: one group, `notifications.uploads`, on
+    uploads' topic. Each upload notifies once: its idempotency key is the upload's
+    (`upload_notices`)."""
+
+    async def on_upload_event(envelope: Envelope) -> None:
+        request = upload_notice_for(envelope.type, envelope.payload)
+        if request is None:
+            return
+        try:
+            await notifier.notify(request, requested_by=f"event:{envelope.type}")
+        except IdempotencyKeyReused:
+            log.warning("upload notice given already", type=envelope.type, key=envelope.key)
+
+    return [ConsumerSpec(topic, UPLOADS_GROUP, lambda: on_upload_event) for topic in UPLOAD_TOPICS]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,10 +27,25 @@ class EdgeMiddleware:
     Plain ASGI (no BaseHTTPMiddleware) to keep the per-request cost of the edge small.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: HttpMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: HttpMetrics,
+        body_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        # Path prefixes with a limit of their own (a module's, e.g. uploads'), longest first.
+        self.body_limits = sorted((body_limits or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def _limit_of(self, path: str) -> int:
+        for prefix, limit in self.body_limits:
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -57,9 +73,10 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", header_value)]
             await send(message)
 
+        limit = self._limit_of(scope["path"]) if self.body_limits else self.max_body_bytes
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._send_problem(send, 413, request_id, self._too_large_detail())
+        if declared is not None and declared > limit:
+            await self._send_problem(send, 413, request_id, self._too_large_detail(limit))
             self._record(scope, 413, started, request_id)
             return
 
@@ -74,9 +91,9 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes and not response_started:
+                if received > limit and not response_started:
                     answered_413, status = True, 413
-                    await self._send_problem(send, 413, request_id, self._too_large_detail())
+                    await self._send_problem(send, 413, request_id, self._too_large_detail(limit))
                     return {"type": "http.disconnect"}
             return message
 
@@ -101,8 +118,8 @@ class EdgeMiddleware:
                     )
         self._record(scope, status, started, request_id)
 
-    def _too_large_detail(self) -> str:
-        return f"The body exceeds the limit of {self.max_body_bytes} bytes"
+    def _too_large_detail(self, limit: int) -> str:
+        return f"The body exceeds the limit of {limit} bytes"
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         duration = time.perf_counter() - started

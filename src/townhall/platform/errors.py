@@ -43,3 +43,17 @@ class Unauthorized(DomainError):
 class Forbidden(DomainError):
     code = "forbidden"
     title = "Forbidden"
+
+
+class TooLarge(DomainError):
+    """A body or file past a size limit (413)."""
+
+    code = "payload-too-large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(DomainError):
+    """Content of a type the resource does not take (415)."""
+
+    code = "unsupported-media-type"
+    title = "Unsupported media type"

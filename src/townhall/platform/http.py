@@ -67,6 +67,7 @@ def create_edge(
     pages: Sequence[APIRouter] = (),
     readiness: Mapping[str, ReadinessProbe],
     max_body_bytes: int,
+    body_limits: Mapping[str, int] | None = None,
     cors_origins: Sequence[str] = (),
     registry: CollectorRegistry | None = None,
     lifespan: Any = None,
@@ -111,7 +112,12 @@ def create_edge(
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(EdgeMiddleware, max_body_bytes=max_body_bytes, metrics=HttpMetrics(registry))
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=max_body_bytes,
+        body_limits={f"/api/v1{prefix}": limit for prefix, limit in (body_limits or {}).items()},
+        metrics=HttpMetrics(registry),
+    )
     return app
 
 

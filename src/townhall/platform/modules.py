@@ -66,6 +66,9 @@ class Installed:
     on_stop: Sequence[Hook] = ()
     # Probes for /readyz beyond the platform's own: name -> coroutine that raises when down.
     readiness: dict[str, Hook] = field(default_factory=dict)
+    # Request body limits of the module's own, by path prefix (under /api/v1), replacing the
+    # edge's `max_body_bytes` there (uploads take files larger than any JSON body).
+    body_limits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

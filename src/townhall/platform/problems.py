@@ -91,6 +91,8 @@ DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
     errors.Invalid: 422,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
+    errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
 }
 
 HTTP_TITLES = {

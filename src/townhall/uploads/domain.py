@@ -5,15 +5,25 @@ a scanner's verdict. Pure: no I/O.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 import unicodedata
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import quote
 
-from townhall.platform.errors import Conflict, DomainError, Invalid, NotFound
+from townhall.platform.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+)
 
 
 class Status(enum.StrEnum):
@@ -39,14 +49,12 @@ class NotClean(Conflict):
         self.status = status
 
 
-class TooLarge(DomainError):
-    code = "payload-too-large"
-    title = "Upload too large"
+class UploadTooLarge(TooLarge):
+    pass
 
 
-class UnsupportedType(DomainError):
-    code = "unsupported-media-type"
-    title = "Unsupported media type"
+class UnsupportedType(UnsupportedMediaType):
+    pass
 
 
 class InvalidUpload(Invalid):
@@ -254,3 +262,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first >= size:
         raise RangeNotSatisfiable(size)
     return first, min(last, size - 1)
+
+
+class InvalidCursor(Invalid):
+    def __init__(self) -> None:
+        super().__init__(
+            "the cursor is malformed; pass back a next_cursor as it was", field="cursor"
+        )
+
+
+def encode_cursor(upload_id: str) -> str:
+    """Opaque: base64url of the position (the last upload id shown)."""
+    return base64.urlsafe_b64encode(uuid.UUID(upload_id).bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        upload_id = str(uuid.UUID(bytes=raw))
+    except (ValueError, binascii.Error):
+        raise InvalidCursor() from None
+    if encode_cursor(upload_id) != cursor:  # only exactly what encode_cursor made
+        raise InvalidCursor()
+    return upload_id

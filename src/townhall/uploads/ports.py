@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Protocol
 
 from townhall.platform.transaction import Transaction
@@ -117,10 +116,6 @@ class UploadStore(Protocol):
         ...
 
     async def audiences(self, tx: Transaction, upload_id: str) -> list[str]: ...
-
-    async def pending_before(self, tx: Transaction, before: datetime, limit: int) -> list[Upload]:
-        """Uploads still pending a scan that were received before `before` (oldest first)."""
-        ...
 
 
 class UploadEvents(Protocol):
