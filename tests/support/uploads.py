@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from support.app import PASSWORD, bearer, settings_for
 from support.notifications import bus_url
 from support.services import create_database, database_name, drop_database, port_open, require
 from townhall.bootstrap import Runtime, assemble, migrate_database
+from townhall.uploads.workers import SCAN_GROUP
 
 UPLOAD_STACKS = ("sqlite+memory", "postgresql+rabbitmq")
 NO_LIMITS = {"rate_limits": "default=1000000/minute;auth=100000/minute"}
@@ -131,6 +132,23 @@ class UploadsApp:
             f"/api/v1/uploads/{upload_id}/content", headers={**who.headers, **headers}
         )
 
+    async def told(self, who: Person, count: int, within: float = WITHIN) -> list[dict]:
+        """The owner's `count` upload notices, once there are that many (newest first)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            items = await self.inbox(who)
+            if len(items) >= count:
+                return items
+            assert asyncio.get_running_loop().time() < deadline, f"{len(items)} notices"
+            await asyncio.sleep(0.05)
+
+    def scan_worker(self) -> Any:
+        """The scan group's handler object, to drive a scan by hand."""
+        for spec in self.runtime.consumers:
+            if spec.group == SCAN_GROUP:
+                return spec.handler_factory().__self__
+        raise LookupError(SCAN_GROUP)
+
     async def inbox(self, who: Person) -> list[dict]:
         answer = await self.client.get("/api/v1/me/inbox", headers=who.headers)
         assert answer.status_code == 200, answer.text
@@ -139,8 +157,14 @@ class UploadsApp:
 
 @asynccontextmanager
 async def uploads_app(
-    stack: UploadStack, tmp_path: Path, modules: list[str] | None = None, **overrides: Any
+    stack: UploadStack,
+    tmp_path: Path,
+    modules: list[str] | None = None,
+    *,
+    without: Sequence[str] = (),
+    **overrides: Any,
 ) -> AsyncIterator[UploadsApp]:
+    """The app on `stack`, its consumer groups running but those named in `without`."""
     settings = settings_for(
         stack.database_url,
         tmp_path,
@@ -149,7 +173,8 @@ async def uploads_app(
     )
     runtime = await assemble(settings, modules or ["identity", "notifications", "uploads"])
     app = runtime.create_app()
-    await runtime.start()
+    groups = [spec.group for spec in runtime.consumers if spec.group not in without]
+    await runtime.start(groups=groups if without else None)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(

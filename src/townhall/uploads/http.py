@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import Message
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
-from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 from townhall.platform.auth import Principal
@@ -109,9 +109,7 @@ async def create_upload(uploads: Uploads, user: User, request: Request) -> JSONR
                 user.user_id, part.filename, part.content_type, part.chunks()
             )
         else:
-            _, options = parse_options_header(request.headers.get("content-disposition", ""))
-            raw_name = options.get(b"filename*") or options.get(b"filename")
-            filename = _filename(raw_name) if raw_name else None
+            filename = _filename(request.headers.get("content-disposition", ""))
             upload = await uploads.receive(
                 user.user_id, filename, content_type or None, request.stream()
             )
@@ -125,13 +123,12 @@ async def create_upload(uploads: Uploads, user: User, request: Request) -> JSONR
     )
 
 
-def _filename(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    if text.lower().startswith("utf-8''"):  # RFC 5987, as `filename*` carries it
-        from urllib.parse import unquote
-
-        return unquote(text[7:])
-    return text
+def _filename(disposition: str) -> str | None:
+    """The file name of a `Content-Disposition` header: `filename*` (RFC 6266's UTF-8 form)
+    when given, else `filename`."""
+    header = Message()
+    header["content-disposition"] = disposition
+    return header.get_filename()
 
 
 async def read_upload(uploads: Uploads, user: User, upload_id: str) -> UploadOut:

@@ -49,7 +49,7 @@ class ScanWorker:
         self._db = database
         self._uploads = uploads
         self._storage = storage
-        self._inspector = inspector
+        self.inspector = inspector
         self._events = events
         self._clock = clock
         self.max_attempts = max_attempts
@@ -105,7 +105,7 @@ class ScanWorker:
         if await self._storage.size(area, upload_id) is None:
             area = Area.CLEAN  # an earlier attempt moved it and died before committing
         chunks = self._storage.get(area, upload_id)
-        return await self._inspector.verdict(chunks, content_type)
+        return await self.inspector.verdict(chunks, content_type)
 
 
 def scan_consumers(worker: ScanWorker, *, prefetch: int) -> list[ConsumerSpec]:
