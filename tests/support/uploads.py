@@ -89,10 +89,11 @@ class UploadsApp:
         self.runtime = runtime
         self.client = client
 
-    async def user(self, label: str = "u") -> Person:
+    async def user(self, label: str = "u", email: str | None = None) -> Person:
         username = f"{label}{uuid.uuid4().hex[:8]}"
         body = {"username": username, "password": PASSWORD}
-        created = await self.client.post("/api/v1/auth/register", json=body)
+        registration = {**body, **({"email": email} if email else {})}
+        created = await self.client.post("/api/v1/auth/register", json=registration)
         assert created.status_code == 201, created.text
         tokens = await self.client.post("/api/v1/auth/token", json=body)
         assert tokens.status_code == 200, tokens.text

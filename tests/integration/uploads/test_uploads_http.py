@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support.smtp_receiver import SmtpReceiver
 from support.uploads import EICAR, PNG, UploadsApp, uploads_app
 from support.uploads import stack as stack
 from support.uploads import upload_databases as upload_databases
@@ -57,6 +58,24 @@ async def test_an_upload_is_accepted_at_once_scanned_clean_and_served(stack, tmp
         # The owner is told once, in-app, naming the file.
         told = await app.told(owner, 1)
         assert told[0]["subject"] == "Your file holiday photo.png is ready"
+
+
+@EMBEDDED
+async def test_an_owner_with_an_address_is_told_by_email_too(stack, tmp_path):
+    with SmtpReceiver() as smtp:
+        async with uploads_app(stack, tmp_path, smtp_url=smtp.url) as app:
+            owner = await app.user(email="owner@example.org")
+            made = await app.upload(owner, EICAR, "report.txt")
+            await app.scanned(owner, made["id"])
+            [notice] = await app.told(owner, 1)
+            deadline = asyncio.get_running_loop().time() + 10
+            while not (mails := [m for m in smtp.receiver.messages if b"report.txt" in m]):
+                assert asyncio.get_running_loop().time() < deadline, "no email"
+                await asyncio.sleep(0.05)
+            [mail] = mails  # and the welcome
+            assert b"owner@example.org" in mail
+            assert b"report.txt" in mail and b"EICAR" in mail
+            assert notice["subject"].encode() in mail
 
 
 @EMBEDDED
