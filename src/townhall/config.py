@@ -335,6 +335,14 @@ class Settings(BaseSettings):
     uploads_archive_members: int = Field(
         10_000, ge=1, description="Members an archive may hold, nested ones included."
     )
+    uploads_rescue_after: float = Field(
+        600.0,
+        gt=0,
+        description=(
+            "Seconds an upload may wait for its scan before a scan worker takes it up without "
+            "its message (lost with an in-process bus, or dead-lettered)."
+        ),
+    )
     uploads_tus_expiry_hours: float = Field(
         24.0, gt=0, description="Hours an unfinished resumable upload is kept."
     )

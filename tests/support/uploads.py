@@ -147,7 +147,7 @@ class UploadsApp:
         """The scan group's handler object, to drive a scan by hand."""
         for spec in self.runtime.consumers:
             if spec.group == SCAN_GROUP:
-                return spec.handler_factory().__self__
+                return spec.handler_factory().__self__  # type: ignore[attr-defined]
         raise LookupError(SCAN_GROUP)
 
     async def inbox(self, who: Person) -> list[dict]:

@@ -18,7 +18,7 @@ from townhall.uploads.domain import DEFAULT_ALLOWED, NotAttachable, Status
 from townhall.uploads.http import routers
 from townhall.uploads.ports import AudienceCheck, ObjectStorage, Scanner
 from townhall.uploads.service import AttachmentView, UploadSettings, UploadsService
-from townhall.uploads.workers import ScanWorker, scan_consumers
+from townhall.uploads.workers import RescueLoop, ScanWorker, scan_consumers
 
 __all__ = ["AttachmentView", "NotAttachable", "Status", "UploadsFacade", "module"]
 
@@ -113,14 +113,17 @@ def _install(platform: Platform) -> Installed:
         max_attempts=settings.uploads_scan_attempts,
     )
 
+    rescue = RescueLoop(worker, settings.uploads_rescue_after)
+
     async def close() -> None:
+        await rescue.stop()
         await scanner.close()
         await storage.close()
 
     return Installed(
         routers=routers(service),
         # A scan holds a file's stream and a scanner's attention: a few at a time per worker.
-        consumers=scan_consumers(worker, prefetch=4),
+        consumers=scan_consumers(worker, rescue, prefetch=4),
         facade=UploadsFacade(service),
         on_stop=[close],
         body_limits={"/uploads": settings.uploads_max_bytes + MULTIPART_OVERHEAD},

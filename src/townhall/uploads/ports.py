@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from townhall.platform.transaction import Transaction
@@ -116,6 +117,11 @@ class UploadStore(Protocol):
         ...
 
     async def audiences(self, tx: Transaction, upload_id: str) -> list[str]: ...
+
+    async def pending_before(self, tx: Transaction, before: datetime, limit: int) -> list[str]:
+        """Ids of uploads still pending a scan that were received before `before`, oldest
+        first."""
+        ...
 
 
 class UploadEvents(Protocol):

@@ -11,7 +11,10 @@ redelivered and scanned again (counted as an attempt).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, Awaitable, Callable
+from datetime import timedelta
 from typing import Protocol
 
 from townhall.platform.clock import Clock
@@ -100,6 +103,20 @@ class ScanWorker:
         log.info("upload scanned", upload_id=upload_id, status=scanned.status.value)
         return scanned.status
 
+    async def rescue(self, older_than: timedelta, limit: int = 100) -> int:
+        """Scan the uploads pending for longer than `older_than`: those whose `UploadReceived`
+        died with an in-process bus (a crash on embedded defaults), or went to the dead-letter
+        queue. A scan of an upload another worker is scanning too is harmless: the first
+        result commits, the other changes nothing. Returns how many it scanned."""
+        async with self._db.connect() as tx:
+            stale = await self._uploads.pending_before(tx, self._clock.now() - older_than, limit)
+        for upload_id in stale:
+            try:
+                await self.scan(upload_id)
+            except ScanError:
+                pass  # counted as an attempt; the next sweep tries again, or records FAILED
+        return len(stale)
+
     async def _inspect(self, upload_id: str, content_type: str) -> Verdict:
         area = Area.QUARANTINE
         if await self._storage.size(area, upload_id) is None:
@@ -108,14 +125,49 @@ class ScanWorker:
         return await self.inspector.verdict(chunks, content_type)
 
 
-def scan_consumers(worker: ScanWorker, *, prefetch: int) -> list[ConsumerSpec]:
+class RescueLoop:
+    """Runs `ScanWorker.rescue` every half `after` in a process that runs the scan group."""
+
+    def __init__(self, worker: ScanWorker, after: float) -> None:
+        self.worker = worker
+        self.after = after
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.after / 2)
+            try:
+                rescued = await self.worker.rescue(timedelta(seconds=self.after))
+            except Exception:
+                log.exception("rescue sweep failed; next one in a while")
+                continue
+            if rescued:
+                log.warning("uploads scanned without their message", count=rescued)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def scan_consumers(worker: ScanWorker, rescue: RescueLoop, *, prefetch: int) -> list[ConsumerSpec]:
+    def handler() -> Callable[[Envelope], Awaitable[None]]:
+        rescue.start()  # where the group runs, so does the sweep
+        return worker.handle
+
     # The bus gives up one attempt after the worker does, so it is the worker that records
     # FAILED (and tells the owner); the dead-letter queue keeps only what could not even do that.
     return [
         ConsumerSpec(
             TOPIC,
             SCAN_GROUP,
-            lambda: worker.handle,
+            handler,
             prefetch=prefetch,
             max_attempts=worker.max_attempts + 1,
         )

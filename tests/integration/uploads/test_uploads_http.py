@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,18 @@ async def test_a_redelivered_upload_event_scans_and_notifies_once(stack, tmp_pat
 
 
 __all__ = ["UploadsApp"]
+
+
+@EMBEDDED
+async def test_an_upload_whose_message_was_lost_is_scanned_by_the_sweep(stack, tmp_path):
+    """On the in-process bus a crash loses what the bus held: the sweep scans what has waited
+    past `uploads_rescue_after`, and the owner is told once."""
+    async with uploads_app(stack, tmp_path, without=[SCAN_GROUP]) as app:
+        owner = await app.user()
+        made = await app.upload(owner, EICAR, "lost.txt")  # nobody consumes its message
+        worker = app.scan_worker()
+        assert await worker.rescue(timedelta(hours=1)) == 0  # not stale yet
+        assert await worker.rescue(timedelta(0)) == 1
+        assert (await app.scanned(owner, made["id"]))["status"] == "INFECTED"
+        assert await worker.rescue(timedelta(0)) == 0
+        assert len(await app.told(owner, 1)) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,3 +109,12 @@ class SqlUploads:
             sa.select(attachments.c.audience).where(attachments.c.upload_id == upload_id)
         )
         return [row.audience for row in rows]
+
+    async def pending_before(self, tx: Transaction, before: datetime, limit: int) -> list[str]:
+        rows = await connection(tx).execute(
+            sa.select(uploads.c.id)
+            .where(uploads.c.status == Status.PENDING_SCAN.value, uploads.c.created_at < before)
+            .order_by(uploads.c.created_at)
+            .limit(limit)
+        )
+        return [row.id for row in rows]
