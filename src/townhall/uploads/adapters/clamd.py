@@ -9,8 +9,10 @@ connection, or an answer it should not give is a `ScanError`: never CLEAN.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import AsyncIterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from townhall.uploads.domain import ScanError, Verdict
@@ -40,77 +42,84 @@ class ClamdScanner:
     async def scan(self, chunks: AsyncIterable[bytes]) -> Verdict:
         """Stream `chunks` to clamd. An exception raised by `chunks` itself propagates as it is
         (the connection is dropped, and clamd forgets the stream)."""
-        reader, writer = await self._connect()
-        try:
+        loop = asyncio.get_running_loop()
+        with await self._connect() as sock:
             try:
-                writer.write(b"zINSTREAM\0")
+                await loop.sock_sendall(sock, b"zINSTREAM\0")
                 async for chunk in chunks:
-                    for start in range(0, len(chunk), CHUNK):
-                        piece = chunk[start : start + CHUNK]
-                        writer.write(struct.pack(">I", len(piece)))
-                        writer.write(piece)
-                        await writer.drain()
-                writer.write(struct.pack(">I", 0))
-                await writer.drain()
+                    with memoryview(chunk) as view:
+                        for start in range(0, len(view), CHUNK):
+                            piece = view[start : start + CHUNK]
+                            await loop.sock_sendall(sock, struct.pack(">I", len(piece)))
+                            await loop.sock_sendall(sock, piece)
+                await loop.sock_sendall(sock, struct.pack(">I", 0))
             except OSError as exc:
-                # clamd closes the connection when it refuses the stream (too long): its reason
-                # is waiting to be read.
-                reply = await _read_reply(reader, quiet=True)
+                # clamd answers then closes when it refuses a stream (too long): a socket (not
+                # a stream transport, which drops what is unread on a failed write) still
+                # holds its reason.
+                try:
+                    reply = await asyncio.wait_for(_read_reply(sock), 1)
+                except (ScanError, TimeoutError):
+                    reply = ""
                 raise ScanError(f"clamd: {reply or exc}") from exc
-            reply = await _read_reply(reader)
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+            reply = await _read_reply(sock)
         return _verdict(reply)
 
     async def ping(self) -> None:
         """Whether clamd is ready: `PING` answered `PONG`, else `ScanError`."""
-        reader, writer = await self._connect()
-        try:
+        with await self._connect() as sock:
             try:
-                writer.write(b"zPING\0")
-                await writer.drain()
+                await asyncio.get_running_loop().sock_sendall(sock, b"zPING\0")
             except OSError as exc:
                 raise ScanError(f"clamd: {exc}") from exc
-            reply = await _read_reply(reader)
-        finally:
-            writer.close()
+            reply = await _read_reply(sock)
         if reply != "PONG":
             raise ScanError(f"clamd answered PING with {reply!r}")
 
     async def close(self) -> None:
         return None  # a connection lives for one scan
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
         try:
             if self._path is not None:
-                return await asyncio.open_unix_connection(self._path)
-            return await asyncio.open_connection(self._host, self._port)
+                targets: list[tuple[int, Any]] = [(socket.AF_UNIX, self._path)]
+            else:
+                found = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+                targets = [(family, address) for family, _, _, _, address in found]
+            error: OSError = OSError("no address")
+            for family, address in targets:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, address)
+                    return sock
+                except OSError as exc:
+                    sock.close()
+                    error = exc
+                except BaseException:
+                    sock.close()
+                    raise
+            raise error
         except OSError as exc:
             raise ScanError(f"clamd unreachable at {self.address}: {exc}") from exc
 
 
-async def _read_reply(reader: asyncio.StreamReader, *, quiet: bool = False) -> str:
-    """clamd's answer up to its NUL terminator; with `quiet`, whatever came ("" for nothing)
-    instead of raising."""
-    try:
-        raw = await reader.readuntil(b"\0")
-    except asyncio.IncompleteReadError as exc:
-        if quiet:
-            return exc.partial.decode("utf-8", "replace").strip("\0 \n")
-        raise ScanError("clamd closed the connection before answering") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise ScanError("clamd's answer is too long") from exc
-    except OSError as exc:
-        if quiet:
-            return ""
-        raise ScanError(f"clamd: {exc}") from exc
-    if len(raw) > MAX_REPLY:
-        raise ScanError("clamd's answer is too long")
-    return raw[:-1].decode("utf-8", "replace").strip()
+async def _read_reply(sock: socket.socket) -> str:
+    """clamd's answer, up to its NUL terminator."""
+    loop = asyncio.get_running_loop()
+    received = b""
+    while not received.endswith(b"\0"):
+        try:
+            data = await loop.sock_recv(sock, MAX_REPLY)
+        except OSError as exc:
+            raise ScanError(f"clamd: {exc}") from exc
+        if not data:
+            raise ScanError("clamd closed the connection before answering")
+        received += data
+        if len(received) > MAX_REPLY:
+            raise ScanError("clamd's answer is too long")
+    return received[:-1].decode("utf-8", "replace").strip()
 
 
 def _verdict(reply: str) -> Verdict:
