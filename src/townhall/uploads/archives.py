@@ -110,8 +110,8 @@ class ZipWalk:
                 raise ArchiveLimitExceeded(f"members: more than {self.limits.max_members}")
             self.members += len(infos)
             for info in infos:
-                if info.is_dir():
-                    continue
+                if info.is_dir() and info.compress_size == 0:
+                    continue  # a directory (one holding data is read like a file)
                 path = prefix + info.filename
                 if info.flag_bits & 0x1:
                     self.unreadable.append((path, "encrypted_archive"))
