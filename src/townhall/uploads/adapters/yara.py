@@ -71,7 +71,7 @@ class YaraScanner:
         scanner.set_timeout(WINDOW_TIMEOUT)
         try:
             results = scanner.scan(data)
-        except (yara_x.ScanError, yara_x.TimeoutError) as exc:
+        except Exception as exc:  # yara_x.ScanError, yara_x.TimeoutError, or worse: not CLEAN
             raise ScanError(f"yara: {exc}") from exc
         for rule in results.matching_rules:
             return f"{rule.namespace}.{rule.identifier}"
