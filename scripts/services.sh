@@ -51,4 +51,21 @@ if ! up 4222; then
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
   wait_for NATS 4222 || status=1
 fi
+# The uploads tests start a clamd of their own (tests/support/clamd.py) from Debian's
+# clamav-daemon: install it when missing, without starting the system's clamd or freshclam
+# (policy-rc.d answers 101, "not allowed", while the packages install).
+if [ ! -x /usr/sbin/clamd ]; then
+  echo "services: installing clamav-daemon"
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends clamav-daemon; }; then
+    echo "services: could not install clamav-daemon" >&2
+    status=1
+  fi
+  [ -n "$own_policy" ] && rm -f "$policy"
+fi
 exit $status
