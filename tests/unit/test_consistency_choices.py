@@ -1,4 +1,4 @@
-"""Each module of the order saga, chat and feed state its CAP/PACELC choice in its README, in a
+"""Each module of the order saga, chat, feed and uploads state its CAP/PACELC choice in its README, in a
 table, and names the tests that show the behaviour following from it: every named test exists."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-MODULES = ["orders", "inventory", "payments", "shipping", "chat", "feed"]
+MODULES = ["orders", "inventory", "payments", "shipping", "chat", "feed", "uploads"]
 
 
 def consistency_section(module: str) -> str:
