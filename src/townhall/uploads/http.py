@@ -189,30 +189,66 @@ async def delete_upload(uploads: Uploads, user: User, upload_id: str) -> Respons
     return Response(status_code=204)
 
 
+# The body of `POST /uploads`, read as a stream by the route rather than parsed by FastAPI.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "Any type: send it as `Content-Type`, and the file name in "
+                "`Content-Disposition: attachment; filename=...`",
+            },
+        },
+    }
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, str]] = {
+    413: {"description": "The file is larger than `TOWNHALL_UPLOADS_MAX_BYTES`"},
+    415: {"description": "The bytes are of a type not allowed, or not the type declared"},
+    422: {"description": "An empty file, or a form without a `file` part"},
+}
+CONTENT_ERRORS: dict[int | str, dict[str, str]] = {
+    409: {"description": "The upload is not CLEAN (`upload_status` says what it is)"},
+    416: {"description": "The range starts past the end of the content"},
+}
+
+
 def routers(service: UploadsService) -> list[APIRouter]:
     # No `require_json`: these routes take files.
-    api = APIRouter(tags=["uploads"], dependencies=[Depends(_Installed(service))])
-    limited = [rate_limit("default")]
+    api = APIRouter(
+        tags=["uploads"], dependencies=[Depends(_Installed(service)), rate_limit("default")]
+    )
     api.add_api_route(
         "/uploads",
         create_upload,
         methods=["POST"],
         status_code=202,
-        dependencies=limited,
         response_model=UploadOut,
+        responses=UPLOAD_ERRORS,
+        openapi_extra=UPLOAD_BODY,
     )
-    api.add_api_route("/uploads/{upload_id}", read_upload, methods=["GET"], dependencies=limited)
+    api.add_api_route("/uploads/{upload_id}", read_upload, methods=["GET"])
     api.add_api_route(
-        "/uploads/{upload_id}/content", read_content, methods=["GET"], dependencies=limited
+        "/uploads/{upload_id}/content",
+        read_content,
+        methods=["GET"],
+        response_class=StreamingResponse,
+        responses={
+            **CONTENT_ERRORS,
+            200: {"description": "The bytes", "content": {"application/octet-stream": {}}},
+            206: {"description": "The bytes of the range asked for"},
+            304: {"description": "Not modified (`If-None-Match` names the ETag)"},
+        },
     )
-    api.add_api_route(
-        "/uploads/{upload_id}",
-        delete_upload,
-        methods=["DELETE"],
-        status_code=204,
-        dependencies=limited,
-    )
-    api.add_api_route("/me/uploads", my_uploads, methods=["GET"], dependencies=limited)
+    api.add_api_route("/uploads/{upload_id}", delete_upload, methods=["DELETE"], status_code=204)
+    api.add_api_route("/me/uploads", my_uploads, methods=["GET"])
     return [api]
 
 

@@ -305,7 +305,8 @@ async def test_an_upload_whose_message_was_lost_is_scanned_by_the_sweep(stack, t
         made = await app.upload(owner, EICAR, "lost.txt")  # nobody consumes its message
         worker = app.scan_worker()
         assert await worker.rescue(timedelta(hours=1)) == 0  # not stale yet
-        assert await worker.rescue(timedelta(0)) == 1
+        # At least this one (the database is shared with other tests, whose uploads count too).
+        assert await worker.rescue(timedelta(0)) >= 1
         assert (await app.scanned(owner, made["id"]))["status"] == "INFECTED"
         assert await worker.rescue(timedelta(0)) == 0
         assert len(await app.told(owner, 1)) == 1
