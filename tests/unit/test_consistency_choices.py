@@ -1,5 +1,6 @@
-"""Each module of the order saga, chat, feed and uploads state its CAP/PACELC choice in its README, in a
-table, and names the tests that show the behaviour following from it: every named test exists."""
+"""Each module of the order saga, chat, feed and uploads states its CAP/PACELC choice in its
+README, in a table, and names the tests that show the behaviour following from it: every named
+test exists."""
 
 from __future__ import annotations
 
