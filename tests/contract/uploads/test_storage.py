@@ -22,6 +22,7 @@ import pytest
 from support.s3 import S3Server
 from support.s3 import s3_server as s3_server  # the fixture
 from townhall.uploads.adapters.local import LocalPartialUploads, LocalStorage, UploadLocked
+from townhall.uploads.adapters.memory import MemoryStorage
 from townhall.uploads.adapters.s3 import S3Storage
 from townhall.uploads.ports import Area, ObjectMissing, ObjectStorage
 
@@ -36,10 +37,12 @@ class ClientGone(Exception):
     pass
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStorage]:
-    if request.param == "local":
-        store: ObjectStorage = LocalStorage(tmp_path / "objects")
+    if request.param == "memory":  # the unit tests' fake keeps the contract too
+        store: ObjectStorage = MemoryStorage()
+    elif request.param == "local":
+        store = LocalStorage(tmp_path / "objects")
     else:
         server: S3Server = request.getfixturevalue("s3_server")
         store = S3Storage(
@@ -85,6 +88,8 @@ async def read(chunks: AsyncIterable[bytes]) -> bytes:
 def leftovers(storage: ObjectStorage, request: pytest.FixtureRequest) -> list[str]:
     """What a put that failed may have left behind: temporary files, or S3 objects and
     multipart uploads begun and never completed nor aborted."""
+    if isinstance(storage, MemoryStorage):
+        return [f"{area}/{key}" for area, key in storage.objects]
     if isinstance(storage, LocalStorage):
         return sorted(path.name for area in Area for path in (storage.root / area).iterdir())
     assert isinstance(storage, S3Storage)
@@ -119,11 +124,17 @@ async def test_an_empty_object_is_kept_and_read(storage: ObjectStorage) -> None:
     assert await storage.put(Area.QUARANTINE, key, stream(b"")) == 0
     assert await storage.size(Area.QUARANTINE, key) == 0
     assert await read(storage.get(Area.QUARANTINE, key)) == b""
+    # How the service asks for all of an object of `size` bytes: 0..size-1.
+    assert await read(storage.get(Area.QUARANTINE, key, 0, -1)) == b""
+    with pytest.raises(ObjectMissing):
+        await read(storage.get(Area.QUARANTINE, new_key(), 0, -1))
 
 
 async def test_twenty_mib_stream_in_bounded_memory_and_as_parts_on_s3(
     storage: ObjectStorage, request: pytest.FixtureRequest
 ) -> None:
+    if isinstance(storage, MemoryStorage):
+        pytest.skip("the fake keeps every object in memory")
     key, sent = new_key(), hashlib.sha256()
     tracemalloc.start()
     try:
@@ -173,6 +184,8 @@ async def test_a_missing_object_is_object_missing(storage: ObjectStorage) -> Non
 
 
 async def test_a_key_is_never_a_path(storage: ObjectStorage) -> None:
+    if isinstance(storage, MemoryStorage):
+        pytest.skip("no paths in memory")
     for key in ["../escape", "a/b", ".partial-x", "", "x" * 300]:
         with pytest.raises(ValueError):
             await storage.put(Area.QUARANTINE, key, stream(b"no"))

@@ -250,6 +250,10 @@ class S3Storage:
     async def get(
         self, area: Area, key: str, first: int = 0, last: int | None = None
     ) -> AsyncIterator[bytes]:
+        if last is not None and last < first:  # an empty range (of an empty object)
+            if await self.size(area, key) is None:
+                raise ObjectMissing(f"{area}/{key}")
+            return
         headers = {}
         if first or last is not None:  # no Range for the whole object: `0-` of 0 bytes is 416
             headers["range"] = f"bytes={first}-{'' if last is None else last}"
