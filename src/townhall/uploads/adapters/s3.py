@@ -217,7 +217,9 @@ class S3Storage:
                 await self._complete(name, marker, etags)
                 return size
             except BaseException:
-                await self._abort(name, marker)
+                # Shielded: a cancelled request (the client gone) is cancelled again at every
+                # await, and the abort must still reach the store.
+                await asyncio.shield(self._abort(name, marker))
                 raise
         finally:
             await parts.aclose()
