@@ -7,6 +7,7 @@ with a unique name, emptied and deleted at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -96,8 +98,6 @@ class S3Server:
 def _signed(
     signer: Signer, method: str, endpoint: str, path: str, query: str, body: bytes
 ) -> httpx.Response:
-    import hashlib
-
     query = canonical_query(query)  # sent as signed (moto signs the query as it came)
     url = f"{endpoint}{path}" + (f"?{query}" if query else "")
     request = httpx.Request(method, url, content=body)
@@ -111,19 +111,17 @@ def _signed(
 
 
 def require_moto() -> None:
-    try:
-        import flask  # noqa: F401
-        import moto.server  # noqa: F401
-    except ImportError as error:
-        message = f"moto's server mode is not installed ({error})"
+    missing = [name for name in ("moto", "flask", "flask_cors") if find_spec(name) is None]
+    if missing:  # looked for, not imported: the server runs in its own process
+        message = f"moto's server mode is not installed (no {', '.join(missing)})"
         if os.environ.get("CI"):
             pytest.fail(message + " (CI needs it: moto[s3], flask, flask-cors are dev deps)")
         pytest.skip(message)
 
 
 def _iam_user(endpoint: str) -> tuple[str, str]:
-    """An IAM user allowed everything, and its access key (sent unsigned-checked: moto lets
-    the first requests after `reset-auth` through)."""
+    """An IAM user allowed everything, and its access key. These requests are signed by
+    anyone: moto lets the first ones after `reset-auth` through unchecked."""
     anyone = Signer("AKIAANYONE", "anyone", REGION, "iam")
     user = f"townhall-{uuid.uuid4().hex[:8]}"
 
@@ -155,8 +153,6 @@ def _iam_user(endpoint: str) -> tuple[str, str]:
 
 
 def _sha(body: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(body).hexdigest()
 
 
