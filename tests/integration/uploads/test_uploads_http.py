@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from support.s3 import s3_server as s3_server
 from support.smtp_receiver import SmtpReceiver
 from support.uploads import EICAR, PNG, UploadsApp, uploads_app
 from support.uploads import stack as stack
@@ -310,3 +312,28 @@ async def test_an_upload_whose_message_was_lost_is_scanned_by_the_sweep(stack, t
         assert (await app.scanned(owner, made["id"]))["status"] == "INFECTED"
         assert await worker.rescue(timedelta(0)) == 0
         assert len(await app.told(owner, 1)) == 1
+
+
+async def test_on_s3_storage_a_file_is_kept_scanned_moved_and_served(stack, tmp_path, s3_server):
+    """The same path with the files on an S3-compatible store (moto, checking signatures):
+    quarantine, then the clean area, ranges from it; an infected file never leaves
+    quarantine; a deleted one is gone from the bucket."""
+    prefix = f"t{uuid.uuid4().hex[:8]}/"
+    async with uploads_app(stack, tmp_path, uploads_storage=s3_server.url(prefix)) as app:
+        owner = await app.user()
+        data = bytes(range(256)) * 4096  # 1 MiB
+        made = await app.upload(owner, data, "big.bin")
+        assert (await app.scanned(owner, made["id"]))["status"] == "CLEAN"
+        part = await app.content(owner, made["id"], range="bytes=1000-1999")
+        assert (part.status_code, part.content) == (206, data[1000:2000])
+        assert (await app.content(owner, made["id"])).content == data
+        bad = await app.upload(owner, EICAR, "bad.txt")
+        assert (await app.scanned(owner, bad["id"]))["status"] == "INFECTED"
+        assert sorted(s3_server.keys(prefix)) == [
+            f"{prefix}clean/{made['id']}",
+            f"{prefix}quarantine/{bad['id']}",
+        ]
+        for upload_id in (made["id"], bad["id"]):
+            gone = await app.client.delete(f"/api/v1/uploads/{upload_id}", headers=owner.headers)
+            assert gone.status_code == 204
+        assert s3_server.keys(prefix) == []
