@@ -137,6 +137,8 @@ async def test_a_posts_attachments_are_the_authors_shown_as_their_scans_allow(
         # Someone else's upload, an infected one, or none at all: a 422 naming attachments.
         for ids in ([bobs["id"]], [infected["id"]], [photo["id"], "no-such-upload"]):
             refused_attachments(await app.post(ann, "look", ids))
+        nul = await app.post(ann, "look", ["a\x00"])  # what the database cannot store
+        assert nul.status_code == 422, nul.text
         assert (await app.get(ann, f"/users/{ann.id}/posts"))["items"] == []
 
         made = await app.post(ann, "look", [photo["id"], late["id"], photo["id"]])
@@ -185,6 +187,9 @@ async def test_a_messages_attachments_are_the_authors_shown_to_the_rooms_members
         for n, ids in enumerate(([bobs["id"]], [infected["id"]], [photo["id"], "nope"])):
             await sender.send(op="send", room=room, body="x", client_id=f"no{n}", attachments=ids)
             await sender.expect("error", code="not_attachable", field="attachments", ref=f"no{n}")
+
+        await sender.send(op="send", room=room, body="x", client_id="nul", attachments=["a\x00"])
+        await sender.expect("error", code="invalid", ref="nul")
 
         ids = [photo["id"], late["id"]]
         await sender.send(op="send", room=room, body="look", client_id="ok", attachments=ids)
