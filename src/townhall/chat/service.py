@@ -223,11 +223,18 @@ class ChatService:
         shard = await self._shard(user, room_id)
         upload_ids = list(dict.fromkeys(attachments))
         shown: Mapping[str, Attachment] = {}
-        if upload_ids:
-            if self._attachments is None:
-                raise AttachmentRefused("attachments are not taken here")
-            shown = await self._attachments.attach(user, upload_ids, room_id)
-        appended = await self._append(shard, user, room_id, body, client_id, upload_ids)
+        try:
+            if upload_ids:
+                shown = await self._attach(user, upload_ids, room_id)
+            appended = await self._append(shard, user, room_id, body, client_id, upload_ids)
+        except AttachmentRefused:
+            # A resend of a message stored before (its ack lost) is acked again, even when an
+            # upload of it was deleted or found infected since.
+            async with self._shards.database(shard).connect() as tx:
+                found = await self._messages.by_client_id(tx, room_id, user, client_id)
+            if found is None:
+                raise
+            appended = Appended(found, created=False)
         if stored is not None:
             stored(appended)
         if appended.created:
@@ -240,6 +247,13 @@ class ChatService:
                         "chat: the mentions of message %s were not sent", appended.message.id
                     )
         return appended
+
+    async def _attach(
+        self, user: str, upload_ids: Sequence[str], room_id: str
+    ) -> Mapping[str, Attachment]:
+        if self._attachments is None:
+            raise AttachmentRefused("attachments are not taken here")
+        return await self._attachments.attach(user, upload_ids, room_id)
 
     async def _append(
         self,
