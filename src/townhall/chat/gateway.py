@@ -251,7 +251,7 @@ class RoomFeed:
         if expected is None or last < expected:
             return
         found = await self.gateway.service.missing(self.room, expected, last)
-        shown = await self.gateway.service.shown(found)
+        shown = await self._shown(found)
         filled = [(m.seq, _relayed(m, shown)) for m in found]
         self.deliver(self.sequencer.fill(filled, (expected, last)))
 
