@@ -13,6 +13,7 @@ from townhall.chat.adapters.identity import IdentityUsers
 from townhall.chat.adapters.outbox import OutboxChatEvents
 from townhall.chat.adapters.shards import DatabaseShards
 from townhall.chat.adapters.sql import SqlMessages, SqlRooms
+from townhall.chat.adapters.uploads import AUDIENCE, UploadAttachments
 from townhall.chat.gateway import Gateway, GatewayLimits
 from townhall.chat.http import routers
 from townhall.chat.ports import Presence
@@ -45,11 +46,13 @@ def _presence(platform: Platform) -> Presence:
 
 def _install(platform: Platform) -> Installed:
     from townhall.identity import IdentityFacade
+    from townhall.uploads import UploadsFacade
 
     settings = platform.settings
     urls = [url.strip() for url in settings.chat_shards.split(",") if url.strip()]
     shards = DatabaseShards(platform.database, urls)
     presence = _presence(platform)
+    uploads = platform.facade(UploadsFacade)
     service = ChatService(
         platform.database,
         SqlRooms(),
@@ -64,7 +67,9 @@ def _install(platform: Platform) -> Installed:
             max_body=settings.chat_max_body, members_per_room=settings.chat_members_per_room
         ),
         presence_ttl=settings.chat_presence_ttl,
+        attachments=UploadAttachments(uploads),
     )
+    uploads.register_audience(AUDIENCE, service.is_member)
     gateway = Gateway(
         service,
         platform.pubsub,
@@ -105,5 +110,5 @@ module = ModuleSpec(
     name="chat",
     install=_install,
     migrations=Path(__file__).parent / "migrations",
-    requires=("identity",),
+    requires=("identity", "uploads"),
 )

@@ -42,6 +42,16 @@ class RoomFull(Conflict):
     frame_code = "room_full"
 
 
+class AttachmentRefused(InvalidInput):
+    """An attachment names no upload of the author's (someone else's, an infected one, or
+    none at all): told the same way, so nobody learns of another user's upload."""
+
+    frame_code = "not_attachable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, field="attachments")
+
+
 class RoomMoved(Exception):
     """The room's history left the shard written to (`townhall chat rebalance`); `shard`
     has it now."""
@@ -84,6 +94,23 @@ class ChatMessage:
     attachments: tuple[str, ...] = ()
     edited_at: datetime | None = None
     deleted: bool = False  # a tombstone: body emptied, seq kept so history stays gap-free
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """How an attachment is shown to a reader: the file once its scan found it clean
+    (`status` "CLEAN", with its name, type and size), else a placeholder with the status
+    ("PENDING_SCAN", "FAILED"). An infected or deleted upload is not shown at all."""
+
+    id: str
+    status: str
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.status == "CLEAN"
 
 
 @dataclass(frozen=True)

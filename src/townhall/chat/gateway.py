@@ -15,12 +15,12 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from townhall.chat import protocol
-from townhall.chat.domain import Appended, ChatMessage, Sequencer, TokenBucket
+from townhall.chat.domain import Appended, Attachment, ChatMessage, Sequencer, TokenBucket
 from townhall.chat.protocol import BadFrame, Relayed
 from townhall.chat.service import ChatService, channel
 from townhall.platform.errors import DomainError
@@ -241,7 +241,8 @@ class RoomFeed:
                 )
                 await asyncio.sleep(1)
                 continue
-            self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], missing))
+            shown = await self._shown(found)
+            self.deliver(self.sequencer.fill([(m.seq, _relayed(m, shown)) for m in found], missing))
 
     async def catch_up(self) -> None:
         """After the relay was down: read what the room stored since its stream's last seq."""
@@ -250,11 +251,22 @@ class RoomFeed:
         if expected is None or last < expected:
             return
         found = await self.gateway.service.missing(self.room, expected, last)
-        self.deliver(self.sequencer.fill([(m.seq, _relayed(m)) for m in found], (expected, last)))
+        shown = await self._shown(found)
+        filled = [(m.seq, _relayed(m, shown)) for m in found]
+        self.deliver(self.sequencer.fill(filled, (expected, last)))
+
+    async def _shown(self, found: list[ChatMessage]) -> Mapping[str, Attachment]:
+        """The attachments of messages read from history, as shown now; when uploads does not
+        answer, the messages go out without them rather than not at all."""
+        try:
+            return await self.gateway.service.shown(found)
+        except Exception as exc:
+            log.warning("chat: the attachments of %s were not read: %s", self.room, exc)
+            return {}
 
 
-def _relayed(message: ChatMessage) -> Relayed:
-    return protocol.parse_relay(protocol.relay_message(message))
+def _relayed(message: ChatMessage, shown: Mapping[str, Attachment]) -> Relayed:
+    return protocol.parse_relay(protocol.relay_message(message, shown))
 
 
 class Gateway:
@@ -345,7 +357,7 @@ class Gateway:
             self._refuse(connection, bad.code, bad.message, bad.ref, now)
         except DomainError as refused:
             code = getattr(refused, "frame_code", "invalid")
-            self._refuse(connection, code, refused.detail, _ref(text), now)
+            self._refuse(connection, code, refused.detail, _ref(text), now, refused.field)
         except Exception:
             # A store or the relay did not answer (a send says so itself, see `_act`): the
             # client is told and may send the frame again. Raised on, it would end the
@@ -358,9 +370,15 @@ class Gateway:
             )
 
     def _refuse(
-        self, connection: Connection, code: str, message: str, ref: Any, now: float
+        self,
+        connection: Connection,
+        code: str,
+        message: str,
+        ref: Any,
+        now: float,
+        field: str | None = None,
     ) -> None:
-        connection.push(protocol.error_frame(code, message, ref))
+        connection.push(protocol.error_frame(code, message, ref, field))
         bad = connection.bad
         bad.append(now)
         while bad and bad[0] < now - 60:
@@ -458,7 +476,7 @@ class Gateway:
             # With backpressure: a long resume waits for the client to read, instead of
             # overflowing its send queue (live messages wait in the cursor meanwhile).
             await connection.room_for(1)
-            connection.push(protocol.dumps(protocol.message_frame(message)))
+            connection.push(protocol.dumps(protocol.message_frame(message, joined.shown)))
         cursor.delivered = joined.last_seq
         pending, cursor.pending = cursor.pending or [], None
         for seq, text in sorted(pending):

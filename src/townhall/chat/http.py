@@ -4,6 +4,7 @@ protocol is in README.md)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from townhall.chat import protocol
-from townhall.chat.domain import ChatMessage, Room, RoomSummary
+from townhall.chat.domain import Attachment, ChatMessage, Room, RoomSummary
 from townhall.chat.gateway import Gateway
 from townhall.chat.service import ChatService
 from townhall.platform.auth import Principal
@@ -48,6 +49,18 @@ class RoomOut(BaseModel):
     created_at: datetime
 
 
+class AttachmentOut(BaseModel):
+    """A clean file (`status` CLEAN) with its name, type, size and `url`; before its scan
+    ended, or when it failed, only `id` and `status`."""
+
+    id: str
+    status: str
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
 class MessageOut(BaseModel):
     id: str
     room: str
@@ -56,7 +69,7 @@ class MessageOut(BaseModel):
     body: str
     ts: datetime
     client_id: str
-    attachments: list[str]
+    attachments: list[AttachmentOut]
     edited_at: datetime | None = None
     deleted: bool = False
 
@@ -100,7 +113,7 @@ def room_out(room: Room) -> RoomOut:
     )
 
 
-def message_out(message: ChatMessage) -> MessageOut:
+def message_out(message: ChatMessage, shown: Mapping[str, Attachment]) -> MessageOut:
     return MessageOut(
         id=message.id,
         room=message.room,
@@ -109,16 +122,19 @@ def message_out(message: ChatMessage) -> MessageOut:
         body=message.body,
         ts=message.created_at,
         client_id=message.client_id,
-        attachments=list(message.attachments),
+        attachments=[AttachmentOut(**a) for a in protocol.shown_attachments(message, shown)]
+        if message.attachments
+        else [],
         edited_at=message.edited_at,
         deleted=message.deleted,
     )
 
 
-def summary_out(summary: RoomSummary) -> RoomSummaryOut:
+def summary_out(summary: RoomSummary, shown: Mapping[str, Attachment]) -> RoomSummaryOut:
+    last = summary.last_message
     return RoomSummaryOut(
         **room_out(summary.room).model_dump(),
-        last_message=message_out(summary.last_message) if summary.last_message else None,
+        last_message=message_out(last, shown) if last else None,
         unread=summary.unread,
     )
 
@@ -155,7 +171,9 @@ async def create_room(chat: Chat, user: User, body: RoomIn) -> RoomOut:
 
 async def list_rooms(chat: Chat, user: User) -> RoomsOut:
     """The caller's rooms, newest first, each with its last message and unread count."""
-    return RoomsOut(items=[summary_out(s) for s in await chat.service.rooms_of(user.user_id)])
+    summaries = await chat.service.rooms_of(user.user_id)
+    shown = await chat.service.shown([s.last_message for s in summaries if s.last_message])
+    return RoomsOut(items=[summary_out(s, shown) for s in summaries])
 
 
 async def direct_room(chat: Chat, user: User, user_id: str, response: Response) -> RoomOut:
@@ -186,8 +204,9 @@ async def history(
     """Messages with seq < `before` (the newest when absent), newest first."""
     found = await chat.service.history(user.user_id, room, before, limit)
     more = len(found) == limit and found[-1].seq > 1
+    shown = await chat.service.shown(found)  # their attachments as they are now
     return HistoryOut(
-        items=[message_out(m) for m in found], next_before=found[-1].seq if more else None
+        items=[message_out(m, shown) for m in found], next_before=found[-1].seq if more else None
     )
 
 
@@ -195,7 +214,8 @@ async def edit_message(
     chat: Chat, user: User, room: str, message_id: str, body: EditIn
 ) -> MessageOut:
     """The author edits their message; members are told (`edited`)."""
-    return message_out(await chat.service.edit(user.user_id, room, message_id, body.body))
+    edited = await chat.service.edit(user.user_id, room, message_id, body.body)
+    return message_out(edited, await chat.service.shown([edited]))
 
 
 async def delete_message(chat: Chat, user: User, room: str, message_id: str) -> Response:

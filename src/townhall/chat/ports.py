@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from townhall.chat.domain import Appended, ChatMessage, Room
+from townhall.chat.domain import Appended, Attachment, ChatMessage, Room
 from townhall.chat.events import UserMentioned
 from townhall.platform.transaction import Transaction, Transactions
 
@@ -35,6 +35,21 @@ class Users(Protocol):
         ...
 
     async def username(self, user_id: str) -> str: ...
+
+
+class Attachments(Protocol):
+    """What chat asks the uploads module about the files attached to messages."""
+
+    async def attach(
+        self, author: str, upload_ids: Sequence[str], room_id: str
+    ) -> dict[str, Attachment]:
+        """Let the room's members see these uploads of `author`, and how each is shown now;
+        `AttachmentRefused` for an id that is not an upload of theirs, or an infected one."""
+        ...
+
+    async def views(self, upload_ids: Collection[str]) -> dict[str, Attachment]:
+        """How each upload is shown now; an infected or deleted one is absent."""
+        ...
 
 
 class ChatEvents(Protocol):

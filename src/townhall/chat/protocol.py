@@ -9,10 +9,11 @@ presence, `t` typing (USER: who, whose own sockets skip it), `x` a member remove
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from townhall.chat.domain import ChatMessage
+from townhall.chat.domain import Attachment, ChatMessage
 
 MESSAGE, UPDATE, PRESENCE, TYPING, REMOVED = "m", "u", "p", "t", "x"
 
@@ -35,7 +36,38 @@ def _iso(value: Any) -> str:
     return str(value.isoformat()).replace("+00:00", "Z")
 
 
-def message_frame(message: ChatMessage) -> dict[str, Any]:
+def content_url(upload_id: str) -> str:
+    return f"/api/v1/uploads/{upload_id}/content"
+
+
+def attachment_frame(attachment: Attachment) -> dict[str, Any]:
+    """A clean file with its name, type, size and where to read it; else `{id, status}`."""
+    if not attachment.clean:
+        return {"id": attachment.id, "status": attachment.status}
+    return {
+        "id": attachment.id,
+        "status": attachment.status,
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": content_url(attachment.id),
+    }
+
+
+def shown_attachments(
+    message: ChatMessage, shown: Mapping[str, Attachment]
+) -> list[dict[str, Any]]:
+    """The message's attachments as readers see them (`shown`: the views of its uploads);
+    one not in `shown` (infected, deleted) is left out."""
+    return [attachment_frame(shown[i]) for i in message.attachments if i in shown]
+
+
+NOTHING: Mapping[str, Attachment] = {}
+
+
+def message_frame(
+    message: ChatMessage, shown: Mapping[str, Attachment] = NOTHING
+) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "op": "message",
         "room": message.room,
@@ -45,7 +77,7 @@ def message_frame(message: ChatMessage) -> dict[str, Any]:
         "body": message.body,
         "ts": _iso(message.created_at),
         "client_id": message.client_id,
-        "attachments": list(message.attachments),
+        "attachments": shown_attachments(message, shown) if message.attachments else [],
     }
     if message.edited_at is not None:
         frame["edited_at"] = _iso(message.edited_at)
@@ -58,8 +90,8 @@ def _relay(kind: str, seq: int, user: str, frame: dict[str, Any]) -> bytes:
     return f"{kind}|{seq}|{user}|{dumps(frame)}".encode()
 
 
-def relay_message(message: ChatMessage) -> bytes:
-    return _relay(MESSAGE, message.seq, message.author, message_frame(message))
+def relay_message(message: ChatMessage, shown: Mapping[str, Attachment] = NOTHING) -> bytes:
+    return _relay(MESSAGE, message.seq, message.author, message_frame(message, shown))
 
 
 def relay_edited(message: ChatMessage) -> bytes:
@@ -114,8 +146,10 @@ class BadFrame(Exception):
         self.ref = ref
 
 
-def error_frame(code: str, message: str, ref: Any = None) -> str:
+def error_frame(code: str, message: str, ref: Any = None, field: str | None = None) -> str:
     frame: dict[str, Any] = {"op": "error", "code": code, "message": message}
+    if field is not None:
+        frame["field"] = field
     if ref is not None:
         frame["ref"] = ref
     return dumps(frame)
@@ -160,6 +194,10 @@ class ClientFrame:
             raise BadFrame("invalid", f"{name!r} must be a list of ids", self.ref)
         if len(value) > 10:
             raise BadFrame("invalid", f"{name!r} holds at most 10 ids", self.ref)
+        if any(len(v) > 36 or "\x00" in v for v in value):
+            raise BadFrame(
+                "invalid", f"{name!r} holds ids of 1 to 36 characters, without NUL", self.ref
+            )
         return value
 
 

@@ -8,14 +8,16 @@ What goes to the room's members is published on the pub/sub channel `chat.room.<
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
 from townhall.chat import protocol
 from townhall.chat.domain import (
     Appended,
+    Attachment,
+    AttachmentRefused,
     ChatMessage,
     DuplicateSend,
     InvalidInput,
@@ -32,7 +34,15 @@ from townhall.chat.domain import (
     mentioned_usernames,
 )
 from townhall.chat.events import UserMentioned
-from townhall.chat.ports import ChatEvents, MessageStore, Presence, RoomStore, Shards, Users
+from townhall.chat.ports import (
+    Attachments,
+    ChatEvents,
+    MessageStore,
+    Presence,
+    RoomStore,
+    Shards,
+    Users,
+)
 from townhall.platform.clock import Clock
 from townhall.platform.ids import new_id_str
 from townhall.platform.pubsub import PubSub
@@ -56,6 +66,7 @@ class Joined:
     last_seq: int
     recovered: bool | None  # None when no `since` was given
     replay: list[ChatMessage]
+    shown: Mapping[str, Attachment] = field(default_factory=dict)  # the replay's attachments
 
 
 def channel(room_id: str) -> str:
@@ -77,6 +88,7 @@ class ChatService:
         *,
         limits: Limits = Limits(),
         presence_ttl: float = 30.0,
+        attachments: Attachments | None = None,
     ) -> None:
         self._db = database
         self._rooms = rooms
@@ -89,6 +101,7 @@ class ChatService:
         self._clock = clock
         self.limits = limits
         self.presence_ttl = presence_ttl
+        self._attachments = attachments  # None: no uploads here, and no attachment is taken
 
     # Rooms and members -------------------------------------------------------------------
 
@@ -168,6 +181,12 @@ class ChatService:
         if removed:
             await self._publish(room_id, protocol.relay_removed(room_id, user))
 
+    async def is_member(self, user: str, room_id: str) -> bool:
+        """Whether `user` may see what is attached to the room's messages (the uploads
+        module asks, for `chat.room:<id>`)."""
+        async with self._db.connect() as tx:
+            return await self._rooms.membership(tx, room_id, user) is not None
+
     async def _check_users(self, user_ids: Sequence[str]) -> None:
         known = await self._users.existing(user_ids)
         unknown = [user for user in user_ids if user not in known]
@@ -195,16 +214,31 @@ class ChatService:
     ) -> Appended:
         """Store the message (or find the one this client_id stored), call `stored` (the
         gateway acks there, so the sender's ack comes before the message's fan-out), then
-        publish it."""
+        publish it. Its attachments must be uploads of the author's: the room's members are
+        let see them before the message is stored (`AttachmentRefused` otherwise), and the
+        published message shows them as they were then."""
         check_body(body, self.limits.max_body)
         if not client_id or len(client_id) > 100:
             raise InvalidInput("client_id must be 1 to 100 characters", field="client_id")
         shard = await self._shard(user, room_id)
-        appended = await self._append(shard, user, room_id, body, client_id, attachments)
+        upload_ids = list(dict.fromkeys(attachments))
+        shown: Mapping[str, Attachment] = {}
+        try:
+            if upload_ids:
+                shown = await self._attach(user, upload_ids, room_id)
+            appended = await self._append(shard, user, room_id, body, client_id, upload_ids)
+        except AttachmentRefused:
+            # A resend of a message stored before (its ack lost) is acked again, even when an
+            # upload of it was deleted or found infected since.
+            async with self._shards.database(shard).connect() as tx:
+                found = await self._messages.by_client_id(tx, room_id, user, client_id)
+            if found is None:
+                raise
+            appended = Appended(found, created=False)
         if stored is not None:
             stored(appended)
         if appended.created:
-            await self._publish(room_id, protocol.relay_message(appended.message))
+            await self._publish(room_id, protocol.relay_message(appended.message, shown))
             if mentioned_usernames(body):
                 try:
                     await self._mentions(appended.message)
@@ -213,6 +247,13 @@ class ChatService:
                         "chat: the mentions of message %s were not sent", appended.message.id
                     )
         return appended
+
+    async def _attach(
+        self, user: str, upload_ids: Sequence[str], room_id: str
+    ) -> Mapping[str, Attachment]:
+        if self._attachments is None:
+            raise AttachmentRefused("attachments are not taken here")
+        return await self._attachments.attach(user, upload_ids, room_id)
 
     async def _append(
         self,
@@ -288,7 +329,15 @@ class ChatService:
             if oldest is not None and since < oldest - 1:
                 return Joined(room_id, last, False, [])
             replay = await self._messages.since(tx, room_id, since, last - since)
-        return Joined(room_id, last, True, replay)
+        return Joined(room_id, last, True, replay, await self.shown(replay))
+
+    async def shown(self, messages: Sequence[ChatMessage]) -> dict[str, Attachment]:
+        """How the messages' attachments are shown now (one call to uploads for them all; none
+        for messages without any)."""
+        upload_ids = {i for message in messages for i in message.attachments}
+        if not upload_ids or self._attachments is None:
+            return {}
+        return await self._attachments.views(upload_ids)
 
     async def missing(self, room_id: str, first: int, last: int) -> list[ChatMessage]:
         """Messages first..last of a room, for a gateway filling a gap in its live stream."""

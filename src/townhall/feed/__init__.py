@@ -20,6 +20,7 @@ from townhall.feed.adapters.sql import (
     SqlPosts,
     SqlScores,
 )
+from townhall.feed.adapters.uploads import AUDIENCE, UploadAttachments
 from townhall.feed.http import routers
 from townhall.feed.ports import TimelineStore
 from townhall.feed.service import FeedService, FeedSettings
@@ -52,9 +53,11 @@ def _timelines(platform: Platform) -> TimelineStore:
 
 def _install(platform: Platform) -> Installed:
     from townhall.identity import IdentityFacade
+    from townhall.uploads import UploadsFacade
 
     settings, database, clock = platform.settings, platform.database, platform.clock
     timelines = _timelines(platform)
+    uploads = platform.facade(UploadsFacade)
     posts, follows, feed_store = SqlPosts(), SqlFollows(), SqlFeedStore()
     activity, scores = SqlActivity(), SqlScores()
     inactive = timedelta(days=settings.feed_inactive_days)
@@ -75,7 +78,9 @@ def _install(platform: Platform) -> Installed:
             inactive=inactive,
             max_text=settings.feed_max_text,
         ),
+        attachments=UploadAttachments(uploads),
     )
+    uploads.register_audience(AUDIENCE, service.may_see_post)
     fanout = Fanout(
         database,
         posts,
@@ -101,5 +106,5 @@ module = ModuleSpec(
     name="feed",
     install=_install,
     migrations=Path(__file__).parent / "migrations",
-    requires=("identity",),
+    requires=("identity", "uploads"),
 )

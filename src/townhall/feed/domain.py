@@ -14,7 +14,7 @@ import binascii
 import heapq
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -39,6 +39,14 @@ class InvalidInput(Invalid):
     pass
 
 
+class AttachmentRefused(InvalidInput):
+    """An attachment names no upload of the author's (someone else's, an infected one, or
+    none at all): told the same way, so nobody learns of another user's upload."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, field="attachments")
+
+
 class InvalidCursor(Invalid):
     def __init__(self) -> None:
         super().__init__(
@@ -56,6 +64,25 @@ class Post:
     like_count: int = 0
     comment_count: int = 0
     deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """How an attachment is shown to a reader: the file once its scan found it clean
+    (`status` "CLEAN", with its name, type and size), else a placeholder with the status
+    ("PENDING_SCAN", "FAILED"). An infected or deleted upload is not shown at all."""
+
+    id: str
+    status: str
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+
+
+def shown_attachments(post: Post, shown: Mapping[str, Attachment]) -> tuple[Attachment, ...]:
+    """The post's attachments as readers see them now (`shown`: the views of its uploads);
+    one not in `shown` (infected, deleted) is left out."""
+    return tuple(shown[i] for i in post.attachments if i in shown)
 
 
 @dataclass(frozen=True)

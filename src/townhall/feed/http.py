@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -9,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.feed.domain import Comment, Post, encode_cursor
+from townhall.feed.domain import Attachment, Comment, Post, encode_cursor, shown_attachments
 from townhall.feed.service import FeedItem, FeedPage, FeedService
 from townhall.platform.auth import Principal
 from townhall.platform.http import current_user, rate_limit, require_json
@@ -17,7 +18,7 @@ from townhall.platform.http import current_user, rate_limit, require_json
 # --- schemas --------------------------------------------------------------------------------
 
 
-UploadId = Annotated[str, Field(min_length=1, max_length=36)]
+UploadId = Annotated[str, Field(min_length=1, max_length=36, pattern=r"^[^\x00]*$")]
 
 
 class PostIn(BaseModel):
@@ -31,6 +32,18 @@ class CommentIn(BaseModel):
     text: Annotated[str, Field(min_length=1)]
 
 
+class AttachmentOut(BaseModel):
+    """A clean file (`status` CLEAN) with its name, type, size and `url`; before its scan
+    ended, or when it failed, only `id` and `status` (the others null)."""
+
+    id: str
+    status: str
+    filename: str | None = None
+    content_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+
+
 class AuthorOut(BaseModel):
     id: str
     username: str
@@ -41,7 +54,7 @@ class PostOut(BaseModel):
     id: str
     author: str
     text: str
-    attachments: list[str]
+    attachments: list[AttachmentOut]
     created_at: datetime
     like_count: int
     comment_count: int
@@ -51,7 +64,7 @@ class FeedItemOut(BaseModel):
     id: str
     author: AuthorOut
     text: str
-    attachments: list[str]
+    attachments: list[AttachmentOut]
     created_at: datetime
     like_count: int
     comment_count: int
@@ -80,12 +93,28 @@ class UserPageOut(BaseModel):
     next_cursor: str | None
 
 
-def post_out(post: Post) -> PostOut:
+def attachments_out(attachments: Sequence[Attachment]) -> list[AttachmentOut]:
+    return [
+        AttachmentOut(
+            id=a.id,
+            status=a.status,
+            filename=a.filename,
+            content_type=a.content_type,
+            size=a.size,
+            url=f"/api/v1/uploads/{a.id}/content",
+        )
+        if a.status == "CLEAN"
+        else AttachmentOut(id=a.id, status=a.status)
+        for a in attachments
+    ]
+
+
+def post_out(post: Post, shown: Mapping[str, Attachment]) -> PostOut:
     return PostOut(
         id=post.id,
         author=post.author,
         text=post.text,
-        attachments=list(post.attachments),
+        attachments=attachments_out(shown_attachments(post, shown)),
         created_at=post.created_at,
         like_count=post.like_count,
         comment_count=post.comment_count,
@@ -100,7 +129,7 @@ def item_out(item: FeedItem) -> FeedItemOut:
             id=post.author, username=item.author_username, display_name=item.author_display_name
         ),
         text=post.text,
-        attachments=list(post.attachments),
+        attachments=attachments_out(item.attachments),
         created_at=post.created_at,
         like_count=post.like_count,
         comment_count=post.comment_count,
@@ -148,11 +177,16 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 
 async def create_post(feed: Feed, user: User, body: PostIn) -> PostOut:
     """A post: in the author's feed at once, in their followers' feeds once fanned out."""
-    return post_out(await feed.create_post(user.user_id, body.text, body.attachments))
+    return await _shown(feed, await feed.create_post(user.user_id, body.text, body.attachments))
 
 
 async def read_post(feed: Feed, _user: User, post_id: str) -> PostOut:
-    return post_out(await feed.post(post_id))
+    return await _shown(feed, await feed.post(post_id))
+
+
+async def _shown(feed: FeedService, post: Post) -> PostOut:
+    """The post with its attachments as they are shown now."""
+    return post_out(post, await feed.shown([post]))
 
 
 async def delete_post(feed: Feed, user: User, post_id: str) -> Response:
@@ -162,11 +196,11 @@ async def delete_post(feed: Feed, user: User, post_id: str) -> Response:
 
 
 async def like(feed: Feed, user: User, post_id: str) -> PostOut:
-    return post_out(await feed.like(user.user_id, post_id))
+    return await _shown(feed, await feed.like(user.user_id, post_id))
 
 
 async def unlike(feed: Feed, user: User, post_id: str) -> PostOut:
-    return post_out(await feed.unlike(user.user_id, post_id))
+    return await _shown(feed, await feed.unlike(user.user_id, post_id))
 
 
 async def add_comment(feed: Feed, user: User, post_id: str, body: CommentIn) -> CommentOut:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from townhall.feed.domain import Comment, Post
+from townhall.feed.domain import Attachment, Comment, Post
 from townhall.platform.transaction import Transaction
 
 
@@ -201,4 +201,19 @@ class Profiles(Protocol):
 
     async def profiles(self, user_ids: Collection[str]) -> dict[str, tuple[str, str | None]]:
         """user id -> (username, display name), for the ids that name a user."""
+        ...
+
+
+class Attachments(Protocol):
+    """What the feed asks the uploads module about the files attached to posts."""
+
+    async def attach(
+        self, author: str, upload_ids: Sequence[str], post_id: str
+    ) -> dict[str, Attachment]:
+        """Let the post's readers see these uploads of `author`, and how each is shown now;
+        `AttachmentRefused` for an id that is not an upload of theirs, or an infected one."""
+        ...
+
+    async def views(self, upload_ids: Collection[str]) -> dict[str, Attachment]:
+        """How each upload is shown now; an infected or deleted one is absent."""
         ...

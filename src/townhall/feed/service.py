@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Literal
 
 from townhall.feed.domain import (
+    Attachment,
+    AttachmentRefused,
     Comment,
     InvalidInput,
     NotAllowed,
@@ -28,6 +30,7 @@ from townhall.feed.domain import (
     encode_ranked_cursor,
     merge_newest,
     relevance,
+    shown_attachments,
 )
 from townhall.feed.events import (
     Followed,
@@ -39,6 +42,7 @@ from townhall.feed.events import (
 )
 from townhall.feed.ports import (
     Activity,
+    Attachments,
     FeedEvents,
     FeedStore,
     FollowStore,
@@ -73,6 +77,7 @@ class FeedItem:
     post: Post
     author_username: str
     author_display_name: str | None
+    attachments: tuple[Attachment, ...] = ()  # as shown now
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class FeedService:
         events: FeedEvents,
         clock: Clock,
         settings: FeedSettings = FeedSettings(),
+        attachments: Attachments | None = None,
     ) -> None:
         self._db = database
         self._posts = posts
@@ -107,13 +113,22 @@ class FeedService:
         self._events = events
         self._clock = clock
         self.settings = settings
+        self._attachments = attachments  # None: no uploads here, and no attachment is taken
 
     # Posts -------------------------------------------------------------------------------
 
     async def create_post(self, author: str, text: str, attachments: Sequence[str] = ()) -> Post:
+        """Its attachments must be uploads of the author's: the post's readers are let see
+        them before the post is stored (`AttachmentRefused` otherwise; what was let see for
+        a post never stored is seen by nobody, as no such post exists)."""
         check_text(text, self.settings.max_text)
         post_id = new_id_str()
-        post = Post(post_id, author, text, created_at_of(post_id), tuple(attachments))
+        upload_ids = tuple(dict.fromkeys(attachments))
+        if upload_ids:
+            if self._attachments is None:
+                raise AttachmentRefused("attachments are not taken here")
+            await self._attachments.attach(author, upload_ids, post_id)
+        post = Post(post_id, author, text, created_at_of(post_id), upload_ids)
         async with self._db.transaction() as tx:
             await self._posts.add(tx, post)
             await self._events.publish(
@@ -132,6 +147,21 @@ class FeedService:
         if post is None or post.deleted:
             raise PostNotFound("no such post")
         return post
+
+    async def may_see_post(self, user: str, post_id: str) -> bool:
+        """Whether `user` may see what is attached to the post (the uploads module asks, for
+        `feed.post:<id>`): posts are public to signed-in users, while they exist."""
+        async with self._db.connect() as tx:
+            post = await self._posts.get(tx, post_id)
+        return post is not None and not post.deleted
+
+    async def shown(self, posts: Sequence[Post]) -> dict[str, Attachment]:
+        """How the posts' attachments are shown now (one call to uploads for them all; none
+        for posts without any)."""
+        upload_ids = {i for post in posts for i in post.attachments}
+        if not upload_ids or self._attachments is None:
+            return {}
+        return await self._attachments.views(upload_ids)
 
     async def delete_post(self, actor: str, post_id: str, *, admin: bool = False) -> None:
         async with self._db.transaction() as tx:
@@ -366,7 +396,15 @@ class FeedService:
 
     async def _items(self, posts: Sequence[Post]) -> list[FeedItem]:
         profiles = await self._profiles.profiles({post.author for post in posts})
-        return [FeedItem(post, *profiles.get(post.author, ("unknown", None))) for post in posts]
+        shown = await self.shown(posts)
+        return [
+            FeedItem(
+                post,
+                *profiles.get(post.author, ("unknown", None)),
+                shown_attachments(post, shown),
+            )
+            for post in posts
+        ]
 
 
 def _id_bound(ms: int) -> str:

@@ -562,7 +562,11 @@ async def test_two_racing_sends_with_one_client_id_store_one_message(
         assert [m["body"] for m in history] == ["r4", "r3", "r2", "r1", "r0"]
 
 
-async def test_attachments_travel_with_the_message(stack: ChatStack, tmp_path: Any) -> None:
+async def test_attachments_that_are_no_uploads_of_the_author_refuse_the_send(
+    stack: ChatStack, tmp_path: Any
+) -> None:
+    """Attachments are uploads of the author's, shown as their scans allow: that is
+    tests/integration/uploads/test_attachments.py; here, ids that name none are refused."""
     async with chat_server(stack, tmp_path) as chat:
         ann, bob = await chat.users("ann", "bob")
         room = (await chat.room(ann, "general", bob))["id"]
@@ -572,11 +576,13 @@ async def test_attachments_travel_with_the_message(stack: ChatStack, tmp_path: A
         await sender.send(
             op="send", room=room, body="see", client_id="att", attachments=["up-1", "up-2"]
         )
-        await sender.expect("ack", client_id="att")
-        frame = await receiver.expect("message", body="see")
-        assert frame["attachments"] == ["up-1", "up-2"]
-        stored = (await chat.history(bob, room)).json()["items"][0]
-        assert stored["attachments"] == ["up-1", "up-2"]
+        await sender.expect("error", code="not_attachable", field="attachments", ref="att")
+        await sender.send(op="send", room=room, body="plain", client_id="plain", attachments=[])
+        await sender.expect("ack", client_id="plain", seq=1)  # nothing stored before it
+        frame = await receiver.expect("message", body="plain")
+        assert frame["attachments"] == []
+        stored = (await chat.history(bob, room)).json()["items"]
+        assert [(m["body"], m["attachments"]) for m in stored] == [("plain", [])]
 
 
 async def _silent_client(port: int, token: str) -> tuple[int, str]:
