@@ -15,6 +15,17 @@ KNOWN_METHODS = frozenset(
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
+class _Stdout:
+    """Whatever `sys.stdout` is when a line is written, not when logging was configured: a
+    stream swapped out and closed since (a test's captured output) is never written to."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """One log line per event on stdout; `request_id` and `user` come from contextvars.
 
@@ -28,7 +39,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # In JSON, `log.exception(...)` carries its traceback as text (the console renderer
     # formats exceptions itself).
     exception_text: list[Any] = [structlog.processors.format_exc_info] if fmt == "json" else []
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(_Stdout())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processor=renderer,
@@ -53,7 +64,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.ERROR)),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
