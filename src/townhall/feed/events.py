@@ -8,25 +8,15 @@ a like and a comment.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from townhall.platform.integration_events import FlatEvent
 
 TOPIC = "feed"
 
 
 @dataclass(frozen=True)
-class _Event:
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Any:
-        fields = cls.__dataclass_fields__
-        return cls(**{name: value for name, value in payload.items() if name in fields})
-
-
-@dataclass(frozen=True)
-class PostCreated(_Event):
+class PostCreated(FlatEvent):
     type = "feed.PostCreated"
     version = 1
 
@@ -36,7 +26,7 @@ class PostCreated(_Event):
 
 
 @dataclass(frozen=True)
-class PostDeleted(_Event):
+class PostDeleted(FlatEvent):
     type = "feed.PostDeleted"
     version = 1
 
@@ -45,7 +35,7 @@ class PostDeleted(_Event):
 
 
 @dataclass(frozen=True)
-class Followed(_Event):
+class Followed(FlatEvent):
     type = "feed.Followed"
     version = 1
 
@@ -54,7 +44,7 @@ class Followed(_Event):
 
 
 @dataclass(frozen=True)
-class Unfollowed(_Event):
+class Unfollowed(FlatEvent):
     type = "feed.Unfollowed"
     version = 1
 
@@ -63,7 +53,7 @@ class Unfollowed(_Event):
 
 
 @dataclass(frozen=True)
-class PostLiked(_Event):
+class PostLiked(FlatEvent):
     type = "feed.PostLiked"
     version = 1
 
@@ -73,7 +63,7 @@ class PostLiked(_Event):
 
 
 @dataclass(frozen=True)
-class PostCommented(_Event):
+class PostCommented(FlatEvent):
     type = "feed.PostCommented"
     version = 1
 

@@ -6,25 +6,15 @@ notifications tells the owner of the result.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from townhall.platform.integration_events import FlatEvent
 
 TOPIC = "uploads"
 
 
 @dataclass(frozen=True)
-class _Event:
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Any:
-        fields = cls.__dataclass_fields__
-        return cls(**{name: value for name, value in payload.items() if name in fields})
-
-
-@dataclass(frozen=True)
-class UploadReceived(_Event):
+class UploadReceived(FlatEvent):
     type = "uploads.UploadReceived"
     version = 1
 
@@ -37,7 +27,7 @@ class UploadReceived(_Event):
 
 
 @dataclass(frozen=True)
-class UploadScanned(_Event):
+class UploadScanned(FlatEvent):
     type = "uploads.UploadScanned"
     version = 1
 
