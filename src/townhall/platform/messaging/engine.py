@@ -40,17 +40,33 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 class Window:
-    """Counts unacked messages a member holds; fetching waits while it is full."""
+    """Counts unacked messages a member holds; fetching waits while it is full.
+
+    Fair: whoever waits is served first, in turn. A partition that gives its share back (an
+    empty fetch) and asks again at once gets in line behind the partitions waiting; without
+    that, with fewer window slots than partitions, the same partitions took the slots back
+    before a waiting one woke, and the others were never read."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.used = 0
-        self._free = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def reserve(self, most: int) -> int:
-        while self.used >= self.size:
-            self._free.clear()
-            await self._free.wait()
+        if self.used >= self.size or self._waiters:
+            turn = asyncio.get_running_loop().create_future()
+            self._waiters.append(turn)
+            try:
+                await turn  # resolved with one slot taken on our behalf
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self.release(1)  # handed a slot, but gone: the next in line takes it
+                else:
+                    self._waiters.remove(turn)
+                raise
+            extra = min(most - 1, self.size - self.used)
+            self.used += extra
+            return 1 + extra
         taken = min(most, self.size - self.used)
         self.used += taken
         return taken
@@ -58,7 +74,11 @@ class Window:
     def release(self, count: int) -> None:
         if count:
             self.used -= count
-            self._free.set()
+            while self._waiters and self.used < self.size:
+                turn = self._waiters.popleft()
+                if not turn.done():
+                    self.used += 1
+                    turn.set_result(None)
 
 
 Item = tuple[ReceivedMessage, Envelope | None, str]
