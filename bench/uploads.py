@@ -36,8 +36,8 @@ nothing else (the limit). One user is registered over HTTP and gets a token.
 
 `--rescue-after S` sets `TOWNHALL_UPLOADS_RESCUE_AFTER` (default 600 s): an upload whose
 `UploadReceived` never reaches the scan group is then scanned by the sweep within 1.5 x S, and the
-run says how many sweeps found one (seen on 2026-12-04: the uploads of the first minute after
-start stayed PENDING_SCAN without it, on SQLite and on PostgreSQL). `--keep` leaves the uploads
+run says how many sweeps found one (seen on 2026-12-04: uploads made in the minute or so after
+start stayed PENDING_SCAN without it, on SQLite and PostgreSQL). `--keep` leaves the uploads
 in place (no DELETE after each run). `--profile` runs py-spy on the server during the largest
 raw Townhall upload and prints where its CPU goes. Prints tables; asserts nothing about time.
 Processes, the data directories and the PostgreSQL database are removed at the end, also on
