@@ -35,11 +35,14 @@ nothing else (the limit). One user is registered over HTTP and gets a token.
    the same machine), and as a client polling `/api/v1/me/inbox` every 20 ms first sees it.
 
 `--rescue-after S` sets `TOWNHALL_UPLOADS_RESCUE_AFTER` (default 600 s): an upload whose
-`UploadReceived` never reaches the scan group is then scanned by the sweep within 1.5 x S, and the
-run says how many sweeps found one (seen on 2026-12-04: uploads made in the minute or so after
-start stayed PENDING_SCAN without it, on SQLite and PostgreSQL). `--keep` leaves the uploads
-in place (no DELETE after each run). `--profile` runs py-spy on the server during the largest
-raw Townhall upload and prints where its CPU goes. Prints tables; asserts nothing about time.
+`UploadReceived` is not consumed is then scanned by the sweep within 1.5 x S, and the run says
+how many sweeps found one. Seen on 2026-12-04 on SQLite and PostgreSQL alike: with the bus's
+default 8 partitions and the scan group's prefetch of 4, the engine's `Window` lets the
+partitions that hold it re-reserve before a waiting one wakes, so the other 4 partitions are
+not read and their uploads stay PENDING_SCAN until the sweep. `--partitions N` sets the bus
+URL's `partitions` (N <= 4: no message waits). `--keep` leaves the uploads in place (no DELETE
+after each run). `--profile` runs py-spy on the server during the largest raw Townhall upload
+and prints where its CPU goes. Prints tables; asserts nothing about time.
 Processes, the data directories and the PostgreSQL database are removed at the end, also on
 errors.
 """
@@ -176,9 +179,16 @@ class Stack:
     """Townhall's environment for `--stack`: embedded (SQLite, memory bus) or pg (PostgreSQL,
     RabbitMQ); `cleanup()` drops what it made."""
 
-    def __init__(self, kind: str, data_dir: Path, run_id: str, rescue_after: float | None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        data_dir: Path,
+        run_id: str,
+        rescue_after: float | None,
+        partitions: int | None,
+    ) -> None:
         self.kind, self.data_dir, self.run_id = kind, data_dir, run_id
-        self.rescue_after = rescue_after
+        self.rescue_after, self.partitions = rescue_after, partitions
         self.database: str | None = None
 
     def env(self, port: int) -> dict[str, str]:
@@ -189,6 +199,8 @@ class Stack:
         else:
             database_url = f"sqlite+aiosqlite:///{self.data_dir / 'townhall.db'}"
             bus_url = "memory://"
+        if self.partitions is not None:
+            bus_url += ("&" if "?" in bus_url else "?") + f"partitions={self.partitions}"
         env.update(
             TOWNHALL_DATA_DIR=str(self.data_dir),
             TOWNHALL_DATABASE_URL=database_url,
@@ -559,6 +571,9 @@ def main() -> None:
         type=float,
         help="TOWNHALL_UPLOADS_RESCUE_AFTER: a scan whose message is lost is swept up after it",
     )
+    parser.add_argument(
+        "--partitions", type=int, help="the bus's partitions (`?partitions=` of its URL)"
+    )
     parser.add_argument("--keep", action="store_true", help="do not DELETE the uploads")
     parser.add_argument("--profile", action="store_true", help="py-spy on the server")
     args = parser.parse_args()
@@ -576,7 +591,7 @@ def main() -> None:
     logs, peer_dir = work / "logs", work / "peer"
     logs.mkdir()
     procs = Processes(logs)
-    stack = Stack(args.stack, work / "data", run_id, args.rescue_after)
+    stack = Stack(args.stack, work / "data", run_id, args.rescue_after, args.partitions)
     print(
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the start; stack "
         f"{args.stack}; files in {work}",
