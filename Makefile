@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(PYTHON) -m uv
 
-.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench bench-chat bench-feed clean
+.PHONY: run test install-run install-dev install-bench services lint typecheck pytest bench bench-chat bench-feed bench-uploads clean
 
 $(BIN)/python:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -70,6 +70,11 @@ bench-chat: install-bench services
 # The news feed's three strategies side by side (`make bench-feed ARGS=--quick`: a tenth of the graph).
 bench-feed: install-bench services
 	$(BIN)/python bench/feed.py $(ARGS)
+
+# Uploads through the edge beside a bare Starlette peer, the scanners, upload-to-notification
+# (`make bench-uploads ARGS=--quick`: no 1 GiB file; `ARGS="--stack pg"`: PostgreSQL + RabbitMQ).
+bench-uploads: install-bench services
+	$(BIN)/python bench/uploads.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
