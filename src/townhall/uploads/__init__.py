@@ -9,16 +9,20 @@ them as their scans allow, and say who may see what they attached them to.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from townhall.platform.modules import Installed, ModuleSpec, Platform
+from townhall.uploads.adapters.local import LocalPartialUploads
 from townhall.uploads.adapters.outbox import OutboxUploadEvents
-from townhall.uploads.adapters.sql import SqlUploads
+from townhall.uploads.adapters.sql import SqlResumables, SqlUploads
 from townhall.uploads.domain import DEFAULT_ALLOWED, NotAttachable, Status
 from townhall.uploads.http import routers
 from townhall.uploads.ports import AudienceCheck, ObjectStorage, Scanner
+from townhall.uploads.resumable import ResumableUploads
 from townhall.uploads.service import AttachmentView, UploadSettings, UploadsService
-from townhall.uploads.workers import RescueLoop, ScanWorker, scan_consumers
+from townhall.uploads.tus import tus_routers
+from townhall.uploads.workers import ExpirySweep, RescueLoop, ScanWorker, scan_consumers
 
 __all__ = ["AttachmentView", "NotAttachable", "Status", "UploadsFacade", "module"]
 
@@ -114,14 +118,25 @@ def _install(platform: Platform) -> Installed:
     )
 
     rescue = RescueLoop(worker, settings.uploads_rescue_after)
+    resumables = ResumableUploads(
+        database,
+        SqlResumables(),
+        LocalPartialUploads(settings.data_dir / "uploads" / "partial"),
+        service,
+        clock,
+        expiry=timedelta(hours=settings.uploads_tus_expiry_hours),
+    )
+    expiry = ExpirySweep(resumables)
 
     async def close() -> None:
+        await expiry.stop()
         await rescue.stop()
         await scanner.close()
         await storage.close()
 
     return Installed(
-        routers=routers(service),
+        routers=[*tus_routers(resumables), *routers(service)],
+        on_start=[expiry.start],
         # A scan holds a file's stream and a scanner's attention: a few at a time per worker.
         consumers=scan_consumers(worker, rescue, prefetch=4),
         facade=UploadsFacade(service),

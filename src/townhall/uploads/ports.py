@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -75,6 +76,32 @@ class PartialUploads(Protocol):
     def read(self, key: str) -> AsyncIterator[bytes]: ...
 
     async def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ResumableUpload:
+    """A resumable (tus) upload before it completes: who makes it, how long it will be, what
+    its metadata says, and until when it is kept."""
+
+    id: str
+    owner: str
+    length: int
+    filename: str | None
+    content_type: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class ResumableRecords(Protocol):
+    async def add(self, tx: Transaction, upload: ResumableUpload) -> None: ...
+
+    async def get(self, tx: Transaction, upload_id: str) -> ResumableUpload | None: ...
+
+    async def touch(self, tx: Transaction, upload_id: str, expires_at: datetime) -> None: ...
+
+    async def delete(self, tx: Transaction, upload_id: str) -> None: ...
+
+    async def expired(self, tx: Transaction, now: datetime, limit: int) -> list[str]: ...
 
 
 class Scanner(Protocol):

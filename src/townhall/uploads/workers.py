@@ -156,6 +156,41 @@ class RescueLoop:
             self._task = None
 
 
+class Sweepable(Protocol):
+    expiry: timedelta
+
+    async def sweep(self, limit: int = 100) -> int: ...
+
+
+class ExpirySweep:
+    """Removes expired resumable uploads, every twentieth of their expiry (at most every ten
+    minutes), in every process that serves them."""
+
+    def __init__(self, resumables: Sweepable) -> None:
+        self.resumables = resumables
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        every = min(600.0, max(0.5, self.resumables.expiry.total_seconds() / 20))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.resumables.sweep()
+            except Exception:
+                log.exception("expiry sweep of resumable uploads failed; next one in a while")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 def scan_consumers(worker: ScanWorker, rescue: RescueLoop, *, prefetch: int) -> list[ConsumerSpec]:
     def handler() -> Callable[[Envelope], Awaitable[None]]:
         rescue.start()  # where the group runs, so does the sweep

@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from townhall.platform.db import aware, connection, dialect_insert
 from townhall.platform.transaction import Transaction
-from townhall.uploads.adapters.tables import attachments, uploads
+from townhall.uploads.adapters.tables import attachments, resumables, uploads
 from townhall.uploads.domain import Status, Upload
+from townhall.uploads.ports import ResumableUpload
 
 
 def _upload(row: Any) -> Upload:
@@ -115,6 +116,54 @@ class SqlUploads:
             sa.select(uploads.c.id)
             .where(uploads.c.status == Status.PENDING_SCAN.value, uploads.c.created_at < before)
             .order_by(uploads.c.created_at)
+            .limit(limit)
+        )
+        return [row.id for row in rows]
+
+
+class SqlResumables:
+    async def add(self, tx: Transaction, upload: ResumableUpload) -> None:
+        await connection(tx).execute(
+            resumables.insert().values(
+                id=upload.id,
+                owner=upload.owner,
+                length=upload.length,
+                filename=upload.filename,
+                content_type=upload.content_type,
+                created_at=upload.created_at,
+                expires_at=upload.expires_at,
+            )
+        )
+
+    async def get(self, tx: Transaction, upload_id: str) -> ResumableUpload | None:
+        row = (
+            await connection(tx).execute(sa.select(resumables).where(resumables.c.id == upload_id))
+        ).first()
+        if row is None:
+            return None
+        return ResumableUpload(
+            id=row.id,
+            owner=row.owner,
+            length=row.length,
+            filename=row.filename,
+            content_type=row.content_type,
+            created_at=aware(row.created_at),  # type: ignore[arg-type]
+            expires_at=aware(row.expires_at),  # type: ignore[arg-type]
+        )
+
+    async def touch(self, tx: Transaction, upload_id: str, expires_at: datetime) -> None:
+        await connection(tx).execute(
+            resumables.update().where(resumables.c.id == upload_id).values(expires_at=expires_at)
+        )
+
+    async def delete(self, tx: Transaction, upload_id: str) -> None:
+        await connection(tx).execute(resumables.delete().where(resumables.c.id == upload_id))
+
+    async def expired(self, tx: Transaction, now: datetime, limit: int) -> list[str]:
+        rows = await connection(tx).execute(
+            sa.select(resumables.c.id)
+            .where(resumables.c.expires_at <= now)
+            .order_by(resumables.c.expires_at)
             .limit(limit)
         )
         return [row.id for row in rows]

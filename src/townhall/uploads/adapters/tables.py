@@ -32,3 +32,17 @@ attachments = sa.Table(
     sa.Column("upload_id", Id, primary_key=True),
     sa.Column("audience", sa.String(100), primary_key=True),
 )
+
+# Resumable (tus) uploads until they complete; their bytes are partial files.
+resumables = sa.Table(
+    "uploads_resumables",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("owner", Id, nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=False),
+    sa.Column("filename", sa.String(255)),
+    sa.Column("content_type", sa.String(100)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_uploads_resumables_expires_at", "expires_at"),
+)
