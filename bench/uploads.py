@@ -30,17 +30,17 @@ nothing else (the limit). One user is registered over HTTP and gets a token.
    against a clamd of its own (Debian's clamav-daemon, `tests/support/clamd.py`: a signature
    database of two lines, so it measures the protocol and clamd's file handling more than a
    real database's matching). "clamd: not available" when the adapter or clamd is missing.
-3. Upload to notification: `--count` uploads of `--small` KiB, `--concurrency` at a time;
-   latency from the POST's start to the `uploads` notice: by its `created_at` (server clock,
+3. Upload to notification: `--count` uploads of `--small` KiB by `--concurrency` uploaders,
+   each with one upload in flight until its notice is seen (closed loop); latency from the
+   POST's start to the `uploads` notice: by its `created_at` (server clock,
    the same machine), and as a client polling `/api/v1/me/inbox` every 20 ms first sees it.
 
 `--rescue-after S` sets `TOWNHALL_UPLOADS_RESCUE_AFTER` (default 600 s): an upload whose
 `UploadReceived` is not consumed is then scanned by the sweep within 1.5 x S, and the run says
-how many sweeps found one. Seen on 2026-12-04 on SQLite and PostgreSQL alike: with the bus's
-default 8 partitions and the scan group's prefetch of 4, the engine's `Window` lets the
-partitions that hold it re-reserve before a waiting one wakes, so the other 4 partitions are
-not read and their uploads stay PENDING_SCAN until the sweep. `--partitions N` sets the bus
-URL's `partitions` (N <= 4: no message waits). `--keep` leaves the uploads in place (no DELETE
+how many sweeps found one (this bench found the engine's window unfair: with fewer slots
+than partitions some partitions were never read, so their uploads waited for the sweep; fixed
+in the engine, and the run says if it happens again). `--partitions N` sets the bus URL's
+`partitions`. `--keep` leaves the uploads in place (no DELETE
 after each run). `--profile` runs py-spy on the server during the largest raw Townhall upload
 and prints where its CPU goes. Prints tables; asserts nothing about time.
 Processes, the data directories and the PostgreSQL database are removed at the end, also on
@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -469,12 +470,14 @@ async def notification_latency(
     server: Server, count: int, concurrency: int, size: int
 ) -> dict[str, list[float]]:
     """Per upload: ms from the POST's start to the notice's created_at, to the client first
-    seeing it in the inbox, and the POST's own ms."""
+    seeing it in the inbox, and the POST's own ms. `concurrency` uploaders, each with one
+    upload in flight until its notice is seen."""
     names = [f"lat-{uuid.uuid4().hex[:6]}-{n:04d}.bin" for n in range(count)]
     started: dict[str, float] = {}
     seen: dict[str, float] = {}
     created: dict[str, float] = {}
     post_ms: list[float] = []
+    notified = {name: asyncio.Event() for name in names}
     queue: asyncio.Queue[str] = asyncio.Queue()
     for name in names:
         queue.put_nowait(name)
@@ -491,6 +494,11 @@ async def notification_latency(
                 post_ms.append((time.perf_counter() - t0) * 1000)
                 if answer.status_code != 202:
                     raise SystemExit(f"upload answered {answer.status_code}: {answer.text}")
+                # Closed loop: each uploader has one upload in flight, to its notice, so the
+                # figures are latencies, not the depth of a queue of uploads sent faster than
+                # the scan and notification groups take them.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(notified[name].wait(), 60)
 
         async def poller(until: float) -> None:
             while len(seen) < count and time.monotonic() < until:
@@ -509,6 +517,7 @@ async def notification_latency(
                         for name in NAMED.findall(item["body"]):
                             if name in started and name not in seen:
                                 seen[name] = now
+                                notified[name].set()
                                 created[name] = parse_time(item["created_at"])
                     cursor = page["next_cursor"]
                     if not cursor:

@@ -137,8 +137,7 @@ def _install(platform: Platform) -> Installed:
     return Installed(
         routers=[*tus_routers(resumables), *routers(service)],
         on_start=[expiry.start],
-        # A scan holds a file's stream and a scanner's attention: a few at a time per worker.
-        consumers=scan_consumers(worker, rescue, prefetch=4),
+        consumers=scan_consumers(worker, rescue),
         facade=UploadsFacade(service),
         on_stop=[close],
         body_limits={"/uploads": settings.uploads_max_bytes + MULTIPART_OVERHEAD},

@@ -48,6 +48,7 @@ class ScanWorker:
         clock: Clock,
         *,
         max_attempts: int,
+        at_once: int = 4,
     ) -> None:
         self._db = database
         self._uploads = uploads
@@ -56,6 +57,11 @@ class ScanWorker:
         self._events = events
         self._clock = clock
         self.max_attempts = max_attempts
+        # Scans at once in this process: a scan holds a file's stream and a scanner's attention.
+        # Bounded here rather than by the group's prefetch, which is shared by the topic's
+        # partitions: a prefetch below their number leaves a partition waiting for a fetch
+        # window to free before it reads a message that is there.
+        self._scanning = asyncio.Semaphore(at_once)
 
     async def handle(self, envelope: Envelope) -> None:
         if envelope.type == UploadReceived.type:
@@ -69,7 +75,8 @@ class ScanWorker:
                 return None if upload is None else upload.status  # scanned already
             attempt = await self._uploads.count_attempt(tx, upload_id)
         try:
-            verdict = await self._inspect(upload_id, upload.content_type)
+            async with self._scanning:
+                verdict = await self._inspect(upload_id, upload.content_type)
         except ObjectMissing:
             log.warning("upload bytes missing", upload_id=upload_id)
             verdict = Verdict.failed("missing")
@@ -191,7 +198,7 @@ class ExpirySweep:
             self._task = None
 
 
-def scan_consumers(worker: ScanWorker, rescue: RescueLoop, *, prefetch: int) -> list[ConsumerSpec]:
+def scan_consumers(worker: ScanWorker, rescue: RescueLoop) -> list[ConsumerSpec]:
     def handler() -> Callable[[Envelope], Awaitable[None]]:
         rescue.start()  # where the group runs, so does the sweep
         return worker.handle
@@ -203,7 +210,6 @@ def scan_consumers(worker: ScanWorker, rescue: RescueLoop, *, prefetch: int) -> 
             TOPIC,
             SCAN_GROUP,
             handler,
-            prefetch=prefetch,
             max_attempts=worker.max_attempts + 1,
         )
     ]
