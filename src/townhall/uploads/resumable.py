@@ -94,7 +94,12 @@ class ResumableUploads:
         return Progress(upload, offset)
 
     async def append(
-        self, owner: str, upload_id: str, offset: int, chunks: AsyncIterable[bytes]
+        self,
+        owner: str,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        declared: int | None = None,
     ) -> Progress:
         """Append at `offset`, which must be where the upload stands (`OffsetConflict`). The
         type is checked once its first bytes are in: a lie removes the upload (415)."""
@@ -102,6 +107,8 @@ class ResumableUploads:
         upload = progress.upload
         if offset != progress.offset:
             raise OffsetConflict(progress.offset)
+        if declared is not None and offset + declared > upload.length:
+            raise UploadTooLarge("the body goes past the upload's length")
         try:
             reached = await self._partials.append(
                 upload_id, offset, _bounded(chunks, upload.length - offset)
@@ -162,12 +169,10 @@ class ResumableUploads:
 
 
 async def _bounded(chunks: AsyncIterable[bytes], room: int) -> AsyncIterator[bytes]:
-    """The chunks up to `room` bytes; a body going past it is refused (413) once that much is
-    kept."""
+    """The chunks while they fit in `room` bytes; the chunk that would go past it is refused
+    (413) and not kept, so a refused body never completes an upload."""
     async for chunk in chunks:
         if len(chunk) > room:
-            if room:
-                yield chunk[:room]
             raise UploadTooLarge("the body goes past the upload's length")
         room -= len(chunk)
         yield chunk

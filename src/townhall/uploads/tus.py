@@ -15,8 +15,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.requests import ClientDisconnect
 
 from townhall.platform.auth import Principal
+from townhall.platform.errors import DomainError
 from townhall.platform.http import current_user, rate_limit
-from townhall.platform.problems import Problem
+from townhall.platform.problems import DOMAIN_STATUS, Problem
 from townhall.uploads.resumable import OffsetConflict, Progress, ResumableNotFound, ResumableUploads
 
 VERSION = "1.0.0"
@@ -61,6 +62,12 @@ def metadata(header: str | None) -> dict[str, str]:
                 400, "bad-request", "Bad request", f"Upload-Metadata {key}: not base64 UTF-8"
             ) from None
     return found
+
+
+def _tus_problem(exc: DomainError) -> Problem:
+    """A domain refusal (413, 415, 422, ...) as a problem that carries the tus header."""
+    status = next((DOMAIN_STATUS[k] for k in type(exc).__mro__ if k in DOMAIN_STATUS), 400)
+    return _problem(status, exc.code, exc.title, exc.detail)
 
 
 def _progress_headers(progress: Progress) -> dict[str, str]:
@@ -111,12 +118,15 @@ async def create(resumables: Resumables, user: User, request: Request) -> Respon
         raise _problem(400, "bad-request", "Bad request", "Upload-Defer-Length is not supported")
     length = _integer(request, "upload-length")
     meta = metadata(request.headers.get("upload-metadata"))
-    upload = await resumables.create(
-        user.user_id,
-        length,
-        meta.get("filename") or meta.get("name"),
-        meta.get("filetype") or meta.get("content_type") or meta.get("type"),
-    )
+    try:
+        upload = await resumables.create(
+            user.user_id,
+            length,
+            meta.get("filename") or meta.get("name"),
+            meta.get("filetype") or meta.get("content_type") or meta.get("type"),
+        )
+    except DomainError as exc:
+        raise _tus_problem(exc) from None
     return Response(
         status_code=201,
         headers={
@@ -144,8 +154,15 @@ async def patch(resumables: Resumables, user: User, upload_id: str, request: Req
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != OFFSET_TYPE:
         raise _problem(415, "unsupported-media-type", "Unsupported media type", OFFSET_TYPE)
     offset = _integer(request, "upload-offset")
+    declared = request.headers.get("content-length")
     try:
-        progress = await resumables.append(user.user_id, upload_id, offset, request.stream())
+        progress = await resumables.append(
+            user.user_id,
+            upload_id,
+            offset,
+            request.stream(),
+            int(declared) if declared and declared.isdigit() else None,
+        )
     except ResumableNotFound:
         raise _problem(404, "not-found", "Not found", "no such upload") from None
     except OffsetConflict as exc:
@@ -155,6 +172,8 @@ async def patch(resumables: Resumables, user: User, upload_id: str, request: Req
     except ClientDisconnect:
         # What arrived is kept; the client HEADs the offset and resumes.
         return Response(status_code=400, headers={"Tus-Resumable": VERSION})
+    except DomainError as exc:
+        raise _tus_problem(exc) from None
     headers = _progress_headers(progress)
     if progress.completed is not None:
         headers["Townhall-Upload-Id"] = progress.completed.id

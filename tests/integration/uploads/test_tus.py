@@ -186,8 +186,10 @@ def test_the_protocols_refusals(server: Served):
 
     no_version = server.http.post("/api/v1/uploads/tus", headers={**auth, "Upload-Length": "10"})
     assert (no_version.status_code, no_version.headers["tus-version"]) == (412, "1.0.0")
-    assert create(server, auth, 8 * MiB + 1).status_code == 413
-    assert create(server, auth, 0).status_code == 422
+    for length, status in ((8 * MiB + 1, 413), (0, 422)):
+        refused = create(server, auth, length)
+        assert refused.status_code == status
+        assert refused.headers["tus-resumable"] == "1.0.0"
     bad_length = server.http.post(
         "/api/v1/uploads/tus", headers={**auth, **TUS, "Upload-Length": "lots"}
     )
@@ -204,7 +206,29 @@ def test_the_protocols_refusals(server: Served):
     assert server.http.head(url, headers={**other, **TUS}).status_code == 404
     assert patch(server, other, url, 0, b"x").status_code == 404
     assert server.http.delete(url, headers={**other, **TUS}).status_code == 404
+    # A body past the length: refused, with or without a Content-Length, and nothing of the
+    # refused chunk kept (the upload is not complete, nor made).
     assert patch(server, auth, url, 0, b"y" * 1001).status_code == 413
+    assert patch(server, auth, url, 0, b"y" * 600).status_code == 204
+
+    def past_the_length():
+        yield b"z" * 300
+        yield b"z" * 300
+
+    unsized = server.http.patch(
+        url,
+        content=past_the_length(),
+        headers={
+            **auth,
+            **TUS,
+            "Upload-Offset": "600",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert unsized.status_code == 413
+    assert unsized.headers["tus-resumable"] == "1.0.0"
+    head = server.http.head(url, headers={**auth, **TUS})
+    assert int(head.headers["upload-offset"]) < 1000
 
     gone = server.http.delete(url, headers={**auth, **TUS})
     assert gone.status_code == 204
