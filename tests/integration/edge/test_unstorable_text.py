@@ -131,6 +131,10 @@ async def test_every_route_refuses_text_the_database_cannot_store_naming_the_fie
             headers={**auth, **case.get("headers", {})},
             json=case.get("json"),
         )
+        if case["method"] == "head":  # an answer to HEAD has no body: its status says it
+            if answer.status_code != 422:
+                failures.append((case["method"], case["url"], case["field"], answer.status_code))
+            continue
         problem = answer.json() if answer.headers.get("content-type") == PROBLEM else {}
         named = [(e.get("in"), e.get("field")) for e in problem.get("errors", [])]
         messages = " ".join(e.get("message", "") for e in problem.get("errors", []))

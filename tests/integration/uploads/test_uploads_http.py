@@ -21,7 +21,8 @@ from support.uploads import upload_databases as upload_databases
 from townhall.uploads.workers import SCAN_GROUP
 
 pytestmark = pytest.mark.timeout(90)
-# What does not depend on the database or the bus runs on the embedded defaults only.
+# What does not depend on the database or the bus runs on the embedded defaults only (the SQL
+# store's own statements run on PostgreSQL in the tests of both stacks).
 EMBEDDED = pytest.mark.parametrize("stack", ["sqlite+memory"], indirect=True)
 
 
@@ -245,6 +246,7 @@ async def test_other_users_see_nothing_of_an_upload(stack, tmp_path):
         assert (await app.content(owner, made["id"])).status_code == 200
 
 
+@EMBEDDED
 async def test_the_owner_deletes_an_upload_and_its_bytes(stack, tmp_path):
     async with uploads_app(stack, tmp_path) as app:
         owner = await app.user()
@@ -281,6 +283,7 @@ async def test_the_owners_uploads_page_newest_first(stack, tmp_path):
             assert refused.status_code == 422, refused.text
 
 
+@EMBEDDED
 async def test_a_redelivered_upload_event_scans_and_notifies_once(stack, tmp_path):
     """At least once: the scan of an upload scanned already changes nothing and tells nobody
     again."""
