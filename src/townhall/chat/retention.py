@@ -3,11 +3,11 @@ sooner for short retentions), by every process that runs chat (a second deletes 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
 from townhall.chat.service import ChatService
+from townhall.platform.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -17,25 +17,16 @@ class Retention:
         self._service = service
         self.keep = timedelta(days=days)
         self.every = min(3600.0, max(1.0, self.keep.total_seconds() / 10))
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("chat.retention", self.every, self._prune, first_at_once=True)
 
     async def start(self) -> None:
         if self.keep > timedelta(0):
-            self._task = asyncio.create_task(self._run(), name="chat.retention")
+            await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                pruned = await self._service.prune(self.keep)
-                if pruned:
-                    log.info("chat: %d messages past retention deleted", pruned)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("chat: pruning history failed; trying again later")
-            await asyncio.sleep(self.every)
+    async def _prune(self) -> None:
+        pruned = await self._service.prune(self.keep)
+        if pruned:
+            log.info("chat: %d messages past retention deleted", pruned)

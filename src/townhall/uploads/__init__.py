@@ -22,7 +22,7 @@ from townhall.uploads.ports import AudienceCheck, ObjectStorage, Scanner
 from townhall.uploads.resumable import ResumableUploads
 from townhall.uploads.service import AttachmentView, UploadSettings, UploadsService
 from townhall.uploads.tus import tus_routers
-from townhall.uploads.workers import ExpirySweep, RescueLoop, ScanWorker, scan_consumers
+from townhall.uploads.workers import ScanWorker, scan_consumers
 
 __all__ = ["AttachmentView", "NotAttachable", "Status", "UploadsFacade", "module"]
 
@@ -117,7 +117,7 @@ def _install(platform: Platform) -> Installed:
         max_attempts=settings.uploads_scan_attempts,
     )
 
-    rescue = RescueLoop(worker, settings.uploads_rescue_after)
+    rescue = worker.rescue_loop(settings.uploads_rescue_after)
     resumables = ResumableUploads(
         database,
         SqlResumables(),
@@ -126,7 +126,7 @@ def _install(platform: Platform) -> Installed:
         clock,
         expiry=timedelta(hours=settings.uploads_tus_expiry_hours),
     )
-    expiry = ExpirySweep(resumables)
+    expiry = resumables.expiry_loop()
 
     async def close() -> None:
         await expiry.stop()

@@ -14,6 +14,7 @@ from datetime import timedelta
 from townhall.platform.clock import Clock
 from townhall.platform.errors import Conflict
 from townhall.platform.ids import new_id
+from townhall.platform.periodic import Periodic
 from townhall.platform.transaction import Transactions
 from townhall.uploads.domain import SNIFF_BYTES, InvalidUpload, Upload, UploadTooLarge
 from townhall.uploads.ports import PartialUploads, ResumableRecords, ResumableUpload
@@ -158,6 +159,12 @@ class ResumableUploads:
         async with self._db.transaction() as tx:
             await self._records.delete(tx, upload_id)
         await self._partials.delete(upload_id)
+
+    def expiry_loop(self) -> Periodic:
+        """`sweep` every twentieth of the expiry (at least every ten minutes), in every process
+        that serves resumable uploads."""
+        every = min(600.0, max(0.5, self.expiry.total_seconds() / 20))
+        return Periodic("uploads.tus-expiry", every, self.sweep)
 
     async def sweep(self, limit: int = 100) -> int:
         """Remove the uploads past their expiry; how many."""

@@ -12,7 +12,6 @@ redelivered and scanned again (counted as an attempt).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import timedelta
 from typing import Protocol
@@ -20,6 +19,7 @@ from typing import Protocol
 from townhall.platform.clock import Clock
 from townhall.platform.messaging import ConsumerSpec, Envelope
 from townhall.platform.observability import get_logger
+from townhall.platform.periodic import Periodic
 from townhall.platform.transaction import Transactions
 from townhall.uploads.domain import TERMINAL, ScanError, Status, Verdict
 from townhall.uploads.events import TOPIC, UploadReceived, UploadScanned
@@ -110,6 +110,16 @@ class ScanWorker:
         log.info("upload scanned", upload_id=upload_id, status=scanned.status.value)
         return scanned.status
 
+    def rescue_loop(self, after: float) -> Periodic:
+        """`rescue` of uploads pending past `after` seconds, every half of it."""
+
+        async def sweep() -> None:
+            rescued = await self.rescue(timedelta(seconds=after))
+            if rescued:
+                log.warning("uploads scanned without their message", count=rescued)
+
+        return Periodic("uploads.rescue", after / 2, sweep)
+
     async def rescue(self, older_than: timedelta, limit: int = 100) -> int:
         """Scan the uploads pending for longer than `older_than`: those whose `UploadReceived`
         died with an in-process bus (a crash on embedded defaults), or went to the dead-letter
@@ -132,75 +142,9 @@ class ScanWorker:
         return await self.inspector.verdict(chunks, content_type)
 
 
-class RescueLoop:
-    """Runs `ScanWorker.rescue` every half `after` in a process that runs the scan group."""
-
-    def __init__(self, worker: ScanWorker, after: float) -> None:
-        self.worker = worker
-        self.after = after
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.after / 2)
-            try:
-                rescued = await self.worker.rescue(timedelta(seconds=self.after))
-            except Exception:
-                log.exception("rescue sweep failed; next one in a while")
-                continue
-            if rescued:
-                log.warning("uploads scanned without their message", count=rescued)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-class Sweepable(Protocol):
-    expiry: timedelta
-
-    async def sweep(self, limit: int = 100) -> int: ...
-
-
-class ExpirySweep:
-    """Removes expired resumable uploads, every twentieth of their expiry (at most every ten
-    minutes), in every process that serves them."""
-
-    def __init__(self, resumables: Sweepable) -> None:
-        self.resumables = resumables
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        every = min(600.0, max(0.5, self.resumables.expiry.total_seconds() / 20))
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.resumables.sweep()
-            except Exception:
-                log.exception("expiry sweep of resumable uploads failed; next one in a while")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-def scan_consumers(worker: ScanWorker, rescue: RescueLoop) -> list[ConsumerSpec]:
+def scan_consumers(worker: ScanWorker, rescue: Periodic) -> list[ConsumerSpec]:
     def handler() -> Callable[[Envelope], Awaitable[None]]:
-        rescue.start()  # where the group runs, so does the sweep
+        rescue.start_soon()  # where the group runs, so does the sweep (`rescue_loop`)
         return worker.handle
 
     # The bus gives up one attempt after the worker does, so it is the worker that records
