@@ -112,7 +112,8 @@ HTTP_TITLES = {
 }
 
 
-def _status_of(exc: errors.DomainError) -> int:
+def status_of(exc: errors.DomainError) -> int:
+    """The HTTP status of a domain error's kind (400 for a kind not mapped)."""
     for kind in type(exc).__mro__:
         if kind in DOMAIN_STATUS:
             return DOMAIN_STATUS[kind]
@@ -126,7 +127,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_domain(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, errors.DomainError)
-        status = _status_of(exc)
+        status = status_of(exc)
         field_errors = (
             [{"field": exc.field, "message": exc.detail}] if exc.field is not None else None
         )

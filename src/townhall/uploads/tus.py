@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from townhall.platform.auth import Principal
 from townhall.platform.errors import DomainError
 from townhall.platform.http import current_user, rate_limit
-from townhall.platform.problems import DOMAIN_STATUS, Problem
+from townhall.platform.problems import Problem, status_of
 from townhall.uploads.resumable import OffsetConflict, Progress, ResumableNotFound, ResumableUploads
 
 VERSION = "1.0.0"
@@ -66,8 +66,7 @@ def metadata(header: str | None) -> dict[str, str]:
 
 def _tus_problem(exc: DomainError) -> Problem:
     """A domain refusal (413, 415, 422, ...) as a problem that carries the tus header."""
-    status = next((DOMAIN_STATUS[k] for k in type(exc).__mro__ if k in DOMAIN_STATUS), 400)
-    return _problem(status, exc.code, exc.title, exc.detail)
+    return _problem(status_of(exc), exc.code, exc.title, exc.detail)
 
 
 def _progress_headers(progress: Progress) -> dict[str, str]:
