@@ -201,16 +201,18 @@ class UploadsService:
         (404 to anyone else, and for an infected upload to anyone but its owner)."""
         async with self._db.connect() as tx:
             found = await self._uploads.get(tx, upload_id)
-            audiences = await self._uploads.audiences(tx, upload_id) if found else []
-        if found is None or not await self._may_see(user, found, audiences):
+            if found is None:
+                raise UploadNotFound()
+            if found.owner == user:  # the common case: no audience to read or ask
+                return found
+            if found.status is Status.INFECTED:
+                raise UploadNotFound()
+            audiences = await self._uploads.audiences(tx, upload_id)
+        if not await self._in_audience(user, audiences):
             raise UploadNotFound()
         return found
 
-    async def _may_see(self, user: str, upload: Upload, audiences: Sequence[str]) -> bool:
-        if upload.owner == user:
-            return True
-        if upload.status is Status.INFECTED:
-            return False
+    async def _in_audience(self, user: str, audiences: Sequence[str]) -> bool:
         for audience in audiences:
             kind, _, ref = audience.partition(":")
             check = self._audiences.get(kind)
