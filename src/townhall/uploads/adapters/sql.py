@@ -70,14 +70,11 @@ class SqlUploads:
         return [_upload(row) for row in rows]
 
     async def count_attempt(self, tx: Transaction, upload_id: str) -> int:
-        conn = connection(tx)
-        await conn.execute(
+        found = await connection(tx).scalar(
             uploads.update()
             .where(uploads.c.id == upload_id)
             .values(scan_attempts=uploads.c.scan_attempts + 1)
-        )
-        found = await conn.scalar(
-            sa.select(uploads.c.scan_attempts).where(uploads.c.id == upload_id)
+            .returning(uploads.c.scan_attempts)
         )
         return int(found or 0)
 
