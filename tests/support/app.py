@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -51,6 +53,30 @@ async def register_and_sign_in(
     )
     assert tokens.status_code == 200, tokens.text
     return dict(tokens.json())
+
+
+@dataclass(frozen=True)
+class SignedUp:
+    """A user a test registered and signed in: their id, username and bearer header."""
+
+    id: str
+    username: str
+    headers: dict[str, str]
+
+
+async def sign_up(
+    client: httpx.AsyncClient, label: str = "u", email: str | None = None
+) -> SignedUp:
+    """A new user (`label` and a random suffix), registered and signed in over HTTP."""
+    username = f"{label}{uuid.uuid4().hex[:8]}"
+    body = {"username": username, "password": PASSWORD}
+    created = await client.post(
+        "/api/v1/auth/register", json={**body, **({"email": email} if email else {})}
+    )
+    assert created.status_code == 201, created.text
+    tokens = await client.post("/api/v1/auth/token", json=body)
+    assert tokens.status_code == 200, tokens.text
+    return SignedUp(str(created.json()["id"]), username, bearer(tokens.json()))
 
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from support.services import create_database, database_name, drop_database
+from support.services import create_database, database_name, drop_database, port_open
 from townhall.platform.db import Database
 from townhall.platform.messaging import Envelope
 from townhall.platform.migrations import migrate
@@ -35,6 +36,30 @@ async def migrated_database(
         await database.dispose()
         if name is not None:
             await drop_database(name)
+
+
+def migrated_app_databases(directory: Path, label: str) -> Iterator[dict[str, str]]:
+    """A SQLite file, and a PostgreSQL database when PostgreSQL runs, each migrated with every
+    module's tables (as `serve` would); their URLs by kind (`sqlite`, `postgresql`). The
+    PostgreSQL database is dropped on exit. For a session fixture: migrating costs seconds."""
+    from support.app import settings_for
+    from townhall.bootstrap import migrate_database
+
+    def migrated(url: str) -> None:
+        asyncio.run(migrate_database(settings_for(url, directory)))
+
+    urls = {"sqlite": f"sqlite+aiosqlite:///{directory / f'{label}.db'}"}
+    migrated(urls["sqlite"])
+    name: str | None = None
+    if port_open("127.0.0.1", 5432):
+        name = database_name(label)
+        urls["postgresql"] = asyncio.run(create_database(name))
+        migrated(urls["postgresql"])
+    try:
+        yield urls
+    finally:
+        if name is not None:
+            asyncio.run(drop_database(name))
 
 
 async def outbox_envelopes(database: Database) -> list[tuple[str, Envelope]]:

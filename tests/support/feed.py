@@ -24,19 +24,17 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from support.app import PASSWORD, bearer, settings_for
+from support.app import SignedUp, settings_for, sign_up
+from support.databases import migrated_app_databases
 from support.notifications import bus_url, eventually
 from support.process import free_port
 from support.services import (
     REDIS_URL,
     RUN_ID,
-    create_database,
-    database_name,
-    drop_database,
     port_open,
     require,
 )
-from townhall.bootstrap import Runtime, assemble, migrate_database
+from townhall.bootstrap import Runtime, assemble
 from townhall.feed.adapters.tables import timeline, users
 from townhall.feed.workers import FANOUT_GROUP
 
@@ -56,28 +54,11 @@ class FeedStack:
     redis_url: str | None
 
 
-def _migrated(url: str, data_dir: Path) -> None:
-    asyncio.run(migrate_database(settings_for(url, data_dir)))
-
-
 @pytest.fixture(scope="session")
 def feed_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """One migrated database of each kind for this worker's whole run (migrating costs
-    seconds): the feed's tests share it, each with users, prefixes and queues of its own."""
-    directory = tmp_path_factory.mktemp("feed")
-    sqlite = f"sqlite+aiosqlite:///{directory / 'feed.db'}"
-    _migrated(sqlite, directory)
-    urls = {"sqlite": sqlite}
-    name: str | None = None
-    if port_open("127.0.0.1", 5432):
-        name = database_name("feed")
-        urls["postgresql"] = asyncio.run(create_database(name))
-        _migrated(urls["postgresql"], directory)
-    try:
-        yield urls
-    finally:
-        if name is not None:
-            asyncio.run(drop_database(name))
+    """One migrated database of each kind for this worker's whole run: the feed's tests share
+    it, each with users, prefixes and queues of its own."""
+    yield from migrated_app_databases(tmp_path_factory.mktemp("feed"), "feed")
 
 
 def feed_stack(name: str, databases: dict[str, str], *, redis_url: str | None = None) -> FeedStack:
@@ -104,11 +85,7 @@ def stack(request: pytest.FixtureRequest, feed_databases: dict[str, str]) -> Fee
     return feed_stack(request.param, feed_databases)
 
 
-@dataclass(frozen=True)
-class FeedUser:
-    id: str
-    username: str
-    headers: dict[str, str]
+FeedUser = SignedUp
 
 
 class FeedApp:
@@ -119,13 +96,7 @@ class FeedApp:
         self.client = client
 
     async def user(self, label: str = "u") -> FeedUser:
-        username = f"{label}{uuid.uuid4().hex[:8]}"
-        body = {"username": username, "password": PASSWORD}
-        created = await self.client.post("/api/v1/auth/register", json=body)
-        assert created.status_code == 201, created.text
-        tokens = await self.client.post("/api/v1/auth/token", json=body)
-        assert tokens.status_code == 200, tokens.text
-        return FeedUser(str(created.json()["id"]), username, bearer(tokens.json()))
+        return await sign_up(self.client, label)
 
     async def users(self, count: int, label: str = "u") -> list[FeedUser]:
         return list(await asyncio.gather(*(self.user(label) for _ in range(count))))

@@ -9,7 +9,6 @@ directory, YARA rules in process), and PostgreSQL with RabbitMQ, on per-run pref
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from support.app import PASSWORD, bearer, settings_for
+from support.app import SignedUp, settings_for, sign_up
+from support.databases import migrated_app_databases
 from support.notifications import bus_url
-from support.services import create_database, database_name, drop_database, port_open, require
-from townhall.bootstrap import Runtime, assemble, migrate_database
+from support.services import require
+from townhall.bootstrap import Runtime, assemble
 from townhall.uploads.workers import SCAN_GROUP
 
 UPLOAD_STACKS = ("sqlite+memory", "postgresql+rabbitmq")
@@ -40,28 +40,11 @@ class UploadStack:
     bus_url: str
 
 
-def _migrated(url: str, data_dir: Path) -> None:
-    asyncio.run(migrate_database(settings_for(url, data_dir)))
-
-
 @pytest.fixture(scope="session")
 def upload_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One migrated database of each kind for this worker's run; tests share it, each with
     users and queues of its own."""
-    directory = tmp_path_factory.mktemp("uploads")
-    sqlite = f"sqlite+aiosqlite:///{directory / 'uploads.db'}"
-    _migrated(sqlite, directory)
-    urls = {"sqlite": sqlite}
-    name: str | None = None
-    if port_open("127.0.0.1", 5432):
-        name = database_name("uploads")
-        urls["postgresql"] = asyncio.run(create_database(name))
-        _migrated(urls["postgresql"], directory)
-    try:
-        yield urls
-    finally:
-        if name is not None:
-            asyncio.run(drop_database(name))
+    yield from migrated_app_databases(tmp_path_factory.mktemp("uploads"), "uploads")
 
 
 def upload_stack(name: str, databases: dict[str, str]) -> UploadStack:
@@ -77,11 +60,7 @@ def stack(request: pytest.FixtureRequest, upload_databases: dict[str, str]) -> U
     return upload_stack(request.param, upload_databases)
 
 
-@dataclass(frozen=True)
-class Person:
-    id: str
-    username: str
-    headers: dict[str, str]
+Person = SignedUp
 
 
 class UploadsApp:
@@ -90,14 +69,7 @@ class UploadsApp:
         self.client = client
 
     async def user(self, label: str = "u", email: str | None = None) -> Person:
-        username = f"{label}{uuid.uuid4().hex[:8]}"
-        body = {"username": username, "password": PASSWORD}
-        registration = {**body, **({"email": email} if email else {})}
-        created = await self.client.post("/api/v1/auth/register", json=registration)
-        assert created.status_code == 201, created.text
-        tokens = await self.client.post("/api/v1/auth/token", json=body)
-        assert tokens.status_code == 200, tokens.text
-        return Person(str(created.json()["id"]), username, bearer(tokens.json()))
+        return await sign_up(self.client, label, email)
 
     async def send(
         self,
