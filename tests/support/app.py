@@ -81,3 +81,40 @@ async def sign_up(
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@asynccontextmanager
+async def uvicorn_serving(app: Any, **options: Any) -> AsyncIterator[int]:
+    """`app` served by uvicorn in this process on a free port of 127.0.0.1, as `townhall serve`
+    runs it (`options`: more of uvicorn's Config); yields the port, and stops the server."""
+    import asyncio
+
+    import uvicorn
+
+    from townhall.listening import listen
+
+    sockets = listen("127.0.0.1", 0)
+    port = int(sockets[0].getsockname()[1])
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        **options,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=sockets))
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise AssertionError("the server stopped before it started")
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 30)
+        for sock in sockets:
+            sock.close()

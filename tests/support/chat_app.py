@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from support.app import PASSWORD, register_and_sign_in, settings_for
+from support.app import PASSWORD, register_and_sign_in, settings_for, uvicorn_serving
 from support.notifications import eventually
 from support.services import (
     PG_ADMIN_DSN,
@@ -35,7 +34,6 @@ from support.services import (
     require,
 )
 from townhall.bootstrap import Runtime, assemble
-from townhall.listening import listen
 from townhall.platform.outbox import outbox_messages
 
 CHAT_STACKS = ("sqlite+memory", "postgresql+redis")
@@ -269,35 +267,17 @@ async def chat_server(
     settings = settings_for(stack.database_url, tmp_path, **values)
     runtime = await assemble(settings, ["identity", "chat"])
     app = runtime.create_app()
-    sockets = listen("127.0.0.1", 0)
-    port = int(sockets[0].getsockname()[1])
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ws_ping_interval=settings.chat_ping_interval,
-        ws_ping_timeout=settings.chat_ping_timeout,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=sockets))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise AssertionError("the server stopped before it started")
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WITHIN) as http:
-            chat = ChatServer(runtime, port, http)
-            try:
-                yield chat
-            finally:
-                for socket in chat.sockets:
-                    await socket.close()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
-        for sock in sockets:
-            sock.close()
+    async with (
+        uvicorn_serving(
+            app,
+            ws_ping_interval=settings.chat_ping_interval,
+            ws_ping_timeout=settings.chat_ping_timeout,
+        ) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WITHIN) as http,
+    ):
+        chat = ChatServer(runtime, port, http)
+        try:
+            yield chat
+        finally:
+            for socket in chat.sockets:
+                await socket.close()

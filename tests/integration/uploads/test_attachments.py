@@ -9,7 +9,6 @@ The app is served by uvicorn (as in tests/support/chat_app.py): chat needs WebSo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,16 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 
-from support.app import settings_for
+from support.app import settings_for, uvicorn_serving
 from support.chat_app import Socket
 from support.uploads import EICAR, NO_LIMITS, PNG, Person, UploadsApp, UploadStack
 from support.uploads import stack as stack
 from support.uploads import upload_databases as upload_databases
 from townhall.bootstrap import assemble
-from townhall.listening import listen
 
 pytestmark = pytest.mark.timeout(90)
 MODULES = ["identity", "notifications", "uploads", "chat", "feed"]
@@ -70,31 +67,16 @@ async def served(stack: UploadStack, tmp_path: Path) -> AsyncIterator[Served]:
     settings = settings_for(stack.database_url, tmp_path, bus_url=stack.bus_url, **NO_LIMITS)
     runtime = await assemble(settings, MODULES)
     app = runtime.create_app(consumers=False)
-    sockets = listen("127.0.0.1", 0)
-    port = int(sockets[0].getsockname()[1])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=sockets))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise AssertionError("the server stopped before it started")
-            await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WITHIN) as http:
-            made = Served(runtime, http, port)
-            try:
-                yield made
-            finally:
-                for socket in made.sockets:
-                    await socket.close()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
-        for sock in sockets:
-            sock.close()
+    async with (
+        uvicorn_serving(app) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=WITHIN) as http,
+    ):
+        made = Served(runtime, http, port)
+        try:
+            yield made
+        finally:
+            for socket in made.sockets:
+                await socket.close()
 
 
 def refused_attachments(answer: httpx.Response) -> None:
